@@ -1,0 +1,155 @@
+//! `Error`: every way a wanx command can stop, with its exit code and a hint. Per-task failures are
+//! not errors of the command: they are recorded in the report and turn into [`Error::TasksFailed`].
+
+use std::path::PathBuf;
+
+use crate::diagnostic::Diagnostic;
+use crate::money::Money;
+
+/// Exit codes, documented in the README.
+pub mod exit {
+    pub const SUCCESS: u8 = 0;
+    /// Some task failed; the others were built.
+    pub const TASK_FAILED: u8 = 1;
+    /// Invalid usage, manifest or plan; nothing was sent or written.
+    pub const INVALID: u8 = 2;
+    /// `--locked` and some task is not fresh; nothing was generated.
+    pub const NOT_LOCKED: u8 = 3;
+    /// The planned generations cost more than the budget allows; nothing was sent.
+    pub const OVER_BUDGET: u8 = 4;
+    /// Interrupted (Ctrl-C).
+    pub const INTERRUPTED: u8 = 130;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("could not find `wanx.toml` in `{}` or any parent directory", cwd.display())]
+    ManifestNotFound { cwd: PathBuf },
+
+    #[error("{count} problem{} in the project's files", if *count == 1 { "" } else { "s" })]
+    Invalid {
+        count: usize,
+        diagnostics: Vec<Diagnostic>,
+    },
+
+    #[error("{message}")]
+    Usage {
+        message: String,
+        hint: Option<String>,
+    },
+
+    #[error("the API key variable `{var}` is not set")]
+    MissingApiKey { var: String },
+
+    #[error("{action} `{}`: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("the build database `{}` failed: {source}", path.display())]
+    Store {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+
+    #[error("DashScope refused the build: {code}: {message}")]
+    ProviderFatal {
+        code: String,
+        message: String,
+        request_id: Option<String>,
+    },
+
+    #[error("{stale} task{} not fresh and `--locked` forbids changing `wanx.lock`", if *stale == 1 { " is" } else { "s are" })]
+    NotLocked { stale: usize },
+
+    #[error("the planned generations cost {planned}, more than the budget of {budget}")]
+    OverBudget { planned: Money, budget: Money },
+
+    #[error("{failed} task{} failed", if *failed == 1 { "" } else { "s" })]
+    TasksFailed { failed: usize },
+
+    #[error("interrupted")]
+    Interrupted,
+
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn usage(message: impl Into<String>) -> Error {
+        Error::Usage {
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// The process exit status for this error.
+    pub fn code(&self) -> u8 {
+        match self {
+            Error::ManifestNotFound { .. }
+            | Error::Invalid { .. }
+            | Error::Usage { .. }
+            | Error::MissingApiKey { .. } => exit::INVALID,
+            Error::NotLocked { .. } => exit::NOT_LOCKED,
+            Error::OverBudget { .. } => exit::OVER_BUDGET,
+            Error::Interrupted => exit::INTERRUPTED,
+            Error::Io { .. }
+            | Error::Store { .. }
+            | Error::ProviderFatal { .. }
+            | Error::TasksFailed { .. }
+            | Error::Other(_) => exit::TASK_FAILED,
+        }
+    }
+
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::ManifestNotFound { .. } => Some(
+                "create one with `touch wanx.toml` (an empty file is valid), or point at a project with `-C DIR`".to_owned(),
+            ),
+            Error::Invalid { .. } => Some("nothing was sent and no file was changed; fix the problems above and run again".to_owned()),
+            Error::Usage { hint, .. } => hint.clone(),
+            Error::MissingApiKey { var } => Some(format!(
+                "export {var}=… with a DashScope API key, or run with `--emulate` to build against wanx's local emulator at no cost"
+            )),
+            Error::Store { .. } => Some("`.wanx/` is a cache: if it is damaged, move it away and build again (the lock and your images are kept)".to_owned()),
+            Error::ProviderFatal { code, .. } => Some(provider_hint(code).to_owned()),
+            Error::NotLocked { .. } => Some("run `wanx plan` to see what changed, then `wanx build` without `--locked` and commit `wanx.lock`".to_owned()),
+            Error::OverBudget { .. } => Some("raise `--max-spend` or `[build] max_spend`, or build fewer tasks (`wanx build ID…`)".to_owned()),
+            _ => None,
+        }
+    }
+}
+
+fn provider_hint(code: &str) -> &'static str {
+    match code {
+        "InvalidApiKey" => {
+            "check the API key and that it belongs to the region of `provider.base_url` (Beijing, Singapore and US keys differ)"
+        }
+        c if c.starts_with("AccessDenied") || c.ends_with("AccessDenied") => {
+            "the account cannot use this model: enable it in the DashScope console, or check the workspace"
+        }
+        "Arrearage" | "PrepaidBillOverdue" | "PostpaidBillOverdue" => {
+            "the account is in arrears: top it up in the Alibaba Cloud console"
+        }
+        "Throttling.AllocationQuota" => {
+            "the account's quota is used up: wait for it to reset or raise it in the console"
+        }
+        "ModelNotFound" => {
+            "the model id is not served in this region: check `model` and `provider.base_url`"
+        }
+        _ => "no new tasks were submitted after this error; tasks already paid for were kept",
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,241 @@
+//! `Manifest`: the project's `wanx.toml`, found by walking up from the working directory like
+//! `Cargo.toml`. Every field has a default, so an empty file is a valid project.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::diagnostic::{Diagnostic, did_you_mean};
+use crate::error::{Error, Result};
+use crate::registry::{ModelOverride, Registry};
+
+pub const FILE_NAME: &str = "wanx.toml";
+/// The Beijing endpoint, the SDK's default.
+pub const DEFAULT_BASE_URL: &str = "https://dashscope.aliyuncs.com/api/v1";
+
+/// The loaded manifest with its location.
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    /// The directory holding `wanx.toml`: the project root. Nothing is written outside it.
+    pub root: PathBuf,
+    pub project: ProjectSection,
+    pub provider: ProviderSection,
+    pub build: BuildSection,
+    pub prices: BTreeMap<String, f64>,
+    pub models: BTreeMap<String, ModelOverride>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProjectSection {
+    /// Globs, relative to the root, that select plan files (`.toml` in wanx's format, `.json` in the seed's).
+    pub plans: Vec<String>,
+    /// Default output directory, relative to the root.
+    pub out_dir: String,
+    /// Default file name pattern.
+    pub filename: String,
+}
+
+impl Default for ProjectSection {
+    fn default() -> Self {
+        ProjectSection {
+            plans: vec!["plans/**/*.toml".to_owned(), "plans/**/*.json".to_owned()],
+            out_dir: "generated".to_owned(),
+            filename: "{id}.png".to_owned(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderSection {
+    /// `https://dashscope.aliyuncs.com/api/v1` (Beijing), `https://dashscope-intl.aliyuncs.com/api/v1`
+    /// (Singapore), `https://dashscope-us.aliyuncs.com/api/v1` (US), or a workspace domain.
+    pub base_url: Option<String>,
+    /// The environment variable holding the API key.
+    pub api_key_env: String,
+    /// Sent as `X-DashScope-WorkSpace` when set.
+    pub workspace: Option<String>,
+}
+
+impl Default for ProviderSection {
+    fn default() -> Self {
+        ProviderSection {
+            base_url: None,
+            api_key_env: "DASHSCOPE_API_KEY".to_owned(),
+            workspace: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuildSection {
+    /// Tasks in flight at once across all models (each model also keeps its own quota).
+    pub jobs: Option<usize>,
+    /// CNY: refuse to start a build whose generations would cost more.
+    pub max_spend: Option<f64>,
+    /// Seconds a task may take from submission to downloaded result.
+    pub task_timeout: Option<f64>,
+    /// Seconds between the first task queries (the schedule then backs off).
+    pub poll_interval: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct Wire {
+    project: ProjectSection,
+    provider: ProviderSection,
+    build: BuildSection,
+    prices: BTreeMap<String, f64>,
+    models: BTreeMap<String, ModelOverride>,
+}
+
+const SECTIONS: [&str; 5] = ["project", "provider", "build", "prices", "models"];
+
+impl Manifest {
+    /// Finds `wanx.toml` in `start` or its parents.
+    pub fn find(start: &Path) -> Result<PathBuf> {
+        start
+            .ancestors()
+            .map(|dir| dir.join(FILE_NAME))
+            .find(|p| p.is_file())
+            .ok_or_else(|| Error::ManifestNotFound {
+                cwd: start.to_path_buf(),
+            })
+    }
+
+    /// Reads and parses the manifest at `path`, returning it with the registry it extends.
+    pub fn load(path: &Path) -> Result<(Manifest, Registry)> {
+        let source =
+            std::fs::read_to_string(path).map_err(|e| Error::io("could not read", path, e))?;
+        let root = path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let root =
+            std::path::absolute(&root).map_err(|e| Error::io("could not resolve", &root, e))?;
+        let wire: Wire = toml::from_str(&source).map_err(|e| {
+            let mut d = Diagnostic::error(FILE_NAME, e.message().to_owned());
+            if let Some(span) = e.span() {
+                d = d.at(&source, span);
+            }
+            if let Some(hint) = unknown_field_hint(e.message()) {
+                d = d.hint(hint);
+            }
+            Error::Invalid {
+                count: 1,
+                diagnostics: vec![d],
+            }
+        })?;
+        let manifest = Manifest {
+            root,
+            project: wire.project,
+            provider: wire.provider,
+            build: wire.build,
+            prices: wire.prices,
+            models: wire.models,
+        };
+        let mut registry = Registry::builtin();
+        let mut diagnostics = Vec::new();
+        if let Err(errors) = registry.extend(&manifest.prices, &manifest.models) {
+            for (field, message) in errors {
+                let mut d = Diagnostic::error(FILE_NAME, message).field(field.clone());
+                let last = field.rsplit('.').next().unwrap_or(&field);
+                if let Some(pos) = source.find(last) {
+                    d = d.at(&source, pos..pos + last.len());
+                }
+                diagnostics.push(d);
+            }
+        }
+        if let Some(budget) = manifest.build.max_spend {
+            if budget < 0.0 {
+                diagnostics.push(
+                    Diagnostic::error(FILE_NAME, "`max_spend` cannot be negative")
+                        .field("build.max_spend"),
+                );
+            }
+        }
+        if !diagnostics.is_empty() {
+            return Err(Error::Invalid {
+                count: diagnostics.len(),
+                diagnostics,
+            });
+        }
+        Ok((manifest, registry))
+    }
+
+    /// The directory for wanx's own state.
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join(".wanx")
+    }
+
+    pub fn lock_path(&self) -> PathBuf {
+        self.root.join("wanx.lock")
+    }
+}
+
+/// toml's unknown-field message lists the expected names; add a did-you-mean from it.
+pub fn unknown_field_hint(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, expected) = rest.split_once('`')?;
+    let names: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let names = if names.is_empty() {
+        SECTIONS.to_vec()
+    } else {
+        names
+    };
+    Some(match did_you_mean(field, names.iter().copied()) {
+        Some(name) => format!("did you mean `{name}`?"),
+        None => format!(
+            "expected one of {}",
+            names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_manifest_is_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), "").unwrap();
+        let (m, _) = Manifest::load(&dir.path().join(FILE_NAME)).unwrap();
+        assert_eq!(m.provider.api_key_env, "DASHSCOPE_API_KEY");
+        assert_eq!(m.project.out_dir, "generated");
+    }
+
+    #[test]
+    fn found_by_walking_up() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), "").unwrap();
+        let deep = dir.path().join("a/b");
+        std::fs::create_dir_all(&deep).unwrap();
+        assert_eq!(Manifest::find(&deep).unwrap(), dir.path().join(FILE_NAME));
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_suggests() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            "[build]\njobs = 2\nmax_spnd = 3\n",
+        )
+        .unwrap();
+        let Err(Error::Invalid { diagnostics, .. }) = Manifest::load(&dir.path().join(FILE_NAME))
+        else {
+            panic!()
+        };
+        assert_eq!(diagnostics[0].line, 3);
+        assert_eq!(
+            diagnostics[0].hint.as_deref(),
+            Some("did you mean `max_spend`?")
+        );
+    }
+}
