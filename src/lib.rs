@@ -6,6 +6,8 @@
 //! [`dashscope`] and records into [`store`], [`blob_store`] and [`lock`], and [`report`] tells the user.
 
 pub mod blob_store;
+pub mod cache_key;
+pub mod compile;
 pub mod diagnostic;
 pub mod emulator;
 pub mod error;

@@ -1,0 +1,179 @@
+//! `CacheKey`: the name of a generation. blake3 over a canonical JSON encoding of everything that
+//! decides the images: the key version, the provider's identity, the endpoint, the headers and the
+//! compiled body with every local or upstream image replaced by the blake3 of its bytes. Output paths
+//! are not in it, so renaming an output costs nothing.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::compile::Compiled;
+
+/// Bump when the encoding or the meaning of any keyed field changes: every key changes with it.
+pub const KEY_VERSION: u32 = 1;
+
+/// Who produces the images. Emulated images never satisfy a real build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Provider {
+    /// The real DashScope service (any region or workspace domain on `aliyuncs.com`).
+    DashScope,
+    /// wanx's own emulator, in process (`--emulate`) or standalone on a loopback address.
+    Emulator,
+    /// Another DashScope-compatible service, named by its host.
+    Compatible(String),
+}
+
+impl Provider {
+    /// Decides the identity from the base URL the client will talk to.
+    pub fn from_base_url(base_url: &str) -> Provider {
+        let host = base_url
+            .split_once("://")
+            .map_or(base_url, |(_, rest)| rest)
+            .split(['/', '?'])
+            .next()
+            .unwrap_or_default();
+        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+        let host = if host.starts_with('[') {
+            host.split(']').next().unwrap_or(host).trim_start_matches('[')
+        } else {
+            host.split(':').next().unwrap_or(host)
+        };
+        let host = host.to_ascii_lowercase();
+        let loopback = host == "localhost" || host == "::1" || host.starts_with("127.");
+        if loopback {
+            Provider::Emulator
+        } else if host == "aliyuncs.com" || host.ends_with(".aliyuncs.com") {
+            Provider::DashScope
+        } else {
+            Provider::Compatible(host)
+        }
+    }
+
+    pub fn identity(&self) -> String {
+        match self {
+            Provider::DashScope => "dashscope".to_owned(),
+            Provider::Emulator => "wanx-emulator".to_owned(),
+            Provider::Compatible(host) => format!("compatible:{host}"),
+        }
+    }
+
+    pub fn is_emulated(&self) -> bool {
+        *self == Provider::Emulator
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey([u8; 32]);
+
+#[derive(Serialize)]
+struct Material<'a> {
+    version: u32,
+    provider: &'a str,
+    endpoint: &'a str,
+    headers: &'a [(&'static str, String)],
+    body: &'a Value,
+}
+
+impl CacheKey {
+    /// Keys `compiled` for `provider`. `media` gives the blake3 (hex) of each image in
+    /// `compiled.media`, in the same order.
+    pub fn new(provider: &Provider, compiled: &Compiled, media: &[String]) -> CacheKey {
+        assert_eq!(media.len(), compiled.media.len(), "one digest per media slot");
+        let body = if media.is_empty() {
+            std::borrow::Cow::Borrowed(&compiled.body)
+        } else {
+            let mut body = compiled.body.clone();
+            for (slot, digest) in compiled.media.iter().zip(media) {
+                if let Some(v) = body.pointer_mut(&slot.pointer) {
+                    *v = Value::String(format!("blake3:{digest}"));
+                }
+            }
+            std::borrow::Cow::Owned(body)
+        };
+        let identity = provider.identity();
+        let material = Material {
+            version: KEY_VERSION,
+            provider: &identity,
+            endpoint: &compiled.endpoint,
+            headers: &compiled.headers,
+            body: &body,
+        };
+        let mut hasher = blake3::Hasher::new();
+        // serde_json's `Map` is a BTreeMap (no `preserve_order`), so object keys are sorted: canonical.
+        serde_json::to_writer(&mut hasher, &material).expect("writing JSON into a hasher cannot fail");
+        CacheKey(*hasher.finalize().as_bytes())
+    }
+
+    pub fn from_hex(hex: &str) -> Option<CacheKey> {
+        blake3::Hash::from_hex(hex).ok().map(|h| CacheKey(*h.as_bytes()))
+    }
+
+    pub fn hex(&self) -> String {
+        blake3::Hash::from(self.0).to_hex().to_string()
+    }
+
+    /// The first 12 hex digits, for `{key}` in file names and for display.
+    pub fn short(&self) -> String {
+        self.hex()[..12].to_owned()
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.hex())
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CacheKey({})", self.short())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::{compile, tests::task};
+    use crate::registry::Registry;
+
+    /// If this digest changes, every user's cache and lock is invalidated: bump KEY_VERSION on purpose
+    /// and update the pin, never by accident.
+    #[test]
+    fn pinned_digest() {
+        let c = compile(&task("pin", "wan2.2-t2i-flash", "a lighthouse at dusk"), &Registry::builtin());
+        let key = CacheKey::new(&Provider::DashScope, &c, &[]);
+        assert_eq!(key.hex(), "aee290f9f1f1af03cb66fc6e2c97e60255ae47386ecc8ca1ba2588c87ed6db98");
+    }
+
+    #[test]
+    fn output_paths_and_ids_are_not_in_the_key() {
+        let r = Registry::builtin();
+        let a = task("a", "wan2.2-t2i-flash", "same");
+        let mut b = task("b", "wan2.2-t2i-flash", "same");
+        b.output.filename = "other_{id}.png".into();
+        b.output.dir = "elsewhere".into();
+        assert_eq!(
+            CacheKey::new(&Provider::DashScope, &compile(&a, &r), &[]),
+            CacheKey::new(&Provider::DashScope, &compile(&b, &r), &[])
+        );
+    }
+
+    #[test]
+    fn the_prompt_and_the_provider_are() {
+        let r = Registry::builtin();
+        let a = compile(&task("a", "wan2.2-t2i-flash", "one"), &r);
+        let b = compile(&task("a", "wan2.2-t2i-flash", "two"), &r);
+        assert_ne!(CacheKey::new(&Provider::DashScope, &a, &[]), CacheKey::new(&Provider::DashScope, &b, &[]));
+        assert_ne!(CacheKey::new(&Provider::DashScope, &a, &[]), CacheKey::new(&Provider::Emulator, &a, &[]));
+    }
+
+    #[test]
+    fn provider_identity_follows_the_host() {
+        assert_eq!(Provider::from_base_url("https://dashscope.aliyuncs.com/api/v1"), Provider::DashScope);
+        assert_eq!(Provider::from_base_url("https://dashscope-intl.aliyuncs.com/api/v1"), Provider::DashScope);
+        assert_eq!(Provider::from_base_url("http://127.0.0.1:4567/api/v1"), Provider::Emulator);
+        assert_eq!(Provider::from_base_url("http://[::1]:80/api/v1"), Provider::Emulator);
+        assert_eq!(Provider::from_base_url("https://proxy.example.com/api/v1"), Provider::Compatible("proxy.example.com".into()));
+    }
+}
