@@ -1,0 +1,86 @@
+//! Output naming: a task's `out_dir` and `filename` pattern rendered to project-relative paths.
+//! Placeholders: `{id}` / `{task_id}`, `{index}` (1-based), `{n}`, `{key}` (12 hex digits of the cache
+//! key) and the seed's `{timestamp}`, the generation time, so a name is stable across no-op builds.
+
+use crate::cache_key::CacheKey;
+use crate::task::OutputSpec;
+
+/// The placeholders a pattern may use.
+pub const PLACEHOLDERS: [&str; 6] = ["id", "task_id", "index", "n", "key", "timestamp"];
+
+/// The project-relative paths of a task's `n` images.
+pub fn render(spec: &OutputSpec, id: &str, n: u32, key: &CacheKey, generated_at: i64) -> Vec<String> {
+    let short = key.short();
+    let stamp = if spec.filename.contains("{timestamp}") { format_timestamp(generated_at) } else { String::new() };
+    (1..=n)
+        .map(|index| {
+            let name = spec
+                .filename
+                .replace("{id}", id)
+                .replace("{task_id}", id)
+                .replace("{index}", &index.to_string())
+                .replace("{n}", &n.to_string())
+                .replace("{key}", &short)
+                .replace("{timestamp}", &stamp);
+            let dir = spec.dir.trim_end_matches('/');
+            if dir.is_empty() || dir == "." { name } else { format!("{dir}/{name}") }
+        })
+        .collect()
+}
+
+/// `20251019-153000`: UTC, sortable, safe in file names on every platform.
+pub fn format_timestamp(unix: i64) -> String {
+    let (y, m, d, hh, mm, ss) = civil(unix);
+    format!("{y:04}{m:02}{d:02}-{hh:02}{mm:02}{ss:02}")
+}
+
+/// `2025-10-19 15:30:00` UTC, for reports.
+pub fn format_datetime(unix: i64) -> String {
+    let (y, m, d, hh, mm, ss) = civil(unix);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}")
+}
+
+/// Unix seconds → (year, month, day, hour, minute, second) in UTC (Howard Hinnant's civil_from_days).
+fn civil(unix: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, (secs / 3600) as u32, (secs % 3600 / 60) as u32, (secs % 60) as u32)
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_placeholder() {
+        let key = CacheKey::from_hex(&"ab".repeat(32)).unwrap();
+        let spec = OutputSpec { dir: "out/x/".into(), filename: "{task_id}_{timestamp}_{index}of{n}_{key}.png".into() };
+        assert_eq!(
+            render(&spec, "hero", 2, &key, 1_760_887_800),
+            vec!["out/x/hero_20251019-153000_1of2_abababababab.png", "out/x/hero_20251019-153000_2of2_abababababab.png"]
+        );
+    }
+
+    #[test]
+    fn formats_dates_across_leap_years() {
+        assert_eq!(format_datetime(0), "1970-01-01 00:00:00");
+        assert_eq!(format_datetime(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(format_timestamp(1_798_761_599), "20261231-235959");
+    }
+}

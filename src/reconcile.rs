@@ -1,0 +1,294 @@
+//! `reconcile`: the pure decision at the heart of a build. From the tasks (with their keys), what
+//! `wanx.lock` records, what the store holds and what is on disk, it chooses one action per task:
+//! `fresh` (nothing to do), `restore` (copy from the blob store, free) or `generate` (paid), each with
+//! its reason and its price. It performs no I/O; `wanx plan` prints exactly its result.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use crate::cache_key::CacheKey;
+use crate::money::Money;
+use crate::output_name;
+use crate::task::OutputSpec;
+
+/// One task as reconcile sees it.
+pub struct Item<'a> {
+    pub id: &'a str,
+    pub key: CacheKey,
+    pub n: u32,
+    /// Price of one image.
+    pub price: Money,
+    pub output: &'a OutputSpec,
+}
+
+/// A generation that is recorded somewhere: in the lock (with its output paths) or in the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    pub key: String,
+    pub generated_at: i64,
+    /// blake3 of each image, in index order.
+    pub images: Vec<String>,
+    /// Project-relative output paths, in index order (from the lock; empty for store results).
+    pub outputs: Vec<String>,
+}
+
+/// Everything reconcile may look at, gathered beforehand.
+#[derive(Default)]
+pub struct Snapshot {
+    /// `wanx.lock` entries by task id.
+    pub lock: HashMap<String, Recorded>,
+    /// Store results by key hex.
+    pub cached: HashMap<String, Recorded>,
+    /// Blobs present in the blob store.
+    pub blobs: HashSet<String>,
+    /// The blake3 of files on disk at the paths of interest; `None` when missing.
+    pub disk: HashMap<String, Option<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Fresh,
+    /// Copy these blobs to the outputs; free.
+    Restore { images: Vec<String>, generated_at: i64 },
+    /// Pay for a new generation.
+    Generate,
+}
+
+impl Action {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Fresh => "fresh",
+            Action::Restore { .. } => "restore",
+            Action::Generate => "generate",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    UpToDate,
+    /// The lock has no entry for the task.
+    New,
+    /// The compiled request differs from the one the lock records.
+    Changed,
+    OutputMissing(String),
+    OutputModified(String),
+    /// The output naming changed; the images did not.
+    Renamed,
+    Forced,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::UpToDate => f.write_str("up to date"),
+            Reason::New => f.write_str("new task"),
+            Reason::Changed => f.write_str("request changed"),
+            Reason::OutputMissing(p) => write!(f, "`{p}` is missing"),
+            Reason::OutputModified(p) => write!(f, "`{p}` was modified"),
+            Reason::Renamed => f.write_str("output names changed"),
+            Reason::Forced => f.write_str("--force"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub action: Action,
+    pub reason: Reason,
+    /// Where the images are or will be. For `generate`, predicted with the build's start time.
+    pub outputs: Vec<String>,
+    /// What this task's images cost at the registry price: paid for `generate`, saved otherwise.
+    pub value: Money,
+}
+
+impl Decision {
+    /// Money this decision spends.
+    pub fn cost(&self) -> Money {
+        if self.action == Action::Generate { self.value } else { Money::ZERO }
+    }
+
+    /// Money this decision saves against generating again.
+    pub fn saved(&self) -> Money {
+        if self.action == Action::Generate { Money::ZERO } else { self.value }
+    }
+}
+
+/// Decides every item. `now` predicts `{timestamp}` names for generations.
+pub fn reconcile(items: &[Item<'_>], snapshot: &Snapshot, force: bool, now: i64) -> Vec<Decision> {
+    items.iter().map(|item| decide(item, snapshot, force, now)).collect()
+}
+
+fn decide(item: &Item<'_>, snap: &Snapshot, force: bool, now: i64) -> Decision {
+    let value = item.price.times(item.n);
+    let key = item.key.hex();
+    let paths = |at: i64| output_name::render(item.output, item.id, item.n, &item.key, at);
+    if force {
+        return Decision { action: Action::Generate, reason: Reason::Forced, outputs: paths(now), value };
+    }
+    let locked = snap.lock.get(item.id).filter(|r| r.key == key);
+    let reason = match (snap.lock.get(item.id), locked) {
+        (None, _) => Reason::New,
+        (Some(_), None) => Reason::Changed,
+        (Some(_), Some(rec)) => match check_outputs(rec, &paths(rec.generated_at), snap) {
+            None => {
+                return Decision { action: Action::Fresh, reason: Reason::UpToDate, outputs: rec.outputs.clone(), value };
+            }
+            Some(reason) => reason,
+        },
+    };
+    // Not fresh: restore from the blob store if some record of this key has every image there.
+    let source = snap.cached.get(&key).into_iter().chain(locked).find(|rec| {
+        rec.images.len() == item.n as usize && rec.images.iter().all(|h| snap.blobs.contains(h))
+    });
+    match source {
+        Some(rec) => Decision {
+            action: Action::Restore { images: rec.images.clone(), generated_at: rec.generated_at },
+            reason,
+            outputs: paths(rec.generated_at),
+            value,
+        },
+        None => Decision { action: Action::Generate, reason, outputs: paths(now), value },
+    }
+}
+
+/// `None` when every output the lock records is where the current naming puts it, with its bytes.
+fn check_outputs(rec: &Recorded, expected: &[String], snap: &Snapshot) -> Option<Reason> {
+    if expected != rec.outputs.as_slice() {
+        return Some(Reason::Renamed);
+    }
+    for (path, hash) in rec.outputs.iter().zip(&rec.images) {
+        match snap.disk.get(path) {
+            Some(Some(on_disk)) if on_disk == hash => {}
+            Some(Some(_)) => return Some(Reason::OutputModified(path.clone())),
+            _ => return Some(Reason::OutputMissing(path.clone())),
+        }
+    }
+    None
+}
+
+/// Totals over a set of decisions, for `wanx plan` and the report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub fresh: usize,
+    pub restore: usize,
+    pub generate: usize,
+    pub images_to_generate: u32,
+    pub cost: Money,
+    pub saved: Money,
+}
+
+pub fn totals<'a>(decisions: impl IntoIterator<Item = (&'a Decision, u32)>) -> Totals {
+    let mut t = Totals::default();
+    for (d, n) in decisions {
+        match d.action {
+            Action::Fresh => t.fresh += 1,
+            Action::Restore { .. } => t.restore += 1,
+            Action::Generate => {
+                t.generate += 1;
+                t.images_to_generate += n;
+            }
+        }
+        t.cost += d.cost();
+        t.saved += d.saved();
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(byte: u8) -> CacheKey {
+        CacheKey::from_hex(&format!("{byte:02x}").repeat(32)).unwrap()
+    }
+
+    fn spec() -> OutputSpec {
+        OutputSpec { dir: "out".into(), filename: "{id}_{index}.png".into() }
+    }
+
+    fn item<'a>(id: &'a str, k: CacheKey, output: &'a OutputSpec) -> Item<'a> {
+        Item { id, key: k, n: 2, price: Money::from_yuan(0.14), output }
+    }
+
+    fn recorded(k: CacheKey, outputs: &[&str]) -> Recorded {
+        Recorded {
+            key: k.hex(),
+            generated_at: 100,
+            images: vec!["h1".into(), "h2".into()],
+            outputs: outputs.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    fn snapshot_with_outputs(k: CacheKey) -> Snapshot {
+        let mut s = Snapshot::default();
+        s.lock.insert("a".into(), recorded(k, &["out/a_1.png", "out/a_2.png"]));
+        s.disk.insert("out/a_1.png".into(), Some("h1".into()));
+        s.disk.insert("out/a_2.png".into(), Some("h2".into()));
+        s
+    }
+
+    #[test]
+    fn matching_lock_and_disk_is_fresh_and_saves_its_price() {
+        let o = spec();
+        let d = reconcile(&[item("a", key(1), &o)], &snapshot_with_outputs(key(1)), false, 0);
+        assert_eq!(d[0].action, Action::Fresh);
+        assert_eq!(d[0].saved(), Money::from_yuan(0.28));
+        assert_eq!(d[0].cost(), Money::ZERO);
+    }
+
+    #[test]
+    fn a_missing_output_is_restored_from_blobs() {
+        let o = spec();
+        let mut s = snapshot_with_outputs(key(1));
+        s.disk.insert("out/a_2.png".into(), None);
+        s.blobs.extend(["h1".to_owned(), "h2".to_owned()]);
+        let d = &reconcile(&[item("a", key(1), &o)], &s, false, 0)[0];
+        assert_eq!(d.action, Action::Restore { images: vec!["h1".into(), "h2".into()], generated_at: 100 });
+        assert_eq!(d.reason, Reason::OutputMissing("out/a_2.png".into()));
+    }
+
+    #[test]
+    fn a_missing_output_without_blobs_is_generated() {
+        let o = spec();
+        let mut s = snapshot_with_outputs(key(1));
+        s.disk.insert("out/a_1.png".into(), Some("edited".into()));
+        let d = &reconcile(&[item("a", key(1), &o)], &s, false, 0)[0];
+        assert_eq!(d.action, Action::Generate);
+        assert_eq!(d.reason, Reason::OutputModified("out/a_1.png".into()));
+        assert_eq!(d.cost(), Money::from_yuan(0.28));
+    }
+
+    #[test]
+    fn a_changed_key_generates_unless_the_store_has_it() {
+        let o = spec();
+        let mut s = snapshot_with_outputs(key(1));
+        let d = &reconcile(&[item("a", key(2), &o)], &s, false, 7)[0];
+        assert_eq!((d.action.clone(), d.reason.clone()), (Action::Generate, Reason::Changed));
+        s.cached.insert(key(2).hex(), Recorded { key: key(2).hex(), generated_at: 50, images: vec!["x1".into(), "x2".into()], outputs: vec![] });
+        s.blobs.extend(["x1".to_owned(), "x2".to_owned()]);
+        let d = &reconcile(&[item("a", key(2), &o)], &s, false, 7)[0];
+        assert_eq!(d.action, Action::Restore { images: vec!["x1".into(), "x2".into()], generated_at: 50 });
+        assert_eq!(d.cost(), Money::ZERO);
+    }
+
+    #[test]
+    fn renaming_the_pattern_restores_instead_of_paying() {
+        let renamed = OutputSpec { dir: "out".into(), filename: "hero-{index}.png".into() };
+        let mut s = snapshot_with_outputs(key(1));
+        s.blobs.extend(["h1".to_owned(), "h2".to_owned()]);
+        let d = &reconcile(&[item("a", key(1), &renamed)], &s, false, 0)[0];
+        assert_eq!(d.reason, Reason::Renamed);
+        assert!(matches!(d.action, Action::Restore { .. }));
+        assert_eq!(d.outputs, vec!["out/hero-1.png", "out/hero-2.png"]);
+    }
+
+    #[test]
+    fn new_and_forced_tasks_generate() {
+        let o = spec();
+        let d = reconcile(&[item("new", key(3), &o)], &Snapshot::default(), false, 0);
+        assert_eq!(d[0].reason, Reason::New);
+        let d = reconcile(&[item("a", key(1), &o)], &snapshot_with_outputs(key(1)), true, 0);
+        assert_eq!((d[0].action.clone(), d[0].reason.clone()), (Action::Generate, Reason::Forced));
+    }
+}
