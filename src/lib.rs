@@ -8,6 +8,7 @@
 pub mod blob_store;
 pub mod cache_key;
 pub mod compile;
+pub mod dashscope;
 pub mod diagnostic;
 pub mod emulator;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod plan_json;
 pub mod plan_toml;
 pub mod reconcile;
 pub mod registry;
+pub mod secret;
 pub mod size;
 pub mod store;
 pub mod task;
