@@ -6,12 +6,15 @@
 //! [`dashscope`] and records into [`store`], [`blob_store`] and [`lock`], and [`report`] tells the user.
 
 pub mod blob_store;
+pub mod build;
 pub mod cache_key;
+pub mod cli;
 pub mod compile;
 pub mod dashscope;
 pub mod diagnostic;
 pub mod emulator;
 pub mod error;
+pub mod executor;
 pub mod json_spans;
 pub mod lock;
 pub mod manifest;
@@ -21,18 +24,15 @@ pub mod placeholder_png;
 pub mod plan;
 pub mod plan_json;
 pub mod plan_toml;
+pub mod printer;
 pub mod reconcile;
 pub mod registry;
+pub mod report;
+mod run;
 pub mod secret;
 pub mod size;
 pub mod store;
 pub mod task;
 pub mod vocabulary;
 
-use std::ffi::OsString;
-use std::process::ExitCode;
-
-/// Parses the command line, runs one subcommand, prints any error once, and returns the exit code.
-pub fn run(_args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    ExitCode::SUCCESS
-}
+pub use run::run;

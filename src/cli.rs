@@ -1,0 +1,110 @@
+//! The command line: `wanx build`, `wanx plan`, `wanx explain`, `wanx emulator`. Parsing only; `run`
+//! dispatches.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "wanx",
+    version,
+    about = "make for AI images: build DashScope (Tongyi Wanxiang / Wan, Qwen-Image) image plans, paying only for what changed",
+    long_about = "wanx reads image tasks from plan files, compiles each to the exact DashScope request, keys it by \
+content, and generates only the tasks whose requests changed. Everything else is fresh on disk or restored \
+from the local cache for free.\n\nThe project is the nearest `wanx.toml` above the current directory.",
+    after_help = "Examples:\n  wanx build --emulate        build everything against the local emulator (no API key, no cost)\n  wanx plan                    show what a build would do and what it would cost\n  wanx build hero banner       build two tasks\n  wanx build --locked          fail (exit 3) unless every image matches wanx.lock\n\nExit codes: 0 success, 1 a task failed, 2 invalid usage/manifest/plan, 3 --locked and not fresh, 4 over budget, 130 interrupted."
+)]
+pub struct Cli {
+    /// Run as if started in DIR.
+    #[arg(short = 'C', long = "directory", value_name = "DIR", global = true)]
+    pub directory: Option<PathBuf>,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Say more: submissions, retries, timings.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Bring the images on disk up to date with the plans.
+    Build(BuildArgs),
+    /// Show what `build` would do: one line per task with its action, reason and price, then totals.
+    Plan(PlanArgs),
+    /// Print a task's compiled request, its inputs and its key; without a task, the lowering table.
+    Explain(ExplainArgs),
+    /// Run the DashScope emulator on its own, for CI or other tools.
+    Emulator(EmulatorArgs),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct Selection {
+    /// Build only these task ids (default: all).
+    #[arg(value_name = "TASK")]
+    pub tasks: Vec<String>,
+    /// Build against wanx's in-process DashScope emulator: no API key, no cost, placeholder images.
+    #[arg(long)]
+    pub emulate: bool,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Decide and print, but send and write nothing (same as `wanx plan`).
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Generate the selected tasks even if they are fresh or cached (paid).
+    #[arg(long)]
+    pub force: bool,
+    /// Fail with exit code 3, sending nothing, unless every task is fresh and `wanx.lock` would not change.
+    #[arg(long)]
+    pub locked: bool,
+    /// Print a machine-readable summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Tasks in flight at once (each model also keeps its own quota).
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Refuse to start if the planned generations cost more than this many CNY.
+    #[arg(long, value_name = "CNY")]
+    pub max_spend: Option<f64>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Print the plan as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExplainArgs {
+    /// The task to explain.
+    pub task: Option<String>,
+    /// Key the request as the emulator would.
+    #[arg(long)]
+    pub emulate: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EmulatorArgs {
+    /// Port to listen on (0 picks a free one; the URL is printed).
+    #[arg(long, default_value_t = 8701)]
+    pub port: u16,
+    /// Address to bind. Loopback by default.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// Milliseconds from submission to result.
+    #[arg(long, default_value_t = 300)]
+    pub latency_ms: u64,
+    /// Accept only these API keys (repeatable); by default any non-empty key is accepted.
+    #[arg(long = "key", value_name = "KEY")]
+    pub keys: Vec<String>,
+}

@@ -1,0 +1,136 @@
+//! `run`: parses the command line, builds the runtime, dispatches one subcommand, prints an error
+//! once (with its hint) and returns the exit code.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::build::{self, Project};
+use crate::cache_key::CacheKey;
+use crate::cli::{Cli, Command, EmulatorArgs, ExplainArgs};
+use crate::compile::{LOWERING, compile};
+use crate::diagnostic::did_you_mean;
+use crate::emulator::{Emulator, EmulatorConfig};
+use crate::error::{Error, Result, exit};
+use crate::printer::Printer;
+use crate::registry::Registry;
+
+pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::INVALID } else { exit::SUCCESS });
+        }
+    };
+    let printer = Printer::new(cli.quiet, cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            printer.fail("error", &format!("could not start the async runtime: {e}"));
+            return ExitCode::from(exit::TASK_FAILED);
+        }
+    };
+    match runtime.block_on(dispatch(&cli, &printer)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report_error(&printer, &e);
+            ExitCode::from(e.code())
+        }
+    }
+}
+
+async fn dispatch(cli: &Cli, printer: &Printer) -> Result<()> {
+    let dir = cli.directory.as_deref();
+    match &cli.command {
+        Command::Build(args) => {
+            let project = Project::load(dir, printer)?;
+            let built = build::build(&project, args, printer).await?;
+            if args.dry_run {
+                return Ok(());
+            }
+            build::finish(printer, &built.summary, args.json);
+            if let Some(fatal) = built.fatal {
+                return Err(fatal);
+            }
+            if built.summary.failed > 0 {
+                return Err(Error::TasksFailed { failed: built.summary.failed });
+            }
+            Ok(())
+        }
+        Command::Plan(args) => {
+            let project = Project::load(dir, printer)?;
+            let planned = build::plan(&project, &args.selection, false)?;
+            build::print_plan(&project, &planned, printer, args.json);
+            Ok(())
+        }
+        Command::Explain(args) => explain(dir, args, printer),
+        Command::Emulator(args) => emulator(args, printer).await,
+    }
+}
+
+fn explain(dir: Option<&std::path::Path>, args: &ExplainArgs, printer: &Printer) -> Result<()> {
+    let Some(id) = &args.task else {
+        printer.data("How wanx lowers the seed reference's vocabulary to the real DashScope API:\n");
+        for rule in LOWERING {
+            printer.data(&format!("  {}\n      models: {}\n      wire:   {}", rule.seed, rule.models, rule.wire));
+        }
+        return Ok(());
+    };
+    let project = Project::load(dir, printer)?;
+    let Some(task) = project.loaded.tasks.iter().find(|t| &t.id == id) else {
+        let hint = did_you_mean(id, project.loaded.tasks.iter().map(|t| t.id.as_str())).map(|s| format!("did you mean `{s}`?"));
+        return Err(Error::Usage { message: format!("no task named `{id}` in this project"), hint });
+    };
+    let compiled = compile(task, &project.registry);
+    let selection = crate::cli::Selection { tasks: vec![id.clone()], emulate: args.emulate };
+    let planned = build::plan(&project, &selection, false)?;
+    let key: CacheKey = planned.units[0].key;
+    printer.data(&format!("task      {id}  ({}:{}:{})", task.origin.file.display(), task.origin.line, task.origin.column));
+    printer.data(&format!("provider  {}", planned.provider.identity()));
+    printer.data(&format!("request   POST {}", compiled.endpoint));
+    for (name, value) in &compiled.headers {
+        printer.data(&format!("          {name}: {value}"));
+    }
+    printer.data(&serde_json::to_string_pretty(&compiled.body).expect("JSON values serialize"));
+    for slot in &compiled.media {
+        printer.data(&format!("input     {} ← {:?}", slot.pointer, slot.source));
+    }
+    printer.data(&format!("price     {} × {} = {}", compiled.n, compiled.price, compiled.cost()));
+    printer.data(&format!("key       {key}"));
+    let d = &planned.decisions[0];
+    printer.data(&format!("action    {} ({})", d.action.name(), d.reason));
+    Ok(())
+}
+
+async fn emulator(args: &EmulatorArgs, printer: &Printer) -> Result<()> {
+    let config = EmulatorConfig {
+        registry: Registry::builtin(),
+        latency: std::time::Duration::from_millis(args.latency_ms),
+        valid_keys: if args.keys.is_empty() { None } else { Some(args.keys.clone()) },
+    };
+    let emu = Emulator::start(config, (args.host, args.port).into())
+        .await
+        .map_err(|e| Error::Other(format!("could not listen on {}:{}: {e}", args.host, args.port)))?;
+    // The URL goes to stdout so scripts can read it; the rest is for people.
+    printer.data(&emu.base_url());
+    printer.status("Emulating", &format!("DashScope at {} (ledger: GET /emulator/ledger); Ctrl-C stops", emu.base_url()));
+    tokio::signal::ctrl_c().await.map_err(|e| Error::Other(format!("could not wait for Ctrl-C: {e}")))?;
+    emu.shutdown().await;
+    Ok(())
+}
+
+fn report_error(printer: &Printer, e: &Error) {
+    if let Error::Invalid { diagnostics, .. } = e {
+        for d in diagnostics {
+            printer.block(&d.render(printer.color), true);
+        }
+    }
+    let (on, off) = if printer.color { ("\x1b[1;31m", "\x1b[0m") } else { ("", "") };
+    let mut text = format!("{on}error{off}: {e}\n");
+    if let Some(hint) = e.hint() {
+        text.push_str(&format!("\n  hint: {hint}\n"));
+    }
+    printer.block(&text, true);
+}
