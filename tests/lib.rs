@@ -1,0 +1,9 @@
+//! Integration tests: each drives the real `wanx` binary in a temp project against wanx's DashScope
+//! emulator over HTTP on 127.0.0.1, and asserts what a user would notice: exit codes, files on disk,
+//! and what the emulator was asked for and billed.
+
+mod build;
+mod cli;
+mod invalid;
+mod locked;
+mod util;

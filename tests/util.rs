@@ -1,0 +1,157 @@
+//! `Project`: a temp project, an emulator for it, and a way to run `wanx` in it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use wanx::emulator::{Emulator, EmulatorConfig, Ledger};
+
+pub struct Project {
+    dir: tempfile::TempDir,
+    emulator: Emulator,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// What one run of `wanx` did.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+
+    #[track_caller]
+    pub fn success(&self) -> &Run {
+        assert_eq!(self.code, 0, "wanx failed:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn status(&self, code: i32) -> &Run {
+        assert_eq!(self.code, code, "unexpected exit code:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Project {
+    /// An empty project (`wanx.toml` empty) with an emulator of negligible latency.
+    pub fn new() -> Project {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let config = EmulatorConfig { latency: std::time::Duration::from_millis(20), ..EmulatorConfig::default() };
+        let emulator = runtime.block_on(Emulator::start(config, ([127, 0, 0, 1], 0).into())).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("wanx.toml"), "").unwrap();
+        Project { dir, emulator, runtime }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn file(&self, rel: &str, contents: &str) -> &Project {
+        let path = self.path(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+        self
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
+    }
+
+    pub fn exists(&self, rel: &str) -> bool {
+        self.path(rel).exists()
+    }
+
+    /// Replaces `from` with `to` in a file.
+    pub fn edit(&self, rel: &str, from: &str, to: &str) {
+        let text = self.read(rel);
+        assert!(text.contains(from), "`{from}` is not in {rel}");
+        std::fs::write(self.path(rel), text.replacen(from, to, 1)).unwrap();
+    }
+
+    /// Runs `wanx ARGS` in the project, pointed at this project's emulator with a fake key.
+    pub fn wanx(&self, args: &[&str]) -> Run {
+        self.command(args).output().unwrap().into()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wanx"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("DASHSCOPE_HTTP_BASE_URL", self.emulator.base_url())
+            .env("DASHSCOPE_API_KEY", "sk-test-not-a-real-key")
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null());
+        cmd
+    }
+
+    pub fn ledger(&self) -> Ledger {
+        self.emulator.ledger()
+    }
+
+    /// Every file under the project (except `.wanx/`), with its bytes: to prove nothing changed.
+    pub fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
+        fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(root, &path, out);
+                } else {
+                    out.insert(path.strip_prefix(root).unwrap().display().to_string(), std::fs::read(&path).unwrap());
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk(self.root(), self.root(), &mut out);
+        out
+    }
+
+    /// The width and height of a PNG in the project.
+    pub fn png_size(&self, rel: &str) -> (u32, u32) {
+        let file = std::fs::File::open(self.path(rel)).unwrap_or_else(|e| panic!("cannot open {rel}: {e}"));
+        let decoder = png::Decoder::new(std::io::BufReader::new(file));
+        let reader = decoder.read_info().unwrap_or_else(|e| panic!("{rel} is not a valid PNG: {e}"));
+        let info = reader.info();
+        (info.width, info.height)
+    }
+
+    #[allow(dead_code)]
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.runtime
+    }
+}
+
+/// Two small tasks in one TOML plan.
+pub const TWO_TASKS: &str = r#"[defaults]
+model = "wan2.2-t2i-flash"
+size = "512*512"
+
+[[task]]
+id = "lighthouse"
+prompt = "a lighthouse at dusk"
+
+[[task]]
+id = "harbor"
+prompt = "a quiet harbor"
+n = 2
+filename = "{id}_{index}.png"
+"#;
