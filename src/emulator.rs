@@ -1,4 +1,4 @@
-//! The DashScope emulator: an in-process HTTP server on loopback that speaks the async image protocol
+//! The `DashScope` emulator: an in-process HTTP server on loopback that speaks the async image protocol
 //! (`dashscope-protocol.md` §1, §3, §4), renders deterministic placeholder PNGs of the requested size,
 //! and bills each task once, at registry prices, into a [`Ledger`] that tests and users can read.
 //!
@@ -227,7 +227,10 @@ enum Route<'a> {
     /// A task submission to one of the registry's endpoint paths.
     Submit(&'static str),
     Task(&'a str),
-    File { task_id: &'a str, index: u32 },
+    File {
+        task_id: &'a str,
+        index: u32,
+    },
     Ledger,
     NotFound,
 }
@@ -502,11 +505,7 @@ struct Submission {
 }
 
 impl Submission {
-    fn validate(
-        registry: &Registry,
-        endpoint: &str,
-        body: &Value,
-    ) -> Result<Submission, ApiError> {
+    fn validate(registry: &Registry, endpoint: &str, body: &Value) -> Result<Submission, ApiError> {
         let body = body
             .as_object()
             .ok_or_else(|| ApiError::invalid("the request body must be a JSON object".into()))?;
@@ -521,7 +520,9 @@ impl Submission {
                 "Required input parameter missing from request.",
             )
         })?;
-        let parameters = object_field(body, "parameters")?.cloned().unwrap_or_default();
+        let parameters = object_field(body, "parameters")?
+            .cloned()
+            .unwrap_or_default();
         let prompt = check_input(spec, input)?;
         let n = check_n(spec, &parameters)?;
         let size = check_size(spec, &parameters)?;
@@ -628,7 +629,11 @@ fn check_input(spec: &ModelSpec, input: &Map<String, Value>) -> Result<Option<St
 /// model's maximum.
 fn check_n(spec: &ModelSpec, parameters: &Map<String, Value>) -> Result<u32, ApiError> {
     let Some(value) = parameters.get("n").filter(|v| !v.is_null()) else {
-        let default = if spec.family == Family::ImageEdit { 1 } else { 4 };
+        let default = if spec.family == Family::ImageEdit {
+            1
+        } else {
+            4
+        };
         return Ok(default.clamp(spec.n_min, spec.n_max));
     };
     value
@@ -692,7 +697,7 @@ fn request_digest(
     blake3::hash(canonical.to_string().as_bytes())
 }
 
-/// `value` with every object's keys in sorted order, whatever map type serde_json was built with.
+/// `value` with every object's keys in sorted order, whatever map type `serde_json` was built with.
 fn canonical(value: &Value) -> Value {
     match value {
         Value::Object(map) => {
@@ -788,17 +793,12 @@ impl Task {
     /// The seed material of image `index`. With a seed, image `i` is the picture of seed `seed + i`,
     /// as on the service (§2): `n=2, seed=42` repeats `n=1, seed=43` in its second image.
     fn image_material(&self, index: u32) -> Vec<u8> {
+        let (tag, value) = self.seed.map_or((&b"index"[..], u64::from(index)), |seed| {
+            (&b"seed"[..], seed + u64::from(index))
+        });
         let mut material = self.digest.as_bytes().to_vec();
-        match self.seed {
-            Some(seed) => {
-                material.extend_from_slice(b"seed");
-                material.extend_from_slice(&(seed + u64::from(index)).to_le_bytes());
-            }
-            None => {
-                material.extend_from_slice(b"index");
-                material.extend_from_slice(&index.to_le_bytes());
-            }
-        }
+        material.extend_from_slice(tag);
+        material.extend_from_slice(&value.to_le_bytes());
         material
     }
 
@@ -1004,20 +1004,20 @@ impl IdGenerator {
         hasher.update(&self.nonce);
         hasher.update(kind.as_bytes());
         hasher.update(&count.to_le_bytes());
-        uuid_like(hasher.finalize().as_bytes())
+        uuid_like(&hasher.finalize())
     }
 }
 
 /// The first 16 bytes as `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
-fn uuid_like(bytes: &[u8; 32]) -> String {
-    let hex: String = bytes[..16].iter().map(|b| format!("{b:02x}")).collect();
+fn uuid_like(hash: &blake3::Hash) -> String {
+    let hex = hash.to_hex();
     format!(
         "{}-{}-{}-{}-{}",
         &hex[..8],
         &hex[8..12],
         &hex[12..16],
         &hex[16..20],
-        &hex[20..]
+        &hex[20..32]
     )
 }
 
@@ -1048,4 +1048,548 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let year = yoe + era * 400 + i64::from(month <= 2);
     (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> Registry {
+        Registry::builtin()
+    }
+
+    fn validate(endpoint: &str, body: &Value) -> Result<Submission, ApiError> {
+        Submission::validate(&registry(), endpoint, body)
+    }
+
+    fn flash(parameters: &Value) -> Value {
+        json!({"model": "wan2.2-t2i-flash", "input": {"prompt": "a cat"}, "parameters": parameters})
+    }
+
+    #[test]
+    fn formats_times_like_the_service_in_utc() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_709_314_704_817);
+        assert_eq!(format_time(t), "2024-03-01 17:38:24.817");
+        assert_eq!(format_time(UNIX_EPOCH), "1970-01-01 00:00:00.000");
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn ids_are_uuid_shaped_and_unique() {
+        let ids = IdGenerator::new(SocketAddr::from(([127, 0, 0, 1], 1)));
+        let a = ids.next("task");
+        let b = ids.next("task");
+        assert_ne!(a, b);
+        let lengths: Vec<usize> = a.split('-').map(str::len).collect();
+        assert_eq!(lengths, [8, 4, 4, 4, 12]);
+        let other = IdGenerator::new(SocketAddr::from(([127, 0, 0, 1], 1)));
+        assert_ne!(
+            other.next("task"),
+            IdGenerator::new(SocketAddr::from(([127, 0, 0, 1], 1))).next("task")
+        );
+    }
+
+    #[test]
+    fn routes() {
+        let t2i = format!("{API_PREFIX}{TEXT2IMAGE}");
+        assert_eq!(route(&Method::POST, &t2i), Route::Submit(TEXT2IMAGE));
+        assert_eq!(
+            route(&Method::POST, &format!("{t2i}/")),
+            Route::Submit(TEXT2IMAGE)
+        );
+        assert_eq!(route(&Method::GET, &t2i), Route::NotFound);
+        assert_eq!(route(&Method::GET, "/api/v1/tasks/abc"), Route::Task("abc"));
+        assert_eq!(route(&Method::GET, "/api/v1/tasks/"), Route::NotFound);
+        assert_eq!(
+            route(&Method::POST, "/api/v1/tasks/abc/cancel"),
+            Route::NotFound
+        );
+        assert_eq!(
+            route(&Method::GET, "/files/abc/3.png"),
+            Route::File {
+                task_id: "abc",
+                index: 3
+            }
+        );
+        assert_eq!(route(&Method::GET, "/files/abc/x.png"), Route::NotFound);
+        assert_eq!(route(&Method::GET, "/emulator/ledger"), Route::Ledger);
+        assert_eq!(route(&Method::GET, "/"), Route::NotFound);
+    }
+
+    #[test]
+    fn n_defaults_to_four_as_on_the_service_within_the_model_maximum() {
+        assert_eq!(validate(TEXT2IMAGE, &flash(&json!({}))).unwrap().n, 4);
+        let qwen = json!({"model": "qwen-image", "input": {"prompt": "a cat"}});
+        assert_eq!(validate(TEXT2IMAGE, &qwen).unwrap().n, 1);
+        let edit = json!({"model": "wanx2.1-imageedit",
+            "input": {"function": "expand", "prompt": "p", "base_image_url": "http://x/a.png"}});
+        let edit = validate(IMAGE2IMAGE, &edit).unwrap();
+        assert_eq!((edit.n, edit.size), (1, FALLBACK_SIZE));
+    }
+
+    #[test]
+    fn rejects_what_the_service_rejects() {
+        let code = |endpoint, body: Value| validate(endpoint, &body).unwrap_err().code;
+        assert_eq!(code(TEXT2IMAGE, json!([])), "InvalidParameter");
+        assert_eq!(
+            code(TEXT2IMAGE, json!({"input": {"prompt": "p"}})),
+            "BadRequest.EmptyModel"
+        );
+        assert_eq!(
+            code(TEXT2IMAGE, json!({"model": "nope", "input": {}})),
+            "ModelNotFound"
+        );
+        assert_eq!(
+            code(
+                TEXT2IMAGE,
+                json!({"model": "wanx2.2-t2i-flash", "input": {"prompt": "p"}})
+            ),
+            "ModelNotFound",
+            "aliases are wanx's, not the service's"
+        );
+        assert_eq!(
+            code(TEXT2IMAGE, json!({"model": "wan2.2-t2i-flash"})),
+            "BadRequest.EmptyInput"
+        );
+        assert_eq!(
+            code(
+                TEXT2IMAGE,
+                json!({"model": "wan2.2-t2i-flash", "input": {}})
+            ),
+            "InvalidParameter"
+        );
+        assert_eq!(
+            code(TEXT2IMAGE, flash(&json!({"n": 5}))),
+            "InvalidParameter"
+        );
+        assert_eq!(
+            code(TEXT2IMAGE, flash(&json!({"n": 0}))),
+            "InvalidParameter"
+        );
+        assert_eq!(
+            code(TEXT2IMAGE, flash(&json!({"n": "2"}))),
+            "InvalidParameter"
+        );
+        assert_eq!(
+            code(TEXT2IMAGE, flash(&json!({"size": "1024x1024"}))),
+            "InvalidParameter"
+        );
+        assert_eq!(
+            code(TEXT2IMAGE, flash(&json!({"seed": -1}))),
+            "InvalidParameter"
+        );
+        assert_eq!(
+            code(TEXT2IMAGE, flash(&json!({"prompt_extend": "no"}))),
+            "InvalidParameter"
+        );
+        assert_eq!(
+            code(
+                TEXT2IMAGE,
+                json!({"model": "wan2.2-t2i-flash", "input": {"prompt": "p"}, "parameters": 3})
+            ),
+            "InvalidParameter"
+        );
+        let wrong_path = validate(IMAGE2IMAGE, &flash(&json!({}))).unwrap_err();
+        assert_eq!(wrong_path.message, "url error, please check url!");
+        let no_images =
+            json!({"model": "wan2.5-i2i-preview", "input": {"prompt": "p", "images": []}});
+        assert_eq!(code(IMAGE2IMAGE, no_images), "InvalidParameter");
+        let no_mask = json!({"model": "wanx2.1-imageedit", "input": {"function": "description_edit_with_mask",
+            "prompt": "p", "base_image_url": "http://x/a.png"}});
+        assert_eq!(code(IMAGE2IMAGE, no_mask), "InvalidParameter");
+    }
+
+    #[test]
+    fn size_errors_give_the_reason_and_the_range() {
+        let error = validate(TEXT2IMAGE, &flash(&json!({"size": "2000*1024"}))).unwrap_err();
+        assert_eq!(error.status, StatusCode::BAD_REQUEST);
+        assert!(
+            error.message.contains("2000") && error.message.contains("1440"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn the_digest_ignores_n_seed_and_key_order() {
+        let a = validate(
+            TEXT2IMAGE,
+            &json!({"parameters": {"n": 1, "seed": 5, "size": "1024*1024"},
+            "input": {"prompt": "a cat", "negative_prompt": "dogs"}, "model": "wan2.2-t2i-flash"}),
+        )
+        .unwrap();
+        let b = validate(TEXT2IMAGE, &json!({"model": "wan2.2-t2i-flash",
+            "input": {"negative_prompt": "dogs", "prompt": "a cat"}, "parameters": {"size": "1024*1024", "n": 3}})).unwrap();
+        let c = validate(TEXT2IMAGE, &flash(&json!({"size": "1024*768"}))).unwrap();
+        assert_eq!(a.digest, b.digest);
+        assert_ne!(a.digest, c.digest);
+    }
+
+    fn task(latency_ms: u64, parameters: &Value, now: Instant) -> Task {
+        let submission = validate(TEXT2IMAGE, &flash(parameters)).unwrap();
+        Task::new(
+            "t-1".into(),
+            submission,
+            Duration::from_millis(latency_ms),
+            now,
+        )
+    }
+
+    #[test]
+    fn a_task_is_pending_then_running_then_succeeded() {
+        let t0 = Instant::now();
+        let task = task(1000, &json!({"n": 2}), t0);
+        let at = |ms| task.to_json(t0 + Duration::from_millis(ms), "http://h/files");
+        let pending = at(50);
+        assert_eq!(pending["output"]["task_status"], "PENDING");
+        assert!(pending["output"].get("scheduled_time").is_none());
+        let running = at(500);
+        assert_eq!(running["output"]["task_status"], "RUNNING");
+        assert_eq!(
+            running["output"]["task_metrics"],
+            json!({"TOTAL": 2, "SUCCEEDED": 0, "FAILED": 0})
+        );
+        assert!(running["output"].get("results").is_none() && running.get("usage").is_none());
+        let done = at(1000);
+        assert_eq!(done["output"]["task_status"], "SUCCEEDED");
+        assert_eq!(done["usage"], json!({"image_count": 2}));
+        let results = done["output"]["results"].as_array().unwrap();
+        assert_eq!(results[1]["url"], "http://h/files/t-1/1.png");
+        assert_eq!(results[0]["orig_prompt"], "a cat");
+        assert!(
+            results[0]["actual_prompt"]
+                .as_str()
+                .unwrap()
+                .starts_with("a cat")
+        );
+        assert!(done["output"]["end_time"].as_str().unwrap().len() == 23);
+    }
+
+    #[test]
+    fn no_actual_prompt_without_prompt_extend() {
+        let t0 = Instant::now();
+        let done = task(0, &json!({"prompt_extend": false}), t0).to_json(t0, "http://h/files");
+        let result = &done["output"]["results"][0];
+        assert_eq!(result["orig_prompt"], "a cat");
+        assert!(result.get("actual_prompt").is_none());
+    }
+
+    #[test]
+    fn image_i_of_seed_s_is_image_0_of_seed_s_plus_i() {
+        let t0 = Instant::now();
+        let two = task(0, &json!({"n": 2, "seed": 42}), t0);
+        let one = task(0, &json!({"n": 1, "seed": 43}), t0);
+        assert_eq!(two.image_material(1), one.image_material(0));
+        assert_ne!(two.image_material(0), two.image_material(1));
+    }
+
+    #[test]
+    fn settling_bills_each_task_once() {
+        let t0 = Instant::now();
+        let mut state = State::default();
+        state.insert(task(100, &json!({"n": 3}), t0));
+        state.settle(t0);
+        assert_eq!(state.ledger.images_billed, 0);
+        state.settle(t0 + Duration::from_millis(100));
+        state.settle(t0 + Duration::from_millis(200));
+        assert_eq!(state.ledger.images_billed, 3);
+        assert!((state.ledger.amount - 0.42).abs() < 1e-12);
+        assert_eq!(state.ledger.per_model["wan2.2-t2i-flash"].images_billed, 3);
+    }
+
+    mod http {
+        use super::*;
+        use reqwest::header::HeaderMap as ClientHeaders;
+
+        const KEY: &str = "sk-test";
+
+        async fn start(latency_ms: u64) -> Emulator {
+            let config = EmulatorConfig {
+                latency: Duration::from_millis(latency_ms),
+                valid_keys: Some(vec![KEY.to_owned()]),
+                ..EmulatorConfig::default()
+            };
+            Emulator::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
+                .await
+                .unwrap()
+        }
+
+        fn client() -> reqwest::Client {
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap()
+        }
+
+        fn headers(key: Option<&str>, asynchronous: bool) -> ClientHeaders {
+            let mut headers = ClientHeaders::new();
+            if let Some(key) = key {
+                headers.insert("Authorization", format!("Bearer {key}").parse().unwrap());
+            }
+            if asynchronous {
+                headers.insert("X-DashScope-Async", "enable".parse().unwrap());
+            }
+            headers
+        }
+
+        async fn post(emulator: &Emulator, headers: ClientHeaders, body: &Value) -> (u16, Value) {
+            let response = client()
+                .post(format!("{}{TEXT2IMAGE}", emulator.base_url()))
+                .headers(headers)
+                .json(body)
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.json().await.unwrap())
+        }
+
+        async fn get_task(emulator: &Emulator, task_id: &str) -> Value {
+            let response = client()
+                .get(format!("{}/tasks/{task_id}", emulator.base_url()))
+                .bearer_auth(KEY)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.json().await.unwrap()
+        }
+
+        /// Polls every 10 ms until the task is terminal, for at most 2 s.
+        async fn wait(emulator: &Emulator, task_id: &str) -> Value {
+            for _ in 0..200 {
+                let body = get_task(emulator, task_id).await;
+                if !matches!(
+                    body["output"]["task_status"].as_str(),
+                    Some("PENDING" | "RUNNING")
+                ) {
+                    return body;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("task {task_id} did not finish within 2 s");
+        }
+
+        async fn submit_ok(emulator: &Emulator, body: &Value) -> String {
+            let (status, answer) = post(emulator, headers(Some(KEY), true), body).await;
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(answer["output"]["task_status"], "PENDING");
+            assert!(answer["request_id"].is_string());
+            answer["output"]["task_id"].as_str().unwrap().to_owned()
+        }
+
+        async fn fetch_png(url: &str) -> (u32, u32, Vec<u8>) {
+            let response = client().get(url).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{url}");
+            assert_eq!(response.headers()[CONTENT_TYPE.as_str()], "image/png");
+            let bytes = response.bytes().await.unwrap().to_vec();
+            let info = png::Decoder::new(std::io::Cursor::new(&bytes))
+                .read_info()
+                .unwrap();
+            let (w, h) = (info.info().width, info.info().height);
+            (w, h, bytes)
+        }
+
+        #[tokio::test]
+        async fn generates_bills_and_serves_a_two_image_task() {
+            let emulator = start(50).await;
+            let body = flash(&json!({"n": 2, "size": "1024*768", "seed": 7}));
+            let task_id = submit_ok(&emulator, &body).await;
+            let done = wait(&emulator, &task_id).await;
+            assert_eq!(done["output"]["task_status"], "SUCCEEDED", "{done}");
+            assert_eq!(done["usage"]["image_count"], 2);
+            let urls: Vec<&str> = done["output"]["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["url"].as_str().unwrap())
+                .collect();
+            assert_eq!(urls.len(), 2);
+            let (w0, h0, first) = fetch_png(urls[0]).await;
+            let (w1, h1, second) = fetch_png(urls[1]).await;
+            assert_eq!((w0, h0, w1, h1), (1024, 768, 1024, 768));
+            assert_ne!(first, second);
+            assert_eq!(
+                fetch_png(urls[0]).await.2,
+                first,
+                "the same image twice is the same bytes"
+            );
+
+            let ledger = emulator.ledger();
+            assert_eq!((ledger.submissions, ledger.rejected), (1, 0));
+            assert_eq!((ledger.images_billed, ledger.downloads), (2, 3));
+            assert!((ledger.amount - 0.28).abs() < 1e-12, "{}", ledger.amount);
+            assert_eq!(ledger.per_model["wan2.2-t2i-flash"].images_billed, 2);
+            let recorded = &ledger.requests[0];
+            assert_eq!(
+                (recorded.task_id.as_str(), recorded.model.as_str()),
+                (task_id.as_str(), "wan2.2-t2i-flash")
+            );
+            assert_eq!(recorded.path, format!("{API_PREFIX}{TEXT2IMAGE}"));
+            assert_eq!(recorded.body, body);
+            assert_eq!(recorded.header("X-DashScope-Async"), Some("enable"));
+            assert!(ledger.queries >= 1);
+
+            let served: Ledger = client()
+                .get(format!("{}/emulator/ledger", origin(emulator.addr())))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(served.images_billed, 2);
+            assert_eq!(served.requests, ledger.requests);
+            emulator.shutdown().await;
+        }
+
+        #[tokio::test]
+        async fn refuses_synchronous_calls() {
+            let emulator = start(0).await;
+            let (status, answer) = post(
+                &emulator,
+                headers(Some(KEY), false),
+                &flash(&json!({"n": 1})),
+            )
+            .await;
+            assert_eq!(status, 403);
+            assert_eq!(answer["code"], "AccessDenied");
+            assert_eq!(
+                answer["message"],
+                "current user api does not support synchronous calls."
+            );
+            assert!(answer["request_id"].is_string());
+            assert_eq!(emulator.ledger().rejected, 1);
+        }
+
+        #[tokio::test]
+        async fn refuses_a_missing_or_unknown_key() {
+            let emulator = start(0).await;
+            let (status, answer) =
+                post(&emulator, headers(None, true), &flash(&json!({"n": 1}))).await;
+            assert_eq!(
+                (status, answer["code"].as_str()),
+                (401, Some("InvalidApiKey"))
+            );
+            let (status, answer) = post(
+                &emulator,
+                headers(Some("sk-other"), true),
+                &flash(&json!({"n": 1})),
+            )
+            .await;
+            assert_eq!(
+                (status, answer["message"].as_str()),
+                (401, Some("Invalid API-key provided."))
+            );
+            let response = client()
+                .get(format!("{}/tasks/whatever", emulator.base_url()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 401);
+            let ledger = emulator.ledger();
+            assert_eq!(
+                (ledger.submissions, ledger.rejected, ledger.queries),
+                (0, 2, 0)
+            );
+        }
+
+        #[tokio::test]
+        async fn rejects_an_oversized_image_and_bad_json_without_billing() {
+            let emulator = start(0).await;
+            let (status, answer) = post(
+                &emulator,
+                headers(Some(KEY), true),
+                &flash(&json!({"size": "2000*1024", "n": 1})),
+            )
+            .await;
+            assert_eq!(
+                (status, answer["code"].as_str()),
+                (400, Some("InvalidParameter"))
+            );
+            assert!(answer["message"].as_str().unwrap().contains("2000"));
+            let response = client()
+                .post(format!("{}{TEXT2IMAGE}", emulator.base_url()))
+                .headers(headers(Some(KEY), true))
+                .body("{not json")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 400);
+            let answer: Value = response.json().await.unwrap();
+            assert_eq!(answer["code"], "InvalidParameter");
+            let ledger = emulator.ledger();
+            assert_eq!(
+                (ledger.submissions, ledger.rejected, ledger.images_billed),
+                (0, 2, 0)
+            );
+            assert!(ledger.requests.is_empty());
+        }
+
+        #[tokio::test]
+        async fn an_unknown_task_is_unknown_and_an_unknown_path_is_not_found() {
+            let emulator = start(0).await;
+            let body = get_task(&emulator, "1111").await;
+            assert_eq!(
+                body["output"],
+                json!({"task_id": "1111", "task_status": "UNKNOWN"})
+            );
+            let response = client()
+                .get(format!("{}/nowhere", emulator.base_url()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 404);
+            let answer: Value = response.json().await.unwrap();
+            assert_eq!(answer["code"], "NotFound");
+            let missing = client()
+                .get(format!("{}/files/1111/0.png", origin(emulator.addr())))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(missing.status(), 404);
+        }
+
+        #[tokio::test]
+        async fn a_request_without_n_bills_four_images() {
+            let emulator = start(0).await;
+            let task_id = submit_ok(
+                &emulator,
+                &json!({"model": "wan2.2-t2i-flash", "input": {"prompt": "a cat"}}),
+            )
+            .await;
+            let done = wait(&emulator, &task_id).await;
+            assert_eq!(done["usage"]["image_count"], 4);
+            assert_eq!(emulator.ledger().images_billed, 4);
+        }
+
+        #[tokio::test]
+        async fn a_result_is_not_served_before_the_task_succeeds() {
+            let emulator = start(10_000).await;
+            let task_id = submit_ok(&emulator, &flash(&json!({"n": 1}))).await;
+            assert_eq!(
+                get_task(&emulator, &task_id).await["output"]["task_status"],
+                "PENDING"
+            );
+            let early = client()
+                .get(format!("{}/files/{task_id}/0.png", origin(emulator.addr())))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(early.status(), 404);
+            let ledger = emulator.ledger();
+            assert_eq!(
+                (ledger.submissions, ledger.images_billed, ledger.downloads),
+                (1, 0, 0)
+            );
+        }
+
+        #[tokio::test]
+        async fn shutdown_stops_serving() {
+            let emulator = start(0).await;
+            let url = format!("{}/emulator/ledger", origin(emulator.addr()));
+            emulator.shutdown().await;
+            assert!(client().get(url).send().await.is_err());
+        }
+    }
 }
