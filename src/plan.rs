@@ -574,93 +574,82 @@ fn load_files(
     manifest: &Manifest,
     registry: &Registry,
 ) -> Result<Loaded, Error> {
-    let mut sink = Sink::new(files);
+    // Each file is parsed, and later validated, on its own: in parallel, with its own sink.
+    let parsed = par_map((0..files.len()).collect(), |index| {
+        let mut sink = Sink::new(files);
+        let (tasks, part) = parse_file(index, &mut sink);
+        (tasks, part, sink)
+    });
+    let mut sinks = Vec::with_capacity(files.len() + 1);
+    let mut per_file = Vec::with_capacity(files.len());
     let mut seed = SeedSettings::default();
-    let mut raw: Vec<(usize, RawTask)> = Vec::new();
-    for (index, file) in files.iter().enumerate() {
-        match file.path.extension().and_then(|e| e.to_str()) {
-            Some("toml") => {
-                for task in crate::plan_toml::parse(index, &mut sink) {
-                    raw.push((index, task));
-                }
-            }
-            Some("json") => {
-                let (tasks, settings) = crate::plan_json::parse(index, &mut sink);
-                raw.extend(tasks.into_iter().map(|t| (index, t)));
-                merge_seed(&mut seed, settings, index, &mut sink);
-            }
-            _ => sink.error(
-                index,
-                None,
-                format!("`{}` is not a plan file", file.path.display()),
-                None,
-                Some("wanx reads `.toml` plans (wanx's format) and `.json` plans (the seed's format); narrow `project.plans` in `wanx.toml`".to_owned()),
-            ),
+    for (index, (tasks, part, mut sink)) in parsed.into_iter().enumerate() {
+        if let Some(part) = part {
+            merge_seed(&mut seed, part, index, &mut sink);
         }
+        per_file.push(tasks);
+        sinks.push(sink);
     }
 
     // Ids: format and uniqueness across every file, before inputs are resolved against them.
-    let mut ids: HashMap<String, (usize, Range<usize>)> = HashMap::with_capacity(raw.len());
-    let mut line_index: HashMap<usize, LineIndex> = HashMap::new();
-    for (file, task) in &mut raw {
-        let Some(id) = &task.id else { continue };
-        let span = id.span();
-        let value = id.get_ref();
-        if let Err((message, hint)) = check_id(value) {
-            sink.error(
-                *file,
-                Some(span),
-                message,
-                Some(task.paths.path("id")),
-                Some(hint),
-            );
-            task.broken = true;
-            continue;
+    let count = per_file.iter().map(Vec::len).sum();
+    let mut ids: HashMap<String, (usize, Range<usize>)> = HashMap::with_capacity(count);
+    for (file, tasks) in per_file.iter_mut().enumerate() {
+        for task in tasks {
+            check_unique_id(task, file, &mut ids, &mut sinks);
         }
-        if let Some((first_file, first_span)) = ids.get(value) {
-            let f = &files[*first_file];
-            let lines = line_index
-                .entry(*first_file)
-                .or_insert_with(|| LineIndex::new(&f.source));
-            let (line, column) = lines.line_col(&f.source, first_span.start);
-            sink.error(
-                *file,
-                Some(span),
-                format!("task id `{value}` is used twice"),
-                Some(task.paths.path("id")),
-                Some(format!(
-                    "first defined at {}:{line}:{column}; task ids must be unique across the project",
-                    f.path.display()
-                )),
-            );
-            task.broken = true;
-            continue;
-        }
-        ids.insert(value.clone(), (*file, span));
     }
 
     let validator = Validator::new(manifest, registry, &ids);
-    validator.check_manifest_output(&mut sink);
-    let mut tasks = Vec::with_capacity(raw.len());
+    let mut last = Sink::new(files);
+    validator.check_manifest_output(&mut last);
+    let validated = par_map(
+        per_file.into_iter().zip(sinks).enumerate().collect(),
+        |(file, (raw, mut sink))| {
+            let lines = LineIndex::new(&files[file].source);
+            let plan_dir = files[file]
+                .path
+                .parent()
+                .map_or_else(PathBuf::new, Path::to_path_buf);
+            let mut tasks = Vec::with_capacity(raw.len());
+            let mut refs = Vec::new();
+            for task in raw {
+                if task.broken {
+                    continue;
+                }
+                let cx = FileCx {
+                    index: file,
+                    lines: &lines,
+                    plan_dir: &plan_dir,
+                };
+                if let Some(t) = validator.validate(task, &cx, &mut sink, &mut refs, tasks.len()) {
+                    tasks.push(t);
+                }
+            }
+            (tasks, refs, sink)
+        },
+    );
+    let mut tasks = Vec::with_capacity(count);
     let mut refs = Vec::new();
-    for (file, task) in raw {
-        if task.broken {
-            continue;
-        }
-        let lines = line_index
-            .entry(file)
-            .or_insert_with(|| LineIndex::new(&files[file].source));
-        if let Some(t) = validator.validate(task, file, lines, &mut sink, &mut refs, tasks.len()) {
-            tasks.push(t);
-        }
+    let mut errors = early;
+    let mut notes = Vec::new();
+    for (file_tasks, file_refs, sink) in validated {
+        let offset = tasks.len();
+        refs.extend(file_refs.into_iter().map(|r| RefUse {
+            from: r.from + offset,
+            ..r
+        }));
+        tasks.extend(file_tasks);
+        let (e, n) = sink.finish();
+        errors.extend(e);
+        notes.extend(n);
     }
-    check_references(&tasks, &refs, &mut sink);
-
-    let (mut errors, notes) = sink.finish();
-    if !early.is_empty() {
-        errors.extend(early);
-        diagnostic::sort(&mut errors);
-    }
+    check_references(&tasks, &refs, &mut last);
+    let (e, n) = last.finish();
+    errors.extend(e);
+    notes.extend(n);
+    diagnostic::sort(&mut errors);
+    diagnostic::sort(&mut notes);
     if errors.is_empty() {
         Ok(Loaded { tasks, notes, seed })
     } else {
@@ -669,6 +658,119 @@ fn load_files(
             diagnostics: errors,
         })
     }
+}
+
+/// Parses one file by its extension.
+fn parse_file(index: usize, sink: &mut Sink) -> (Vec<RawTask>, Option<SeedPart>) {
+    let path = &sink.files[index].path;
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("toml") => (crate::plan_toml::parse(index, sink), None),
+        Some("json") => {
+            let (tasks, part) = crate::plan_json::parse(index, sink);
+            (tasks, Some(part))
+        }
+        _ => {
+            let message = format!("`{}` is not a plan file", path.display());
+            sink.error(
+                index,
+                None,
+                message,
+                None,
+                Some("wanx reads `.toml` plans (wanx's format) and `.json` plans (the seed's format); narrow `project.plans` in `wanx.toml`".to_owned()),
+            );
+            (Vec::new(), None)
+        }
+    }
+}
+
+/// Registers a task's id, or reports it (malformed, or already used) and marks the task broken.
+fn check_unique_id(
+    task: &mut RawTask,
+    file: usize,
+    ids: &mut HashMap<String, (usize, Range<usize>)>,
+    sinks: &mut [Sink],
+) {
+    let Some(id) = &task.id else { return };
+    let span = id.span();
+    let value = id.get_ref();
+    if let Err((message, hint)) = check_id(value) {
+        sinks[file].error(
+            file,
+            Some(span),
+            message,
+            Some(task.paths.path("id")),
+            Some(hint),
+        );
+        task.broken = true;
+        return;
+    }
+    if let Some((first_file, first_span)) = ids.get(value) {
+        let f = &sinks[file].files[*first_file];
+        let (line, column) = LineIndex::new(&f.source).line_col(&f.source, first_span.start);
+        let hint = format!(
+            "first defined at {}:{line}:{column}; task ids must be unique across the project",
+            f.path.display()
+        );
+        sinks[file].error(
+            file,
+            Some(span),
+            format!("task id `{value}` is used twice"),
+            Some(task.paths.path("id")),
+            Some(hint),
+        );
+        task.broken = true;
+        return;
+    }
+    ids.insert(value.clone(), (file, span));
+}
+
+/// Maps `f` over `items` on up to one thread per core, keeping the order.
+fn par_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(items.len());
+    if threads <= 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let len = items.len();
+    let mut buckets: Vec<Vec<(usize, T)>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, item) in items.into_iter().enumerate() {
+        buckets[i % threads].push((i, item));
+    }
+    let mut out: Vec<Option<R>> = (0..len).map(|_| None).collect();
+    let f = &f;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = buckets
+            .into_iter()
+            .map(|bucket| {
+                scope.spawn(move || {
+                    bucket
+                        .into_iter()
+                        .map(|(i, item)| (i, f(item)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for worker in workers {
+            let done = worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            for (i, result) in done {
+                out[i] = Some(result);
+            }
+        }
+    });
+    out.into_iter()
+        .map(|r| r.expect("every item was given to a worker"))
+        .collect()
+}
+
+/// The file a task is validated in.
+struct FileCx<'a> {
+    index: usize,
+    lines: &'a LineIndex,
+    /// The plan file's directory, relative to the root: local inputs are resolved from it.
+    plan_dir: &'a Path,
 }
 
 /// Seed settings from one JSON plan: the first file to set a value wins; a different value later is
@@ -931,22 +1033,19 @@ impl<'a> Validator<'a> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn validate(
         &self,
         raw: RawTask,
-        file: usize,
-        lines: &LineIndex,
+        cx: &FileCx,
         sink: &mut Sink,
         refs: &mut Vec<RefUse>,
         task_index: usize,
     ) -> Option<Task> {
         let files = sink.files;
+        let file = cx.index;
         let source = &files[file].source;
-        let plan_dir = files[file]
-            .path
-            .parent()
-            .map_or_else(PathBuf::new, Path::to_path_buf);
+        let plan_dir = cx.plan_dir;
+        let lines = cx.lines;
         let RawTask {
             id,
             model,
@@ -1032,7 +1131,6 @@ impl<'a> Validator<'a> {
             p.into_inner()
         });
         let negative_presets = negative.map_or_else(Vec::new, |list| {
-            let names = vocabulary::names(&NEGATIVE_PRESETS);
             let mut out = Vec::new();
             for (i, item) in list.into_inner().into_iter().enumerate() {
                 if vocabulary::negative_preset(item.get_ref()).is_some() {
@@ -1042,7 +1140,10 @@ impl<'a> Validator<'a> {
                         item.span(),
                         &format!("negative[{i}]"),
                         format!("unknown negative-prompt preset `{}`", item.get_ref()),
-                        Some(hint_from(&names, item.get_ref())),
+                        Some(hint_from(
+                            &vocabulary::names(&NEGATIVE_PRESETS),
+                            item.get_ref(),
+                        )),
                     );
                 }
             }
@@ -1068,7 +1169,7 @@ impl<'a> Validator<'a> {
         let style = style.and_then(|s| Self::style(&s, family, &mut c));
         let mut inputs = Inputs {
             validator: self,
-            plan_dir: &plan_dir,
+            plan_dir,
             refs,
             task_index,
         };

@@ -664,8 +664,13 @@ fn report(sink: &mut Sink, file: usize, source: &str, offset: usize, e: &serde_j
     let hint = unknown_field_hint(&message);
     let (message, span) = if hint.is_some() {
         // Point at the key, not after it.
-        let key_end = source[..=at.min(source.len() - 1)].rfind('"').unwrap_or(at);
-        let key_start = source[..key_end].rfind('"').unwrap_or(key_end);
+        let bytes = source.as_bytes();
+        let end = at.min(bytes.len().saturating_sub(1));
+        let key_end = bytes[..=end].iter().rposition(|b| *b == b'"').unwrap_or(at);
+        let key_start = bytes[..key_end]
+            .iter()
+            .rposition(|b| *b == b'"')
+            .unwrap_or(key_end);
         (
             message
                 .split(", expected")

@@ -618,6 +618,65 @@ input = "heor#1"
     }
 
     #[test]
+    fn top_level_typos_and_stray_task_fields() {
+        let errs = errors("[[tasks]]\nid = \"a\"\n\nmodel = \"x\"\n");
+        assert_eq!(errs[0].hint.as_deref(), Some("did you mean `task`?"));
+        let errs = errors("model = \"wan2.2-t2i-flash\"\n");
+        assert!(
+            errs[0].hint.as_deref().unwrap().contains("[[task]]"),
+            "{errs:?}"
+        );
+        let errs = errors("[defaults]\nid = \"x\"\n");
+        assert_eq!(errs[0].field.as_deref(), Some("defaults.id"));
+    }
+
+    #[test]
+    fn wanx_v1_takes_native_styles_and_reference_images() {
+        let src = r#"
+[[task]]
+id = "v1"
+model = "wanx-v1"
+prompt = "a cat"
+style = "<sketch>"
+ref_img = "https://example.com/cat.png"
+ref_strength = 0.7
+ref_mode = "refonly"
+
+[[task]]
+id = "v2"
+model = "wan2.2-t2i-flash"
+prompt = "a cat"
+style = "<watercolor>"
+"#;
+        let errs = errors(src);
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(
+            errs[0].hint.as_deref(),
+            Some("write `style = \"watercolor\"`, which works on every model")
+        );
+        let ok = src.replace("style = \"<watercolor>\"", "style = \"auto\"");
+        let loaded = load(&ok).unwrap();
+        let v1 = &loaded.tasks[0];
+        assert_eq!(v1.style.as_deref(), Some("<sketch>"));
+        let reference = v1.reference.as_ref().unwrap();
+        assert_eq!(reference.mode, Some(crate::task::RefMode::Refonly));
+        assert_eq!(loaded.tasks[1].style, None);
+    }
+
+    #[test]
+    fn a_long_prompt_is_a_note() {
+        let long = "word ".repeat(200);
+        let src =
+            format!("[[task]]\nid = \"a\"\nmodel = \"wan2.2-t2i-flash\"\nprompt = \"{long}\"\n");
+        let loaded = load(&src).unwrap();
+        assert!(
+            loaded.notes[0].message.contains("keeps the first 800"),
+            "{:?}",
+            loaded.notes
+        );
+    }
+
+    #[test]
     fn syntax_error_has_a_location() {
         let errs = errors("[[task]]\nid = \"a\nmodel = 1\n");
         assert_eq!(errs.len(), 1);
