@@ -50,7 +50,11 @@ impl Project {
         for note in &loaded.notes {
             printer.block(&note.render(printer.color), false);
         }
-        Ok(Project { manifest, registry, loaded })
+        Ok(Project {
+            manifest,
+            registry,
+            loaded,
+        })
     }
 
     /// The tasks named on the command line, in plan order (all when none are named).
@@ -59,7 +63,8 @@ impl Project {
         let mut unknown = Vec::new();
         for wanted in &selection.tasks {
             if !ids.contains(wanted.as_str()) {
-                let hint = did_you_mean(wanted, ids.iter().copied()).map(|s| format!("did you mean `{s}`?"));
+                let hint = did_you_mean(wanted, ids.iter().copied())
+                    .map(|s| format!("did you mean `{s}`?"));
                 unknown.push((wanted.clone(), hint));
             }
         }
@@ -70,7 +75,12 @@ impl Project {
             });
         }
         let wanted: HashSet<&str> = selection.tasks.iter().map(String::as_str).collect();
-        Ok(self.loaded.tasks.iter().filter(|t| wanted.is_empty() || wanted.contains(t.id.as_str())).collect())
+        Ok(self
+            .loaded
+            .tasks
+            .iter()
+            .filter(|t| wanted.is_empty() || wanted.contains(t.id.as_str()))
+            .collect())
     }
 
     /// Where requests go: the emulator, `DASHSCOPE_HTTP_BASE_URL` (as the official SDK reads it),
@@ -85,7 +95,11 @@ impl Project {
     }
 
     fn provider(&self, emulate: bool) -> Provider {
-        if emulate { Provider::Emulator } else { Provider::from_base_url(&self.base_url()) }
+        if emulate {
+            Provider::Emulator
+        } else {
+            Provider::from_base_url(&self.base_url())
+        }
     }
 
     /// The API key variable: `[provider] api_key_env`, unless left at its default and a seed plan names one.
@@ -132,16 +146,27 @@ pub fn plan<'a>(project: &'a Project, selection: &Selection, force: bool) -> Res
         for slot in &compiled.media {
             match media_digest(root, &slot.source) {
                 Ok(d) => digests.push(d),
-                Err(message) => media_errors.push(Diagnostic::error(&task.origin.file, message).at_line_col("", task.origin.line, task.origin.column).field(slot.pointer.trim_start_matches('/').replace('/', "."))),
+                Err(message) => media_errors.push(
+                    Diagnostic::error(&task.origin.file, message)
+                        .at_line_col("", task.origin.line, task.origin.column)
+                        .field(slot.pointer.trim_start_matches('/').replace('/', ".")),
+                ),
             }
         }
         if digests.len() == compiled.media.len() {
             let key = CacheKey::new(&provider, &compiled, &digests);
-            units.push(Unit { task, compiled, key });
+            units.push(Unit {
+                task,
+                compiled,
+                key,
+            });
         }
     }
     if !media_errors.is_empty() {
-        return Err(Error::Invalid { count: media_errors.len(), diagnostics: media_errors });
+        return Err(Error::Invalid {
+            count: media_errors.len(),
+            diagnostics: media_errors,
+        });
     }
     let lock = LockFile::read(&project.manifest.lock_path())?;
     let store = Store::open(&project.manifest.state_dir())?;
@@ -152,7 +177,9 @@ pub fn plan<'a>(project: &'a Project, selection: &Selection, force: bool) -> Res
     let mut snapshot = Snapshot::default();
     let mut new_stats = Vec::new();
     for unit in &units {
-        let Some(entry) = lock.tasks.get(&unit.task.id) else { continue };
+        let Some(entry) = lock.tasks.get(&unit.task.id) else {
+            continue;
+        };
         let recorded = Recorded {
             key: entry.key.clone(),
             generated_at: entry.generated_at,
@@ -161,7 +188,12 @@ pub fn plan<'a>(project: &'a Project, selection: &Selection, force: bool) -> Res
         };
         if entry.key == unit.key.hex() {
             for output in &entry.outputs {
-                let observed = observe(root, &output.path, stat_cache.get(&output.path), &mut new_stats);
+                let observed = observe(
+                    root,
+                    &output.path,
+                    stat_cache.get(&output.path),
+                    &mut new_stats,
+                );
                 snapshot.disk.insert(output.path.clone(), observed);
             }
         }
@@ -170,7 +202,12 @@ pub fn plan<'a>(project: &'a Project, selection: &Selection, force: bool) -> Res
     let items: Vec<Item<'_>> = units.iter().map(|u| item(u)).collect();
     let first = reconcile::reconcile(&items, &snapshot, force, now);
     // Only what is not fresh needs the store and the blob store.
-    let unsettled: Vec<&Unit<'_>> = units.iter().zip(&first).filter(|(_, d)| d.action != Action::Fresh).map(|(u, _)| u).collect();
+    let unsettled: Vec<&Unit<'_>> = units
+        .iter()
+        .zip(&first)
+        .filter(|(_, d)| d.action != Action::Fresh)
+        .map(|(u, _)| u)
+        .collect();
     let decisions = if unsettled.is_empty() || force {
         first
     } else {
@@ -178,63 +215,129 @@ pub fn plan<'a>(project: &'a Project, selection: &Selection, force: bool) -> Res
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         for (key, result) in store.results(&key_refs)? {
             let images = result.images.iter().map(|i| i.blake3.clone()).collect();
-            snapshot.cached.insert(key.clone(), Recorded { key, generated_at: result.generated_at, images, outputs: vec![] });
+            snapshot.cached.insert(
+                key.clone(),
+                Recorded {
+                    key,
+                    generated_at: result.generated_at,
+                    images,
+                    outputs: vec![],
+                },
+            );
         }
-        let mut wanted: HashSet<&String> = snapshot.cached.values().flat_map(|r| &r.images).collect();
+        let mut wanted: HashSet<&String> =
+            snapshot.cached.values().flat_map(|r| &r.images).collect();
         for unit in &unsettled {
             if let Some(rec) = snapshot.lock.get(&unit.task.id) {
                 wanted.extend(&rec.images);
             }
         }
-        let present: Vec<String> = wanted.into_iter().filter(|h| blobs.contains(h)).cloned().collect();
+        let present: Vec<String> = wanted
+            .into_iter()
+            .filter(|h| blobs.contains(h))
+            .cloned()
+            .collect();
         snapshot.blobs.extend(present);
         reconcile::reconcile(&items, &snapshot, force, now)
     };
     let selected_all = selection.tasks.is_empty();
     let ids: HashSet<&str> = project.loaded.tasks.iter().map(|t| t.id.as_str()).collect();
-    let stale_lock_entries =
-        if selected_all { lock.tasks.keys().filter(|id| !ids.contains(id.as_str())).cloned().collect() } else { Vec::new() };
+    let stale_lock_entries = if selected_all {
+        lock.tasks
+            .keys()
+            .filter(|id| !ids.contains(id.as_str()))
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
     drop(items);
-    Ok(Planned { units, decisions, provider, lock, store, blobs, stale_lock_entries, new_stats })
+    Ok(Planned {
+        units,
+        decisions,
+        provider,
+        lock,
+        store,
+        blobs,
+        stale_lock_entries,
+        new_stats,
+    })
 }
 
 fn item<'a>(unit: &'a Unit<'_>) -> Item<'a> {
-    Item { id: &unit.task.id, key: unit.key, n: unit.compiled.n, price: unit.compiled.price, output: &unit.task.output }
+    Item {
+        id: &unit.task.id,
+        key: unit.key,
+        n: unit.compiled.n,
+        price: unit.compiled.price,
+        output: &unit.task.output,
+    }
 }
 
 /// The blake3 of a file on disk, from the stat cache when size, mtime and inode still match.
-fn observe(root: &Path, path: &str, cached: Option<&StatEntry>, new_stats: &mut Vec<(String, StatEntry)>) -> Option<String> {
+fn observe(
+    root: &Path,
+    path: &str,
+    cached: Option<&StatEntry>,
+    new_stats: &mut Vec<(String, StatEntry)>,
+) -> Option<String> {
     let full = root.join(path);
     let meta = std::fs::metadata(&full).ok()?;
     let (size, mtime_ns, inode) = stat_of(&meta);
-    if let Some(c) = cached {
-        if c.size == size && c.mtime_ns == mtime_ns && c.inode == inode {
-            return Some(c.blake3.clone());
-        }
+    if let Some(c) = cached
+        && c.size == size
+        && c.mtime_ns == mtime_ns
+        && c.inode == inode
+    {
+        return Some(c.blake3.clone());
     }
     let (hash, _) = hash_file(&full).ok()?;
-    new_stats.push((path.to_owned(), StatEntry { size, mtime_ns, inode, blake3: hash.clone() }));
+    new_stats.push((
+        path.to_owned(),
+        StatEntry {
+            size,
+            mtime_ns,
+            inode,
+            blake3: hash.clone(),
+        },
+    ));
     Some(hash)
 }
 
 /// The content digest of a media input that is not a URL.
-fn media_digest(root: &Path, source: &crate::task::InputRef) -> std::result::Result<String, String> {
+fn media_digest(
+    root: &Path,
+    source: &crate::task::InputRef,
+) -> std::result::Result<String, String> {
     match source {
-        crate::task::InputRef::File(path) => {
-            hash_file(&root.join(path)).map(|(h, _)| h).map_err(|e| format!("cannot read input `{}`: {e}", path.display()))
-        }
+        crate::task::InputRef::File(path) => hash_file(&root.join(path))
+            .map(|(h, _)| h)
+            .map_err(|e| format!("cannot read input `{}`: {e}", path.display())),
         crate::task::InputRef::Task { id, .. } => Err(format!(
             "this task consumes the output of task `{id}`; edit chains between tasks are not built by this version of wanx yet"
         )),
-        crate::task::InputRef::Url(_) => unreachable!("URL inputs are placed in the body, not in media slots"),
+        crate::task::InputRef::Url(_) => {
+            unreachable!("URL inputs are placed in the body, not in media slots")
+        }
     }
 }
 
 /// `wanx plan`: prints one line per task and the totals.
 pub fn print_plan(project: &Project, planned: &Planned<'_>, printer: &Printer, json: bool) {
-    let totals = reconcile::totals(planned.decisions.iter().zip(&planned.units).map(|(d, u)| (d, u.compiled.n)));
+    let totals = reconcile::totals(
+        planned
+            .decisions
+            .iter()
+            .zip(&planned.units)
+            .map(|(d, u)| (d, u.compiled.n)),
+    );
     if json {
-        let tasks: Vec<TaskReport> = planned.units.iter().zip(&planned.decisions).map(|(u, d)| task_report(u, d, "planned", None)).collect();
+        let tasks: Vec<TaskReport> = planned
+            .units
+            .iter()
+            .zip(&planned.decisions)
+            .map(|(u, d)| task_report(u, d, "planned", None))
+            .collect();
         let summary = Summary {
             generated: totals.generate,
             restored: totals.restore,
@@ -251,32 +354,69 @@ pub fn print_plan(project: &Project, planned: &Planned<'_>, printer: &Printer, j
         printer.data(&serde_json::to_string_pretty(&summary).expect("a summary always serializes"));
         return;
     }
-    let width = planned.units.iter().map(|u| u.task.id.len()).max().unwrap_or(0);
+    let width = planned
+        .units
+        .iter()
+        .map(|u| u.task.id.len())
+        .max()
+        .unwrap_or(0);
     for (unit, d) in planned.units.iter().zip(&planned.decisions) {
         let price = match d.action {
-            Action::Generate => format!("{} ({} × {})", d.cost(), unit.compiled.n, unit.compiled.price),
+            Action::Generate => format!(
+                "{} ({} × {})",
+                d.cost(),
+                unit.compiled.n,
+                unit.compiled.price
+            ),
             _ => "free".to_owned(),
         };
-        printer.data(&format!("{:<8}  {:<width$}  {:<18}  {:<28}  {price}", d.action.name(), unit.task.id, unit.compiled.model, d.reason.to_string()));
+        printer.data(&format!(
+            "{:<8}  {:<width$}  {:<18}  {:<28}  {price}",
+            d.action.name(),
+            unit.task.id,
+            unit.compiled.model,
+            d.reason.to_string()
+        ));
     }
-    let label = if planned.provider.is_emulated() { " (emulated)" } else { "" };
+    let label = if planned.provider.is_emulated() {
+        " (emulated)"
+    } else {
+        ""
+    };
     printer.data(&format!(
         "\n{} to generate ({} image{}, {}{label}), {} to restore, {} fresh; saving {}",
         totals.generate,
         totals.images_to_generate,
-        if totals.images_to_generate == 1 { "" } else { "s" },
+        if totals.images_to_generate == 1 {
+            ""
+        } else {
+            "s"
+        },
         totals.cost,
         totals.restore,
         totals.fresh,
         totals.saved
     ));
     if !planned.stale_lock_entries.is_empty() {
-        printer.data(&format!("{} lock entr{} for tasks no longer in any plan will be dropped", planned.stale_lock_entries.len(), if planned.stale_lock_entries.len() == 1 { "y" } else { "ies" }));
+        printer.data(&format!(
+            "{} lock entr{} for tasks no longer in any plan will be dropped",
+            planned.stale_lock_entries.len(),
+            if planned.stale_lock_entries.len() == 1 {
+                "y"
+            } else {
+                "ies"
+            }
+        ));
     }
     let _ = project;
 }
 
-fn task_report(unit: &Unit<'_>, d: &Decision, status: &'static str, error: Option<String>) -> TaskReport {
+fn task_report(
+    unit: &Unit<'_>,
+    d: &Decision,
+    status: &'static str,
+    error: Option<String>,
+) -> TaskReport {
     TaskReport {
         id: unit.task.id.clone(),
         action: d.action.name(),
@@ -300,10 +440,24 @@ pub async fn build(project: &Project, args: &BuildArgs, printer: &Printer) -> Re
         planned.store.put_stats(&planned.new_stats)?;
     }
     let emulated = planned.provider.is_emulated();
-    let totals = reconcile::totals(planned.decisions.iter().zip(&planned.units).map(|(d, u)| (d, u.compiled.n)));
+    let totals = reconcile::totals(
+        planned
+            .decisions
+            .iter()
+            .zip(&planned.units)
+            .map(|(d, u)| (d, u.compiled.n)),
+    );
     if args.dry_run {
         print_plan(project, &planned, printer, args.json);
-        return Ok(Built { summary: Summary { dry_run: true, emulated, currency: "CNY", ..Summary::default() }, fatal: None });
+        return Ok(Built {
+            summary: Summary {
+                dry_run: true,
+                emulated,
+                currency: "CNY",
+                ..Summary::default()
+            },
+            fatal: None,
+        });
     }
     if args.locked {
         let changed = planned
@@ -321,23 +475,46 @@ pub async fn build(project: &Project, args: &BuildArgs, printer: &Printer) -> Re
             return Err(Error::NotLocked { stale: changed });
         }
     }
-    let budget = args.max_spend.or(project.manifest.build.max_spend).map(Money::from_yuan);
-    if let Some(budget) = budget {
-        if totals.cost > budget {
-            let mut costly: Vec<(&Unit<'_>, &Decision)> = planned.units.iter().zip(&planned.decisions).filter(|(_, d)| d.cost() > Money::ZERO).collect();
-            costly.sort_by_key(|(_, d)| std::cmp::Reverse(d.cost()));
-            for (u, d) in costly.iter().take(5) {
-                printer.warn("costly", &format!("{} {} ({} images of {})", u.task.id, d.cost(), u.compiled.n, u.compiled.model));
-            }
-            return Err(Error::OverBudget { planned: totals.cost, budget });
+    let budget = args
+        .max_spend
+        .or(project.manifest.build.max_spend)
+        .map(Money::from_yuan);
+    if let Some(budget) = budget
+        && totals.cost > budget
+    {
+        let mut costly: Vec<(&Unit<'_>, &Decision)> = planned
+            .units
+            .iter()
+            .zip(&planned.decisions)
+            .filter(|(_, d)| d.cost() > Money::ZERO)
+            .collect();
+        costly.sort_by_key(|(_, d)| std::cmp::Reverse(d.cost()));
+        for (u, d) in costly.iter().take(5) {
+            printer.warn(
+                "costly",
+                &format!(
+                    "{} {} ({} images of {})",
+                    u.task.id,
+                    d.cost(),
+                    u.compiled.n,
+                    u.compiled.model
+                ),
+            );
         }
+        return Err(Error::OverBudget {
+            planned: totals.cost,
+            budget,
+        });
     }
 
     let needs_provider = totals.generate > 0;
     let mut emulator = None;
     let client = if needs_provider {
         let (base_url, key) = if args.selection.emulate {
-            let config = EmulatorConfig { registry: project.registry.clone(), ..EmulatorConfig::default() };
+            let config = EmulatorConfig {
+                registry: project.registry.clone(),
+                ..EmulatorConfig::default()
+            };
             let emu = Emulator::start(config, ([127, 0, 0, 1], 0).into())
                 .await
                 .map_err(|e| Error::Other(format!("could not start the emulator: {e}")))?;
@@ -347,10 +524,14 @@ pub async fn build(project: &Project, args: &BuildArgs, printer: &Printer) -> Re
             (url, ApiKey::new("wanx-emulator-key"))
         } else {
             let var = project.api_key_env();
-            let key = std::env::var(&var).ok().filter(|k| !k.trim().is_empty()).ok_or(Error::MissingApiKey { var })?;
+            let key = std::env::var(&var)
+                .ok()
+                .filter(|k| !k.trim().is_empty())
+                .ok_or(Error::MissingApiKey { var })?;
             (project.base_url(), ApiKey::new(key.trim()))
         };
-        let client = Client::new(&base_url, key, project.manifest.provider.workspace.clone()).map_err(Error::Other)?;
+        let client = Client::new(&base_url, key, project.manifest.provider.workspace.clone())
+            .map_err(Error::Other)?;
         Some(Arc::new(client))
     } else {
         None
@@ -358,40 +539,67 @@ pub async fn build(project: &Project, args: &BuildArgs, printer: &Printer) -> Re
 
     if totals.generate > 0 {
         let label = if emulated { " (emulated)" } else { "" };
-        printer.status("Planning", &format!("{} to generate ({} images, {}{label}), {} to restore, {} fresh", totals.generate, totals.images_to_generate, totals.cost, totals.restore, totals.fresh));
+        printer.status(
+            "Planning",
+            &format!(
+                "{} to generate ({} images, {}{label}), {} to restore, {} fresh",
+                totals.generate,
+                totals.images_to_generate,
+                totals.cost,
+                totals.restore,
+                totals.fresh
+            ),
+        );
     }
 
     let root = project.manifest.root.clone();
-    let Planned { units, decisions, lock, store, blobs, stale_lock_entries, .. } = planned;
+    let Planned {
+        units,
+        decisions,
+        lock,
+        store,
+        blobs,
+        stale_lock_entries,
+        ..
+    } = planned;
     let mut lock = lock;
     for id in &stale_lock_entries {
         lock.tasks.remove(id);
     }
     let lock = Arc::new(Mutex::new(lock));
     let store = Arc::new(Mutex::new(store));
-    let by_id: HashMap<String, (&Unit<'_>, &Decision)> = units.iter().zip(&decisions).map(|(u, d)| (u.task.id.clone(), (u, d))).collect();
+    let by_id: HashMap<String, (&Unit<'_>, &Decision)> = units
+        .iter()
+        .zip(&decisions)
+        .map(|(u, d)| (u.task.id.clone(), (u, d)))
+        .collect();
     let jobs: Vec<Job> = units
         .iter()
         .zip(&decisions)
         .filter_map(|(u, d)| {
             let kind = match &d.action {
                 Action::Fresh => return None,
-                Action::Restore { images, generated_at } => JobKind::Restore { images: images.clone(), generated_at: *generated_at },
+                Action::Restore {
+                    images,
+                    generated_at,
+                } => JobKind::Restore {
+                    images: images.clone(),
+                    generated_at: *generated_at,
+                },
                 Action::Generate => JobKind::Generate,
             };
-            Some(Job { id: u.task.id.clone(), key: u.key, compiled: u.compiled.clone(), output: u.task.output.clone(), kind })
+            Some(Job {
+                id: u.task.id.clone(),
+                key: u.key,
+                compiled: u.compiled.clone(),
+                output: u.task.output.clone(),
+                kind,
+            })
         })
         .collect();
-    let p = *printer;
-    let on_event: Arc<dyn Fn(Event) + Send + Sync> = Arc::new(move |event| match event {
-        Event::Submitted { id, remote } => p.verbose("Submitted", &format!("{id} (task {remote})")),
-        Event::Retrying { id, error, wait } => p.warn("Retrying", &format!("{id}: {error} (in {:.1}s)", wait.as_secs_f64())),
-        Event::Finished(outcome) => match outcome.result {
-            Ok(done) if done.generated => p.status("Generated", &format!("{} → {} ({})", outcome.id, done.entry.outputs.iter().map(|o| o.path.as_str()).collect::<Vec<_>>().join(", "), done.spent)),
-            Ok(done) => p.status("Restored", &format!("{} → {} (free)", outcome.id, done.entry.outputs.iter().map(|o| o.path.as_str()).collect::<Vec<_>>().join(", "))),
-            Err(e) => p.fail("Failed", &format!("{}: {e}", outcome.id)),
-        },
-    });
+    let printer_copy = *printer;
+    let on_event: Arc<dyn Fn(Event) + Send + Sync> =
+        Arc::new(move |event| print_event(&printer_copy, event));
     let executor = Executor {
         root,
         store: Arc::clone(&store),
@@ -400,7 +608,11 @@ pub async fn build(project: &Project, args: &BuildArgs, printer: &Printer) -> Re
         lock_path: project.manifest.lock_path(),
         client,
         provider: planned_provider_identity(emulated, project),
-        poll: if emulated { PollPolicy::EMULATED } else { poll_policy(project) },
+        poll: if emulated {
+            PollPolicy::EMULATED
+        } else {
+            poll_policy(project)
+        },
         task_timeout: task_timeout(project),
         jobs: args.jobs.or(project.manifest.build.jobs).unwrap_or(16),
         on_event,
@@ -416,8 +628,16 @@ pub async fn build(project: &Project, args: &BuildArgs, printer: &Printer) -> Re
         .write_atomic(&project.manifest.lock_path())
         .map_err(|e| Error::io("could not write", project.manifest.lock_path(), e))?;
 
-    let outcomes: HashMap<&str, &crate::executor::Outcome> = execution.outcomes.iter().map(|o| (o.id.as_str(), o)).collect();
-    let mut summary = Summary { currency: "CNY", emulated, ..Summary::default() };
+    let outcomes: HashMap<&str, &crate::executor::Outcome> = execution
+        .outcomes
+        .iter()
+        .map(|o| (o.id.as_str(), o))
+        .collect();
+    let mut summary = Summary {
+        currency: "CNY",
+        emulated,
+        ..Summary::default()
+    };
     for unit in &units {
         let (_, d) = by_id[&unit.task.id];
         let report = match outcomes.get(unit.task.id.as_str()) {
@@ -468,11 +688,31 @@ pub async fn build(project: &Project, args: &BuildArgs, printer: &Printer) -> Re
         saved: summary.saved,
     })?;
     let totals = store.ledger_totals()?;
-    let kind = if emulated { totals.emulated } else { totals.real };
-    summary.cumulative = Cumulative { runs: kind.runs, spent: kind.spent, saved: kind.saved };
+    let kind = if emulated {
+        totals.emulated
+    } else {
+        totals.real
+    };
+    summary.cumulative = Cumulative {
+        runs: kind.runs,
+        spent: kind.spent,
+        saved: kind.saved,
+    };
     let fatal = execution.fatal.map(|f| match f {
-        crate::dashscope::ProviderError::Fatal { code, message, request_id } => Error::ProviderFatal { code, message, request_id },
-        other => Error::ProviderFatal { code: other.code().to_owned(), message: other.message().to_owned(), request_id: None },
+        crate::dashscope::ProviderError::Fatal {
+            code,
+            message,
+            request_id,
+        } => Error::ProviderFatal {
+            code,
+            message,
+            request_id,
+        },
+        other => Error::ProviderFatal {
+            code: other.code().to_owned(),
+            message: other.message().to_owned(),
+            request_id: None,
+        },
     });
     Ok(Built { summary, fatal })
 }
@@ -481,6 +721,52 @@ pub async fn build(project: &Project, args: &BuildArgs, printer: &Printer) -> Re
 pub struct Built {
     pub summary: Summary,
     pub fatal: Option<Error>,
+}
+
+/// Reports one executor event as a status line.
+fn print_event(printer: &Printer, event: Event) {
+    match event {
+        Event::Submitted { id, remote } => {
+            printer.verbose("Submitted", &format!("{id} (task {remote})"))
+        }
+        Event::Retrying { id, error, wait } => {
+            printer.warn(
+                "Retrying",
+                &format!("{id}: {error} (in {:.1}s)", wait.as_secs_f64()),
+            );
+        }
+        Event::Finished(outcome) => match outcome.result {
+            Ok(done) if done.generated => {
+                printer.status(
+                    "Generated",
+                    &format!(
+                        "{} → {} ({})",
+                        outcome.id,
+                        describe_outputs(&done.entry.outputs),
+                        done.spent
+                    ),
+                );
+            }
+            Ok(done) => printer.status(
+                "Restored",
+                &format!(
+                    "{} → {} (free)",
+                    outcome.id,
+                    describe_outputs(&done.entry.outputs)
+                ),
+            ),
+            Err(error) => printer.fail("Failed", &format!("{}: {error}", outcome.id)),
+        },
+    }
+}
+
+/// `a.png`, or `a_1.png (+3 more)`.
+fn describe_outputs(outputs: &[crate::lock::LockOutput]) -> String {
+    match outputs {
+        [] => "no files".to_owned(),
+        [one] => one.path.clone(),
+        [first, rest @ ..] => format!("{} (+{} more)", first.path, rest.len()),
+    }
 }
 
 /// Prints the summary (human on stderr, JSON on stdout).
@@ -501,7 +787,10 @@ fn poll_policy(project: &Project) -> PollPolicy {
     match project.manifest.build.poll_interval {
         Some(secs) if secs > 0.0 => {
             let first = Duration::from_secs_f64(secs);
-            PollPolicy { first, max: first.max(PollPolicy::REAL.max) }
+            PollPolicy {
+                first,
+                max: first.max(PollPolicy::REAL.max),
+            }
         }
         _ => PollPolicy::REAL,
     }
@@ -512,6 +801,5 @@ fn task_timeout(project: &Project) -> Duration {
         .manifest
         .build
         .task_timeout
-        .map(Duration::from_secs_f64)
-        .unwrap_or(Duration::from_secs(600))
+        .map_or(Duration::from_secs(600), Duration::from_secs_f64)
 }

@@ -35,7 +35,10 @@ impl Provider {
             .unwrap_or_default();
         let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
         let host = if host.starts_with('[') {
-            host.split(']').next().unwrap_or(host).trim_start_matches('[')
+            host.split(']')
+                .next()
+                .unwrap_or(host)
+                .trim_start_matches('[')
         } else {
             host.split(':').next().unwrap_or(host)
         };
@@ -79,7 +82,11 @@ impl CacheKey {
     /// Keys `compiled` for `provider`. `media` gives the blake3 (hex) of each image in
     /// `compiled.media`, in the same order.
     pub fn new(provider: &Provider, compiled: &Compiled, media: &[String]) -> CacheKey {
-        assert_eq!(media.len(), compiled.media.len(), "one digest per media slot");
+        assert_eq!(
+            media.len(),
+            compiled.media.len(),
+            "one digest per media slot"
+        );
         let body = if media.is_empty() {
             std::borrow::Cow::Borrowed(&compiled.body)
         } else {
@@ -101,12 +108,15 @@ impl CacheKey {
         };
         let mut hasher = blake3::Hasher::new();
         // serde_json's `Map` is a BTreeMap (no `preserve_order`), so object keys are sorted: canonical.
-        serde_json::to_writer(&mut hasher, &material).expect("writing JSON into a hasher cannot fail");
+        serde_json::to_writer(&mut hasher, &material)
+            .expect("writing JSON into a hasher cannot fail");
         CacheKey(*hasher.finalize().as_bytes())
     }
 
     pub fn from_hex(hex: &str) -> Option<CacheKey> {
-        blake3::Hash::from_hex(hex).ok().map(|h| CacheKey(*h.as_bytes()))
+        blake3::Hash::from_hex(hex)
+            .ok()
+            .map(|h| CacheKey(*h.as_bytes()))
     }
 
     pub fn hex(&self) -> String {
@@ -141,9 +151,15 @@ mod tests {
     /// and update the pin, never by accident.
     #[test]
     fn pinned_digest() {
-        let c = compile(&task("pin", "wan2.2-t2i-flash", "a lighthouse at dusk"), &Registry::builtin());
+        let c = compile(
+            &task("pin", "wan2.2-t2i-flash", "a lighthouse at dusk"),
+            &Registry::builtin(),
+        );
         let key = CacheKey::new(&Provider::DashScope, &c, &[]);
-        assert_eq!(key.hex(), "aee290f9f1f1af03cb66fc6e2c97e60255ae47386ecc8ca1ba2588c87ed6db98");
+        assert_eq!(
+            key.hex(),
+            "aee290f9f1f1af03cb66fc6e2c97e60255ae47386ecc8ca1ba2588c87ed6db98"
+        );
     }
 
     #[test]
@@ -164,16 +180,37 @@ mod tests {
         let r = Registry::builtin();
         let a = compile(&task("a", "wan2.2-t2i-flash", "one"), &r);
         let b = compile(&task("a", "wan2.2-t2i-flash", "two"), &r);
-        assert_ne!(CacheKey::new(&Provider::DashScope, &a, &[]), CacheKey::new(&Provider::DashScope, &b, &[]));
-        assert_ne!(CacheKey::new(&Provider::DashScope, &a, &[]), CacheKey::new(&Provider::Emulator, &a, &[]));
+        assert_ne!(
+            CacheKey::new(&Provider::DashScope, &a, &[]),
+            CacheKey::new(&Provider::DashScope, &b, &[])
+        );
+        assert_ne!(
+            CacheKey::new(&Provider::DashScope, &a, &[]),
+            CacheKey::new(&Provider::Emulator, &a, &[])
+        );
     }
 
     #[test]
     fn provider_identity_follows_the_host() {
-        assert_eq!(Provider::from_base_url("https://dashscope.aliyuncs.com/api/v1"), Provider::DashScope);
-        assert_eq!(Provider::from_base_url("https://dashscope-intl.aliyuncs.com/api/v1"), Provider::DashScope);
-        assert_eq!(Provider::from_base_url("http://127.0.0.1:4567/api/v1"), Provider::Emulator);
-        assert_eq!(Provider::from_base_url("http://[::1]:80/api/v1"), Provider::Emulator);
-        assert_eq!(Provider::from_base_url("https://proxy.example.com/api/v1"), Provider::Compatible("proxy.example.com".into()));
+        assert_eq!(
+            Provider::from_base_url("https://dashscope.aliyuncs.com/api/v1"),
+            Provider::DashScope
+        );
+        assert_eq!(
+            Provider::from_base_url("https://dashscope-intl.aliyuncs.com/api/v1"),
+            Provider::DashScope
+        );
+        assert_eq!(
+            Provider::from_base_url("http://127.0.0.1:4567/api/v1"),
+            Provider::Emulator
+        );
+        assert_eq!(
+            Provider::from_base_url("http://[::1]:80/api/v1"),
+            Provider::Emulator
+        );
+        assert_eq!(
+            Provider::from_base_url("https://proxy.example.com/api/v1"),
+            Provider::Compatible("proxy.example.com".into())
+        );
     }
 }

@@ -20,26 +20,106 @@ pub struct Rule {
 
 /// How the seed's vocabulary reaches the real API. The code below implements exactly these rows.
 pub const LOWERING: &[Rule] = &[
-    Rule { seed: "model alias (wanx2.2-t2i-flash, wanx2.5-image-edit, …)", models: "all", wire: "the real id (wan2.2-t2i-flash, wanx2.1-imageedit, …)" },
-    Rule { seed: "prompt template {subject, details, environment, lighting, style, quality}", models: "all", wire: "input.prompt: the parts joined with \", \" in that order" },
-    Rule { seed: "n (seed default 1)", models: "all", wire: "parameters.n, always sent (the API defaults to 4 and bills each)" },
-    Rule { seed: "size", models: "all but edit", wire: "parameters.size \"W*H\", always sent (listed-size models: the nearest listed size)" },
-    Rule { seed: "style preset (watercolor, anime, …)", models: "wanx-v1", wire: "parameters.style \"<watercolor>\" where wanx-v1 has one; otherwise prompt text" },
-    Rule { seed: "style preset", models: "wan2.x, wanx2.x, qwen-image", wire: "the preset's words appended to input.prompt (these models have no style parameter)" },
-    Rule { seed: "negative = [presets]", models: "all", wire: "the preset lists appended to input.negative_prompt" },
-    Rule { seed: "composer.color_palette", models: "all", wire: "prompt text \"color palette: #00F5FF, #FF1493\"" },
-    Rule { seed: "composer.layout / material / semantic", models: "all", wire: "prompt text from the seed's descriptions (\"rule of thirds composition, …\")" },
-    Rule { seed: "text {title, subtitle, text_position, font_style}", models: "all", wire: "prompt text: title \"…\", subtitle \"…\", text at the top, bold font" },
-    Rule { seed: "ref_img / ref_strength / ref_mode", models: "wanx-v1", wire: "input.ref_img, parameters.ref_strength, parameters.ref_mode" },
-    Rule { seed: "edit = extend {direction, ratio}", models: "wanx2.1-imageedit", wire: "input.function \"expand\", parameters.{top,bottom,left,right}_scale = ratio on that side (all four for `all`)" },
-    Rule { seed: "edit = remove_watermark", models: "wanx2.1-imageedit", wire: "input.function \"remove_watermark\"" },
-    Rule { seed: "edit = style_transfer with style_reference", models: "wan2.5-i2i-preview", wire: "input.images [input, reference], prompt asks for the reference's style" },
-    Rule { seed: "edit = style_transfer without reference", models: "wanx2.1-imageedit", wire: "input.function \"stylization_all\"" },
-    Rule { seed: "edit = repair", models: "wanx2.1-imageedit", wire: "input.function \"description_edit\" with a repair instruction prepended to the prompt" },
-    Rule { seed: "edit = beautify", models: "wanx2.1-imageedit", wire: "input.function \"super_resolution\", parameters.upscale_factor 1 (enhance without enlarging)" },
-    Rule { seed: "function = NAME", models: "wanx2.1-imageedit", wire: "input.function NAME as written" },
-    Rule { seed: "input / style_reference / mask", models: "edit models", wire: "input.base_image_url / input.images / input.mask_image_url (URL as written; local files and task outputs as data URIs)" },
-    Rule { seed: "extra_input / extra_parameters", models: "all", wire: "merged verbatim into input / parameters (last word)" },
+    Rule {
+        seed: "model alias (wanx2.2-t2i-flash, wanx2.5-image-edit, …)",
+        models: "all",
+        wire: "the real id (wan2.2-t2i-flash, wanx2.1-imageedit, …)",
+    },
+    Rule {
+        seed: "prompt template {subject, details, environment, lighting, style, quality}",
+        models: "all",
+        wire: "input.prompt: the parts joined with \", \" in that order",
+    },
+    Rule {
+        seed: "n (seed default 1)",
+        models: "all",
+        wire: "parameters.n, always sent (the API defaults to 4 and bills each)",
+    },
+    Rule {
+        seed: "size",
+        models: "all but edit",
+        wire: "parameters.size \"W*H\", always sent (listed-size models: the nearest listed size)",
+    },
+    Rule {
+        seed: "style preset (watercolor, anime, …)",
+        models: "wanx-v1",
+        wire: "parameters.style \"<watercolor>\" where wanx-v1 has one; otherwise prompt text",
+    },
+    Rule {
+        seed: "style preset",
+        models: "wan2.x, wanx2.x, qwen-image",
+        wire: "the preset's words appended to input.prompt (these models have no style parameter)",
+    },
+    Rule {
+        seed: "negative = [presets]",
+        models: "all",
+        wire: "the preset lists appended to input.negative_prompt",
+    },
+    Rule {
+        seed: "composer.color_palette",
+        models: "all",
+        wire: "prompt text \"color palette: #00F5FF, #FF1493\"",
+    },
+    Rule {
+        seed: "composer.layout / material / semantic",
+        models: "all",
+        wire: "prompt text from the seed's descriptions (\"rule of thirds composition, …\")",
+    },
+    Rule {
+        seed: "text {title, subtitle, text_position, font_style}",
+        models: "all",
+        wire: "prompt text: title \"…\", subtitle \"…\", text at the top, bold font",
+    },
+    Rule {
+        seed: "ref_img / ref_strength / ref_mode",
+        models: "wanx-v1",
+        wire: "input.ref_img, parameters.ref_strength, parameters.ref_mode",
+    },
+    Rule {
+        seed: "edit = extend {direction, ratio}",
+        models: "wanx2.1-imageedit",
+        wire: "input.function \"expand\", parameters.{top,bottom,left,right}_scale = ratio on that side (all four for `all`)",
+    },
+    Rule {
+        seed: "edit = remove_watermark",
+        models: "wanx2.1-imageedit",
+        wire: "input.function \"remove_watermark\"",
+    },
+    Rule {
+        seed: "edit = style_transfer with style_reference",
+        models: "wan2.5-i2i-preview",
+        wire: "input.images [input, reference], prompt asks for the reference's style",
+    },
+    Rule {
+        seed: "edit = style_transfer without reference",
+        models: "wanx2.1-imageedit",
+        wire: "input.function \"stylization_all\"",
+    },
+    Rule {
+        seed: "edit = repair",
+        models: "wanx2.1-imageedit",
+        wire: "input.function \"description_edit\" with a repair instruction prepended to the prompt",
+    },
+    Rule {
+        seed: "edit = beautify",
+        models: "wanx2.1-imageedit",
+        wire: "input.function \"super_resolution\", parameters.upscale_factor 1 (enhance without enlarging)",
+    },
+    Rule {
+        seed: "function = NAME",
+        models: "wanx2.1-imageedit",
+        wire: "input.function NAME as written",
+    },
+    Rule {
+        seed: "input / style_reference / mask",
+        models: "edit models",
+        wire: "input.base_image_url / input.images / input.mask_image_url (URL as written; local files and task outputs as data URIs)",
+    },
+    Rule {
+        seed: "extra_input / extra_parameters",
+        models: "all",
+        wire: "merged verbatim into input / parameters (last word)",
+    },
 ];
 
 /// The request for one task, exactly as it will be sent (apart from local media, see [`MediaSlot`]).
@@ -76,14 +156,24 @@ impl Compiled {
 
 /// Compiles `task`. The registry has already validated the model; an unknown one here is a bug.
 pub fn compile(task: &Task, registry: &Registry) -> Compiled {
-    let spec = registry.get(&task.model).unwrap_or_else(|| panic!("model `{}` was validated by the loader", task.model));
+    let spec = registry
+        .get(&task.model)
+        .unwrap_or_else(|| panic!("model `{}` was validated by the loader", task.model));
     let mut input = Map::new();
     let mut params = Map::new();
     let mut media = Vec::new();
 
     let mut prompt = prompt_text(task, spec);
     if let Some(edit) = &task.edit {
-        lower_edit(task, edit, spec, &mut prompt, &mut input, &mut params, &mut media);
+        lower_edit(
+            task,
+            edit,
+            spec,
+            &mut prompt,
+            &mut input,
+            &mut params,
+            &mut media,
+        );
     }
     input.insert("prompt".into(), Value::String(prompt));
     if let Some(negative) = negative_prompt(task) {
@@ -150,29 +240,42 @@ fn native_v1_style(style: &str) -> Option<&'static str> {
 fn prompt_text(task: &Task, spec: &ModelSpec) -> String {
     let mut parts: Vec<String> = match &task.prompt {
         Prompt::Text(text) => vec![text.trim().to_owned()],
-        Prompt::Template(t) => [Some(&t.subject), t.details.as_ref(), t.environment.as_ref(), t.lighting.as_ref(), t.style.as_ref(), t.quality.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(|s| s.trim().to_owned())
-            .collect(),
+        Prompt::Template(t) => [
+            Some(&t.subject),
+            t.details.as_ref(),
+            t.environment.as_ref(),
+            t.lighting.as_ref(),
+            t.style.as_ref(),
+            t.quality.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|s| s.trim().to_owned())
+        .collect(),
     };
     parts.retain(|p| !p.is_empty());
     if let Some(style) = task.style.as_deref() {
         let native = spec.family == Family::WanxV1 && native_v1_style(style).is_some();
-        if !native {
-            if let Some(preset) = vocabulary::style_preset(style) {
-                parts.push(preset.prompt.to_owned());
-            }
+        if !native && let Some(preset) = vocabulary::style_preset(style) {
+            parts.push(preset.prompt.to_owned());
         }
     }
     if let Some(c) = &task.composer {
         if !c.color_palette.is_empty() {
             parts.push(format!("color palette: {}", c.color_palette.join(", ")));
         }
-        if let Some(text) = c.layout.as_deref().and_then(|l| vocabulary::lookup(&LAYOUTS, l)) {
+        if let Some(text) = c
+            .layout
+            .as_deref()
+            .and_then(|l| vocabulary::lookup(&LAYOUTS, l))
+        {
             parts.push(text.to_owned());
         }
-        if let Some(text) = c.material.as_deref().and_then(|m| vocabulary::lookup(&MATERIALS, m)) {
+        if let Some(text) = c
+            .material
+            .as_deref()
+            .and_then(|m| vocabulary::lookup(&MATERIALS, m))
+        {
             parts.push(text.to_owned());
         }
         if let Some(semantic) = &c.semantic {
@@ -198,9 +301,22 @@ fn prompt_text(task: &Task, spec: &ModelSpec) -> String {
 }
 
 fn negative_prompt(task: &Task) -> Option<String> {
-    let mut parts: Vec<&str> = task.negative_prompt.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect();
-    parts.extend(task.negative_presets.iter().filter_map(|p| vocabulary::negative_preset(p)));
-    if parts.is_empty() { None } else { Some(parts.join(", ")) }
+    let mut parts: Vec<&str> = task
+        .negative_prompt
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect();
+    parts.extend(
+        task.negative_presets
+            .iter()
+            .filter_map(|p| vocabulary::negative_preset(p)),
+    );
+    if parts.is_empty() {
+        None
+    } else {
+        Some(parts.join(", "))
+    }
 }
 
 fn lower_edit(
@@ -217,10 +333,13 @@ fn lower_edit(
         if let Some(reference) = &edit.style_reference {
             images.push(reference.clone());
             if task_prompt_is_empty(task) {
-                *prompt = "Restyle the first image in the style of the second image".to_owned();
+                "Restyle the first image in the style of the second image".clone_into(prompt);
             }
         }
-        input.insert("images".into(), Value::Array(vec![Value::Null; images.len()]));
+        input.insert(
+            "images".into(),
+            Value::Array(vec![Value::Null; images.len()]),
+        );
         for (i, image) in images.iter().enumerate() {
             put_media(input, media, &format!("/input/images/{i}"), image);
         }
@@ -228,14 +347,20 @@ fn lower_edit(
     }
     let (function, default_prompt) = match &edit.kind {
         EditKind::Extend => ("expand", "Extend the image naturally beyond its borders"),
-        EditKind::RemoveWatermark => ("remove_watermark", "Remove the watermark and any overlaid text"),
+        EditKind::RemoveWatermark => (
+            "remove_watermark",
+            "Remove the watermark and any overlaid text",
+        ),
         EditKind::StyleTransfer => ("stylization_all", "Restyle the image"),
-        EditKind::Repair => ("description_edit", "Repair the damaged areas: remove scratches, stains and noise"),
+        EditKind::Repair => (
+            "description_edit",
+            "Repair the damaged areas: remove scratches, stains and noise",
+        ),
         EditKind::Beautify => ("super_resolution", "Enhance colours and details"),
         EditKind::Function(name) => (name.as_str(), "Edit the image"),
     };
     if task_prompt_is_empty(task) {
-        *prompt = default_prompt.to_owned();
+        default_prompt.clone_into(prompt);
     } else if edit.kind == EditKind::Repair {
         *prompt = format!("{default_prompt}. {prompt}");
     }
@@ -272,11 +397,19 @@ fn task_prompt_is_empty(task: &Task) -> bool {
 }
 
 /// Puts a URL input in place, or records a slot for a local file or task output.
-fn put_media(input: &mut Map<String, Value>, media: &mut Vec<MediaSlot>, pointer: &str, source: &InputRef) {
+fn put_media(
+    input: &mut Map<String, Value>,
+    media: &mut Vec<MediaSlot>,
+    pointer: &str,
+    source: &InputRef,
+) {
     let value = match source {
         InputRef::Url(url) => Value::String(url.clone()),
         other => {
-            media.push(MediaSlot { pointer: pointer.to_owned(), source: other.clone() });
+            media.push(MediaSlot {
+                pointer: pointer.to_owned(),
+                source: other.clone(),
+            });
             Value::Null
         }
     };
@@ -284,10 +417,10 @@ fn put_media(input: &mut Map<String, Value>, media: &mut Vec<MediaSlot>, pointer
     let field = parts.next().unwrap_or_default();
     match parts.next().and_then(|i| i.parse::<usize>().ok()) {
         Some(index) => {
-            if let Some(Value::Array(items)) = input.get_mut(field) {
-                if index < items.len() {
-                    items[index] = value;
-                }
+            if let Some(Value::Array(items)) = input.get_mut(field)
+                && index < items.len()
+            {
+                items[index] = value;
             }
         }
         None => {
@@ -299,7 +432,9 @@ fn put_media(input: &mut Map<String, Value>, media: &mut Vec<MediaSlot>, pointer
 fn input_mentions_oss(input: &Map<String, Value>) -> bool {
     input.values().any(|v| match v {
         Value::String(s) => s.starts_with("oss://"),
-        Value::Array(items) => items.iter().any(|i| i.as_str().is_some_and(|s| s.starts_with("oss://"))),
+        Value::Array(items) => items
+            .iter()
+            .any(|i| i.as_str().is_some_and(|s| s.starts_with("oss://"))),
         _ => false,
     })
 }
@@ -314,7 +449,11 @@ pub(crate) mod tests {
     pub(crate) fn task(id: &str, model: &str, prompt: &str) -> Task {
         Task {
             id: id.to_owned(),
-            origin: Origin { file: PathBuf::from("plans/t.toml"), line: 1, column: 1 },
+            origin: Origin {
+                file: PathBuf::from("plans/t.toml"),
+                line: 1,
+                column: 1,
+            },
             model: model.to_owned(),
             prompt: Prompt::Text(prompt.to_owned()),
             negative_prompt: None,
@@ -331,14 +470,23 @@ pub(crate) mod tests {
             edit: None,
             extra_input: Map::new(),
             extra_parameters: Map::new(),
-            output: OutputSpec { dir: "generated".into(), filename: "{id}.png".into() },
+            output: OutputSpec {
+                dir: "generated".into(),
+                filename: "{id}.png".into(),
+            },
         }
     }
 
     #[test]
     fn n_and_size_are_always_explicit_and_async_header_is_set() {
-        let c = compile(&task("a", "wan2.2-t2i-flash", "a cat"), &Registry::builtin());
-        assert_eq!(c.body, json!({"model":"wan2.2-t2i-flash","input":{"prompt":"a cat"},"parameters":{"n":1,"size":"1024*1024"}}));
+        let c = compile(
+            &task("a", "wan2.2-t2i-flash", "a cat"),
+            &Registry::builtin(),
+        );
+        assert_eq!(
+            c.body,
+            json!({"model":"wan2.2-t2i-flash","input":{"prompt":"a cat"},"parameters":{"n":1,"size":"1024*1024"}})
+        );
         assert_eq!(c.endpoint, crate::registry::TEXT2IMAGE);
         assert_eq!(c.headers, vec![("X-DashScope-Async", "enable".to_owned())]);
         assert_eq!(c.cost(), Money::from_yuan(0.14));
@@ -360,7 +508,10 @@ pub(crate) mod tests {
             c.body["input"]["prompt"],
             "Futuristic city at night, cyberpunk, neon lights, high-tech, dystopian, color palette: #00F5FF, #FF1493, rule of thirds composition, subject on the intersections, neon glass texture, transparent and glowing, theme: futuristic city"
         );
-        assert_eq!(c.body["input"]["negative_prompt"], "messy background, chaotic composition, unbalanced layout");
+        assert_eq!(
+            c.body["input"]["negative_prompt"],
+            "messy background, chaotic composition, unbalanced layout"
+        );
         assert!(c.body["parameters"].get("style").is_none());
     }
 
@@ -388,7 +539,10 @@ pub(crate) mod tests {
             font_style: Some("bold".into()),
         });
         let c = compile(&t, &Registry::builtin());
-        assert_eq!(c.body["input"]["prompt"], "A poster, neon light, title text \"未来都市2077\", text placed at the top, bold font");
+        assert_eq!(
+            c.body["input"]["prompt"],
+            "A poster, neon light, title text \"未来都市2077\", text placed at the top, bold font"
+        );
         assert_eq!(c.price, Money::from_yuan(0.25));
     }
 
@@ -399,7 +553,10 @@ pub(crate) mod tests {
         t.edit = Some(Edit {
             kind: EditKind::Extend,
             input: InputRef::Url("https://example.com/a.png".into()),
-            extend: Some(Extend { direction: Direction::Right, ratio: 1.5 }),
+            extend: Some(Extend {
+                direction: Direction::Right,
+                ratio: 1.5,
+            }),
             style_reference: None,
             mask: None,
             strength: None,
@@ -407,7 +564,10 @@ pub(crate) mod tests {
         let c = compile(&t, &Registry::builtin());
         assert_eq!(c.endpoint, crate::registry::IMAGE2IMAGE);
         assert_eq!(c.body["input"]["function"], "expand");
-        assert_eq!(c.body["input"]["base_image_url"], "https://example.com/a.png");
+        assert_eq!(
+            c.body["input"]["base_image_url"],
+            "https://example.com/a.png"
+        );
         assert_eq!(c.body["parameters"]["right_scale"], 1.5);
         assert!(c.body["parameters"].get("left_scale").is_none());
     }

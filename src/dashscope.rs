@@ -22,21 +22,27 @@ pub enum ProviderError {
     /// This task cannot succeed as requested: invalid parameters, content inspection.
     Task { code: String, message: String },
     /// No further task can succeed: bad key, no access, arrears, quota exhausted.
-    Fatal { code: String, message: String, request_id: Option<String> },
+    Fatal {
+        code: String,
+        message: String,
+        request_id: Option<String>,
+    },
 }
 
 impl ProviderError {
     pub fn code(&self) -> &str {
         match self {
-            ProviderError::Transient { code, .. } | ProviderError::Task { code, .. } | ProviderError::Fatal { code, .. } => code,
+            ProviderError::Transient { code, .. }
+            | ProviderError::Task { code, .. }
+            | ProviderError::Fatal { code, .. } => code,
         }
     }
 
     pub fn message(&self) -> &str {
         match self {
-            ProviderError::Transient { message, .. } | ProviderError::Task { message, .. } | ProviderError::Fatal { message, .. } => {
-                message
-            }
+            ProviderError::Transient { message, .. }
+            | ProviderError::Task { message, .. }
+            | ProviderError::Fatal { message, .. } => message,
         }
     }
 }
@@ -48,7 +54,12 @@ impl std::fmt::Display for ProviderError {
 }
 
 /// Sorts an error response by HTTP status and DashScope code (protocol §4).
-pub fn classify(status: u16, code: &str, message: &str, request_id: Option<String>) -> ProviderError {
+pub fn classify(
+    status: u16,
+    code: &str,
+    message: &str,
+    request_id: Option<String>,
+) -> ProviderError {
     let (code, message) = (code.to_owned(), message.to_owned());
     let fatal = matches!(
         code.as_str(),
@@ -66,10 +77,25 @@ pub fn classify(status: u16, code: &str, message: &str, request_id: Option<Strin
         || code.ends_with(".AccessDenied")
         || status == 401;
     if fatal {
-        return ProviderError::Fatal { code, message, request_id };
+        return ProviderError::Fatal {
+            code,
+            message,
+            request_id,
+        };
     }
-    let transient = status == 429 || status == 408 || status >= 500 || code.starts_with("Throttling") || code.starts_with("InternalError") || code == "SystemError" || code == "ModelUnavailable" || code == "RequestTimeOut";
-    if transient { ProviderError::Transient { code, message } } else { ProviderError::Task { code, message } }
+    let transient = status == 429
+        || status == 408
+        || status >= 500
+        || code.starts_with("Throttling")
+        || code.starts_with("InternalError")
+        || code == "SystemError"
+        || code == "ModelUnavailable"
+        || code == "RequestTimeOut";
+    if transient {
+        ProviderError::Transient { code, message }
+    } else {
+        ProviderError::Task { code, message }
+    }
 }
 
 /// A task's state as `GET /tasks/{id}` reports it.
@@ -77,8 +103,14 @@ pub fn classify(status: u16, code: &str, message: &str, request_id: Option<Strin
 pub enum TaskState {
     Pending,
     Running,
-    Succeeded { results: Vec<TaskResult>, image_count: Option<u32> },
-    Failed { code: String, message: String },
+    Succeeded {
+        results: Vec<TaskResult>,
+        image_count: Option<u32>,
+    },
+    Failed {
+        code: String,
+        message: String,
+    },
     Canceled,
     /// Not found, or expired after 24 h.
     Unknown,
@@ -132,7 +164,12 @@ impl Client {
             .user_agent(concat!("wanx/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("could not start the HTTP client: {e}"))?;
-        Ok(Client { http, base_url: base_url.trim_end_matches('/').to_owned(), key, workspace })
+        Ok(Client {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            key,
+            workspace,
+        })
     }
 
     pub fn base_url(&self) -> &str {
@@ -149,7 +186,12 @@ impl Client {
 
     /// Submits a task; returns its remote task id.
     pub async fn submit(&self, compiled: &Compiled, body: &Value) -> Result<String, ProviderError> {
-        let mut request = self.authorized(self.http.post(format!("{}{}", self.base_url, compiled.endpoint))).json(body);
+        let mut request = self
+            .authorized(
+                self.http
+                    .post(format!("{}{}", self.base_url, compiled.endpoint)),
+            )
+            .json(body);
         for (name, value) in &compiled.headers {
             request = request.header(*name, value);
         }
@@ -157,19 +199,30 @@ impl Client {
         envelope
             .output
             .and_then(|o| o.task_id)
-            .ok_or_else(|| ProviderError::Transient { code: "BadResponse".into(), message: "the submit response had no `output.task_id`".into() })
+            .ok_or_else(|| ProviderError::Transient {
+                code: "BadResponse".into(),
+                message: "the submit response had no `output.task_id`".into(),
+            })
     }
 
     /// Queries a task's state once.
     pub async fn query(&self, task_id: &str) -> Result<TaskState, ProviderError> {
-        let envelope = self.send(self.authorized(self.http.get(format!("{}/tasks/{task_id}", self.base_url)))).await?;
+        let envelope = self
+            .send(self.authorized(self.http.get(format!("{}/tasks/{task_id}", self.base_url))))
+            .await?;
         let Some(output) = envelope.output else {
-            return Err(ProviderError::Transient { code: "BadResponse".into(), message: "the task response had no `output`".into() });
+            return Err(ProviderError::Transient {
+                code: "BadResponse".into(),
+                message: "the task response had no `output`".into(),
+            });
         };
         Ok(match output.task_status.as_deref().unwrap_or("UNKNOWN") {
             "PENDING" => TaskState::Pending,
             "RUNNING" | "SUSPENDED" => TaskState::Running,
-            "SUCCEEDED" => TaskState::Succeeded { results: output.results, image_count: envelope.usage.and_then(|u| u.image_count) },
+            "SUCCEEDED" => TaskState::Succeeded {
+                results: output.results,
+                image_count: envelope.usage.and_then(|u| u.image_count),
+            },
             "FAILED" => TaskState::Failed {
                 code: output.code.unwrap_or_else(|| "Unknown".into()),
                 message: output.message.unwrap_or_default(),
@@ -193,27 +246,56 @@ impl Client {
             });
         }
         let (code, message, request_id) = match envelope {
-            Some(e) => (e.code.unwrap_or_else(|| format!("HTTP{status}")), e.message.unwrap_or_default(), e.request_id),
-            None => (format!("HTTP{status}"), String::from_utf8_lossy(&bytes).chars().take(200).collect(), None),
+            Some(e) => (
+                e.code.unwrap_or_else(|| format!("HTTP{status}")),
+                e.message.unwrap_or_default(),
+                e.request_id,
+            ),
+            None => (
+                format!("HTTP{status}"),
+                String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+                None,
+            ),
         };
         Err(classify(status, &code, &message, request_id))
     }
 
     /// Streams a result image to `dest` (a new file), refusing more than `max_bytes`. Result URLs are
     /// pre-signed object-store URLs: the API key is never sent to them.
-    pub async fn download(&self, url: &str, dest: &Path, max_bytes: u64) -> Result<u64, ProviderError> {
-        let response = self.http.get(url).timeout(Duration::from_secs(300)).send().await.map_err(transport_error)?;
+    pub async fn download(
+        &self,
+        url: &str,
+        dest: &Path,
+        max_bytes: u64,
+    ) -> Result<u64, ProviderError> {
+        let response = self
+            .http
+            .get(url)
+            .timeout(Duration::from_secs(300))
+            .send()
+            .await
+            .map_err(transport_error)?;
         let status = response.status().as_u16();
         if status == 403 || status == 404 {
             return Err(ProviderError::Task {
                 code: "ResultExpired".into(),
-                message: format!("the result URL answered HTTP {status}: it has expired (URLs live 24 h) or never existed"),
+                message: format!(
+                    "the result URL answered HTTP {status}: it has expired (URLs live 24 h) or never existed"
+                ),
             });
         }
         if !(200..300).contains(&status) {
-            return Err(classify(status, &format!("HTTP{status}"), "downloading a result failed", None));
+            return Err(classify(
+                status,
+                &format!("HTTP{status}"),
+                "downloading a result failed",
+                None,
+            ));
         }
-        let io_err = |e: std::io::Error| ProviderError::Transient { code: "LocalIo".into(), message: format!("writing `{}`: {e}", dest.display()) };
+        let io_err = |e: std::io::Error| ProviderError::Transient {
+            code: "LocalIo".into(),
+            message: format!("writing `{}`: {e}", dest.display()),
+        };
         let mut file = tokio::fs::File::create(dest).await.map_err(io_err)?;
         let mut stream = response.bytes_stream();
         let mut written = 0u64;
@@ -221,7 +303,10 @@ impl Client {
             let chunk = chunk.map_err(transport_error)?;
             written += chunk.len() as u64;
             if written > max_bytes {
-                return Err(ProviderError::Task { code: "ResultTooLarge".into(), message: format!("a result exceeded {max_bytes} bytes") });
+                return Err(ProviderError::Task {
+                    code: "ResultTooLarge".into(),
+                    message: format!("a result exceeded {max_bytes} bytes"),
+                });
             }
             file.write_all(&chunk).await.map_err(io_err)?;
         }
@@ -233,13 +318,24 @@ impl Client {
 /// Connection faults and timeouts are transient. The message never contains the key: reqwest's
 /// errors name the URL, and no URL carries it.
 fn transport_error(e: reqwest::Error) -> ProviderError {
-    let code = if e.is_timeout() { "Timeout" } else if e.is_connect() { "ConnectionFailed" } else { "Transport" };
-    ProviderError::Transient { code: code.into(), message: e.without_url().to_string() }
+    let code = if e.is_timeout() {
+        "Timeout"
+    } else if e.is_connect() {
+        "ConnectionFailed"
+    } else {
+        "Transport"
+    };
+    ProviderError::Transient {
+        code: code.into(),
+        message: e.without_url().to_string(),
+    }
 }
 
 /// The image formats DashScope returns; anything else is not an image.
 pub fn looks_like_image(head: &[u8]) -> bool {
-    head.starts_with(b"\x89PNG\r\n\x1a\n") || head.starts_with(b"\xff\xd8\xff") || (head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WEBP")
+    head.starts_with(b"\x89PNG\r\n\x1a\n")
+        || head.starts_with(b"\xff\xd8\xff")
+        || (head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WEBP")
 }
 
 #[cfg(test)]
@@ -248,14 +344,38 @@ mod tests {
 
     #[test]
     fn classifies_by_code_and_status() {
-        assert!(matches!(classify(429, "Throttling.RateQuota", "", None), ProviderError::Transient { .. }));
-        assert!(matches!(classify(429, "Throttling.AllocationQuota", "", None), ProviderError::Fatal { .. }));
-        assert!(matches!(classify(401, "InvalidApiKey", "", None), ProviderError::Fatal { .. }));
-        assert!(matches!(classify(403, "AccessDenied.Unpurchased", "", None), ProviderError::Fatal { .. }));
-        assert!(matches!(classify(400, "InvalidParameter", "", None), ProviderError::Task { .. }));
-        assert!(matches!(classify(400, "DataInspectionFailed", "", None), ProviderError::Task { .. }));
-        assert!(matches!(classify(500, "InternalError", "", None), ProviderError::Transient { .. }));
-        assert!(matches!(classify(503, "ModelUnavailable", "", None), ProviderError::Transient { .. }));
+        assert!(matches!(
+            classify(429, "Throttling.RateQuota", "", None),
+            ProviderError::Transient { .. }
+        ));
+        assert!(matches!(
+            classify(429, "Throttling.AllocationQuota", "", None),
+            ProviderError::Fatal { .. }
+        ));
+        assert!(matches!(
+            classify(401, "InvalidApiKey", "", None),
+            ProviderError::Fatal { .. }
+        ));
+        assert!(matches!(
+            classify(403, "AccessDenied.Unpurchased", "", None),
+            ProviderError::Fatal { .. }
+        ));
+        assert!(matches!(
+            classify(400, "InvalidParameter", "", None),
+            ProviderError::Task { .. }
+        ));
+        assert!(matches!(
+            classify(400, "DataInspectionFailed", "", None),
+            ProviderError::Task { .. }
+        ));
+        assert!(matches!(
+            classify(500, "InternalError", "", None),
+            ProviderError::Transient { .. }
+        ));
+        assert!(matches!(
+            classify(503, "ModelUnavailable", "", None),
+            ProviderError::Transient { .. }
+        ));
     }
 
     #[test]

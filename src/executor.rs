@@ -42,7 +42,10 @@ pub struct Job {
 }
 
 pub enum JobKind {
-    Restore { images: Vec<String>, generated_at: i64 },
+    Restore {
+        images: Vec<String>,
+        generated_at: i64,
+    },
     Generate,
 }
 
@@ -64,8 +67,15 @@ pub struct Done {
 /// Progress, for the printer.
 #[derive(Clone, Debug)]
 pub enum Event {
-    Submitted { id: String, remote: String },
-    Retrying { id: String, error: String, wait: Duration },
+    Submitted {
+        id: String,
+        remote: String,
+    },
+    Retrying {
+        id: String,
+        error: String,
+        wait: Duration,
+    },
     Finished(Outcome),
 }
 
@@ -78,9 +88,15 @@ pub struct PollPolicy {
 
 impl PollPolicy {
     /// The official SDK's schedule starts at 1 s and caps at 5 s (protocol §6).
-    pub const REAL: PollPolicy = PollPolicy { first: Duration::from_secs(1), max: Duration::from_secs(5) };
+    pub const REAL: PollPolicy = PollPolicy {
+        first: Duration::from_secs(1),
+        max: Duration::from_secs(5),
+    };
     /// For the emulator: its tasks finish in well under a second.
-    pub const EMULATED: PollPolicy = PollPolicy { first: Duration::from_millis(60), max: Duration::from_millis(400) };
+    pub const EMULATED: PollPolicy = PollPolicy {
+        first: Duration::from_millis(60),
+        max: Duration::from_millis(400),
+    };
 
     fn next(self, current: Duration) -> Duration {
         (current + current / 2).min(self.max)
@@ -97,7 +113,10 @@ struct ModelLimit {
 impl ModelLimit {
     async fn pace(&self) {
         let wait = {
-            let mut next = self.next_submit.lock().expect("the pacing lock is never poisoned: no panics while held");
+            let mut next = self
+                .next_submit
+                .lock()
+                .expect("the pacing lock is never poisoned: no panics while held");
             let now = Instant::now();
             let at = (*next).max(now);
             *next = at + self.spacing;
@@ -172,7 +191,8 @@ impl Executor {
             let shared = Arc::clone(&shared);
             match job.kind {
                 JobKind::Restore { .. } => {
-                    let outcome = tokio::task::spawn_blocking(move || restore(&shared, &job))
+                    let worker = Arc::clone(&shared);
+                    let outcome = tokio::task::spawn_blocking(move || restore(&worker, &job))
                         .await
                         .unwrap_or_else(|e| panic!("a restore panicked: {e}"));
                     (shared.exec.on_event)(Event::Finished(outcome.clone()));
@@ -198,30 +218,70 @@ impl Executor {
 }
 
 fn restore(shared: &Shared, job: &Job) -> Outcome {
-    let JobKind::Restore { images, generated_at } = &job.kind else { unreachable!("restore() is only called for restores") };
+    let JobKind::Restore {
+        images,
+        generated_at,
+    } = &job.kind
+    else {
+        unreachable!("restore() is only called for restores")
+    };
     let result = (|| {
         let entry = materialize(shared, job, images, *generated_at, Money::ZERO)?;
         record_in_lock(&shared.exec, &job.id, entry.clone())?;
-        Ok(Done { generated: false, entry, spent: Money::ZERO })
+        Ok(Done {
+            generated: false,
+            entry,
+            spent: Money::ZERO,
+        })
     })();
-    Outcome { id: job.id.clone(), result }
+    Outcome {
+        id: job.id.clone(),
+        result,
+    }
 }
 
 /// Copies `images` from the blob store to the job's outputs (verifying each hash), records their
 /// stats so the next build need not hash them, and returns the lock entry.
-fn materialize(shared: &Shared, job: &Job, images: &[String], generated_at: i64, cost: Money) -> Result<LockEntry, String> {
+fn materialize(
+    shared: &Shared,
+    job: &Job,
+    images: &[String],
+    generated_at: i64,
+    cost: Money,
+) -> Result<LockEntry, String> {
     let exec = &shared.exec;
-    let paths = output_name::render(&job.output, &job.id, images.len() as u32, &job.key, generated_at);
+    let paths = output_name::render(
+        &job.output,
+        &job.id,
+        images.len() as u32,
+        &job.key,
+        generated_at,
+    );
     let mut outputs = Vec::new();
     let mut stats = Vec::new();
     for (path, hash) in paths.iter().zip(images) {
         let dest = exec.root.join(path);
         ensure_inside(&exec.root, &dest)?;
-        let size = exec.blobs.materialize(hash, &dest).map_err(|e| format!("could not write `{path}`: {e}"))?;
+        let size = exec
+            .blobs
+            .materialize(hash, &dest)
+            .map_err(|e| format!("could not write `{path}`: {e}"))?;
         let meta = std::fs::metadata(&dest).map_err(|e| format!("could not stat `{path}`: {e}"))?;
         let (fsize, mtime_ns, inode) = stat_of(&meta);
-        stats.push((path.clone(), StatEntry { size: fsize, mtime_ns, inode, blake3: hash.clone() }));
-        outputs.push(LockOutput { path: path.clone(), blake3: hash.clone(), size });
+        stats.push((
+            path.clone(),
+            StatEntry {
+                size: fsize,
+                mtime_ns,
+                inode,
+                blake3: hash.clone(),
+            },
+        ));
+        outputs.push(LockOutput {
+            path: path.clone(),
+            blake3: hash.clone(),
+            size,
+        });
     }
     exec.store
         .lock()
@@ -241,20 +301,29 @@ fn materialize(shared: &Shared, job: &Job, images: &[String], generated_at: i64,
 /// Refuses a destination whose existing parent resolves outside the project (a symlinked directory).
 fn ensure_inside(root: &Path, dest: &Path) -> Result<(), String> {
     let parent = dest.parent().unwrap_or(root);
-    std::fs::create_dir_all(parent).map_err(|e| format!("could not create `{}`: {e}", parent.display()))?;
-    let real_parent = parent.canonicalize().map_err(|e| format!("could not resolve `{}`: {e}", parent.display()))?;
-    let real_root = root.canonicalize().map_err(|e| format!("could not resolve `{}`: {e}", root.display()))?;
+    std::fs::create_dir_all(parent)
+        .map_err(|e| format!("could not create `{}`: {e}", parent.display()))?;
+    let real_parent = parent
+        .canonicalize()
+        .map_err(|e| format!("could not resolve `{}`: {e}", parent.display()))?;
+    let real_root = root
+        .canonicalize()
+        .map_err(|e| format!("could not resolve `{}`: {e}", root.display()))?;
     if real_parent.starts_with(&real_root) {
         Ok(())
     } else {
-        Err(format!("`{}` resolves outside the project (a symlink?); wanx never writes outside the project root", dest.display()))
+        Err(format!(
+            "`{}` resolves outside the project (a symlink?); wanx never writes outside the project root",
+            dest.display()
+        ))
     }
 }
 
 fn record_in_lock(exec: &Executor, id: &str, entry: LockEntry) -> Result<(), String> {
     let mut lock = exec.lock.lock().expect("never poisoned");
     lock.tasks.insert(id.to_owned(), entry);
-    lock.write_atomic(&exec.lock_path).map_err(|e| format!("could not write `wanx.lock`: {e}"))
+    lock.write_atomic(&exec.lock_path)
+        .map_err(|e| format!("could not write `wanx.lock`: {e}"))
 }
 
 async fn with_store<T: Send + 'static>(
@@ -277,10 +346,22 @@ fn stop(shared: &Shared, error: ProviderError) {
 }
 
 async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, String> {
-    let _job_permit = shared.jobs.acquire().await.expect("the job semaphore is never closed");
+    let _job_permit = shared
+        .jobs
+        .acquire()
+        .await
+        .expect("the job semaphore is never closed");
     let limit = Arc::clone(&shared.limits[&job.compiled.model]);
-    let _model_permit = limit.in_flight.acquire().await.expect("model semaphores are never closed");
-    let client = shared.exec.client.clone().ok_or("no provider client for a generation")?;
+    let _model_permit = limit
+        .in_flight
+        .acquire()
+        .await
+        .expect("model semaphores are never closed");
+    let client = shared
+        .exec
+        .client
+        .clone()
+        .ok_or("no provider client for a generation")?;
     let started = Instant::now();
     let mut images: Vec<StoredImage> = Vec::new();
     let mut billed = 0u32;
@@ -293,13 +374,17 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, String> {
         if round > 0 {
             (shared.exec.on_event)(Event::Retrying {
                 id: job.id.clone(),
-                error: format!("{missing} of {} images failed; requesting them again", job.compiled.n),
+                error: format!(
+                    "{missing} of {} images failed; requesting them again",
+                    job.compiled.n
+                ),
                 wait: Duration::ZERO,
             });
         }
         let mut body = job.compiled.body.clone();
         body["parameters"]["n"] = Value::from(missing);
-        let (remote, got, count) = run_remote_task(shared, &client, &limit, &job, body, missing).await?;
+        let (remote, got, count) =
+            run_remote_task(shared, &client, &limit, &job, body, missing).await?;
         remote_ids.push(remote);
         billed += count;
         images.extend(got);
@@ -341,7 +426,11 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, String> {
     })
     .await
     .unwrap_or_else(|e| panic!("materializing panicked: {e}"))?;
-    Ok(Done { generated: true, entry, spent: cost })
+    Ok(Done {
+        generated: true,
+        entry,
+        spent: cost,
+    })
 }
 
 /// One remote task: journal, submit (with retries), poll, download. Returns the remote id, the images
@@ -372,7 +461,10 @@ async fn run_remote_task(
     };
     let remote2 = remote.clone();
     with_store(shared, move |s| s.journal_submitted(journal_id, &remote2)).await?;
-    (shared.exec.on_event)(Event::Submitted { id: job.id.clone(), remote: remote.clone() });
+    (shared.exec.on_event)(Event::Submitted {
+        id: job.id.clone(),
+        remote: remote.clone(),
+    });
     let results = wait_for(shared, client, job, &remote).await?;
     let (images, billed) = download_all(shared, client, &results).await;
     // The task is over whatever the downloads did: the service will not bill it again.
@@ -380,7 +472,13 @@ async fn run_remote_task(
     Ok((remote, images?, billed))
 }
 
-async fn submit_with_retries(shared: &Arc<Shared>, client: &Client, limit: &ModelLimit, job: &Job, body: &Value) -> Result<String, String> {
+async fn submit_with_retries(
+    shared: &Arc<Shared>,
+    client: &Client,
+    limit: &ModelLimit,
+    job: &Job,
+    body: &Value,
+) -> Result<String, String> {
     let mut backoff = Duration::from_millis(500);
     for attempt in 1..=MAX_SUBMIT_ATTEMPTS {
         if shared.stop_flag.load(Ordering::SeqCst) {
@@ -391,7 +489,11 @@ async fn submit_with_retries(shared: &Arc<Shared>, client: &Client, limit: &Mode
             Ok(remote) => return Ok(remote),
             Err(ProviderError::Transient { code, message }) if attempt < MAX_SUBMIT_ATTEMPTS => {
                 let wait = backoff + jitter(backoff / 4);
-                (shared.exec.on_event)(Event::Retrying { id: job.id.clone(), error: format!("{code}: {message}"), wait });
+                (shared.exec.on_event)(Event::Retrying {
+                    id: job.id.clone(),
+                    error: format!("{code}: {message}"),
+                    wait,
+                });
                 tokio::time::sleep(wait).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
@@ -408,12 +510,19 @@ async fn submit_with_retries(shared: &Arc<Shared>, client: &Client, limit: &Mode
 
 /// A pseudo-random duration in `[0, max)`, from the clock's low bits: spreads retries apart.
 fn jitter(max: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     let max_ns = max.as_nanos().max(1) as u64;
     Duration::from_nanos(u64::from(nanos) % max_ns)
 }
 
-async fn wait_for(shared: &Arc<Shared>, client: &Client, job: &Job, remote: &str) -> Result<Vec<crate::dashscope::TaskResult>, String> {
+async fn wait_for(
+    shared: &Arc<Shared>,
+    client: &Client,
+    job: &Job,
+    remote: &str,
+) -> Result<Vec<crate::dashscope::TaskResult>, String> {
     let policy = shared.exec.poll;
     let deadline = Instant::now() + shared.exec.task_timeout;
     let mut interval = policy.first;
@@ -424,9 +533,15 @@ async fn wait_for(shared: &Arc<Shared>, client: &Client, job: &Job, remote: &str
         match client.query(remote).await {
             Ok(TaskState::Pending | TaskState::Running) => consecutive_errors = 0,
             Ok(TaskState::Succeeded { results, .. }) => return Ok(results),
-            Ok(TaskState::Failed { code, message }) => return Err(format!("the task failed: {code}: {message}")),
+            Ok(TaskState::Failed { code, message }) => {
+                return Err(format!("the task failed: {code}: {message}"));
+            }
             Ok(TaskState::Canceled) => return Err("the task was canceled".to_owned()),
-            Ok(TaskState::Unknown) => return Err(format!("the service no longer knows task `{remote}` (expired or never existed)")),
+            Ok(TaskState::Unknown) => {
+                return Err(format!(
+                    "the service no longer knows task `{remote}` (expired or never existed)"
+                ));
+            }
             Err(ProviderError::Transient { code, message }) => {
                 consecutive_errors += 1;
                 if consecutive_errors >= 10 {
@@ -462,16 +577,27 @@ async fn download_all(
     for result in results {
         let Some(url) = &result.url else { continue };
         match download_one(shared, client, url).await {
-            Ok((blake3, size)) => images.push(StoredImage { blake3, size, actual_prompt: result.actual_prompt.clone() }),
+            Ok((blake3, size)) => images.push(StoredImage {
+                blake3,
+                size,
+                actual_prompt: result.actual_prompt.clone(),
+            }),
             Err(e) => return (Err(e), billed),
         }
     }
     (Ok(images), billed)
 }
 
-async fn download_one(shared: &Arc<Shared>, client: &Client, url: &str) -> Result<(String, u64), String> {
-    let tmp_dir = shared.exec.blobs.tmp_dir();
-    std::fs::create_dir_all(&tmp_dir).map_err(|e| format!("could not create `{}`: {e}", tmp_dir.display()))?;
+async fn download_one(
+    shared: &Arc<Shared>,
+    client: &Client,
+    url: &str,
+) -> Result<(String, u64), String> {
+    let tmp_dir = shared
+        .exec
+        .blobs
+        .tmp_dir()
+        .map_err(|e| format!("could not create the cache's temp directory: {e}"))?;
     let tmp = tempfile::Builder::new()
         .prefix("download-")
         .tempfile_in(&tmp_dir)

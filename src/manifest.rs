@@ -148,13 +148,13 @@ impl Manifest {
                 diagnostics.push(d);
             }
         }
-        if let Some(budget) = manifest.build.max_spend {
-            if budget < 0.0 {
-                diagnostics.push(
-                    Diagnostic::error(FILE_NAME, "`max_spend` cannot be negative")
-                        .field("build.max_spend"),
-                );
-            }
+        if let Some(budget) = manifest.build.max_spend
+            && budget < 0.0
+        {
+            diagnostics.push(
+                Diagnostic::error(FILE_NAME, "`max_spend` cannot be negative")
+                    .field("build.max_spend"),
+            );
         }
         if !diagnostics.is_empty() {
             return Err(Error::Invalid {

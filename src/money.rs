@@ -23,6 +23,7 @@ impl Money {
     }
 
     /// The price of `count` images at `self` per image.
+    #[must_use]
     pub fn times(self, count: u32) -> Money {
         Money(self.0 * i64::from(count))
     }

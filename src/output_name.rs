@@ -9,9 +9,19 @@ use crate::task::OutputSpec;
 pub const PLACEHOLDERS: [&str; 6] = ["id", "task_id", "index", "n", "key", "timestamp"];
 
 /// The project-relative paths of a task's `n` images.
-pub fn render(spec: &OutputSpec, id: &str, n: u32, key: &CacheKey, generated_at: i64) -> Vec<String> {
+pub fn render(
+    spec: &OutputSpec,
+    id: &str,
+    n: u32,
+    key: &CacheKey,
+    generated_at: i64,
+) -> Vec<String> {
     let short = key.short();
-    let stamp = if spec.filename.contains("{timestamp}") { format_timestamp(generated_at) } else { String::new() };
+    let stamp = if spec.filename.contains("{timestamp}") {
+        format_timestamp(generated_at)
+    } else {
+        String::new()
+    };
     (1..=n)
         .map(|index| {
             let name = spec
@@ -23,7 +33,11 @@ pub fn render(spec: &OutputSpec, id: &str, n: u32, key: &CacheKey, generated_at:
                 .replace("{key}", &short)
                 .replace("{timestamp}", &stamp);
             let dir = spec.dir.trim_end_matches('/');
-            if dir.is_empty() || dir == "." { name } else { format!("{dir}/{name}") }
+            if dir.is_empty() || dir == "." {
+                name
+            } else {
+                format!("{dir}/{name}")
+            }
         })
         .collect()
 }
@@ -53,7 +67,14 @@ fn civil(unix: i64) -> (i64, u32, u32, u32, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, (secs / 3600) as u32, (secs % 3600 / 60) as u32, (secs % 60) as u32)
+    (
+        y,
+        m,
+        d,
+        (secs / 3600) as u32,
+        (secs % 3600 / 60) as u32,
+        (secs % 60) as u32,
+    )
 }
 
 /// Seconds since the Unix epoch, now.
@@ -70,10 +91,16 @@ mod tests {
     #[test]
     fn renders_every_placeholder() {
         let key = CacheKey::from_hex(&"ab".repeat(32)).unwrap();
-        let spec = OutputSpec { dir: "out/x/".into(), filename: "{task_id}_{timestamp}_{index}of{n}_{key}.png".into() };
+        let spec = OutputSpec {
+            dir: "out/x/".into(),
+            filename: "{task_id}_{timestamp}_{index}of{n}_{key}.png".into(),
+        };
         assert_eq!(
             render(&spec, "hero", 2, &key, 1_760_887_800),
-            vec!["out/x/hero_20251019-153000_1of2_abababababab.png", "out/x/hero_20251019-153000_2of2_abababababab.png"]
+            vec![
+                "out/x/hero_20251019-153000_1of2_abababababab.png",
+                "out/x/hero_20251019-153000_2of2_abababababab.png"
+            ]
         );
     }
 

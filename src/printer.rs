@@ -14,8 +14,15 @@ pub struct Printer {
 impl Printer {
     pub fn new(quiet: bool, verbose: u8) -> Printer {
         let tty = std::io::stderr().is_terminal();
-        let color = tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::env::var("TERM").map_or(true, |t| t != "dumb");
-        Printer { quiet, verbose, color, tty }
+        let color = tty
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            && std::env::var("TERM").map_or(true, |t| t != "dumb");
+        Printer {
+            quiet,
+            verbose,
+            color,
+            tty,
+        }
     }
 
     /// A status line: a right-aligned verb (like cargo's `Compiling`), then the text.
@@ -23,7 +30,11 @@ impl Printer {
         if self.quiet {
             return;
         }
-        let (on, off) = if self.color { ("\x1b[1;32m", "\x1b[0m") } else { ("", "") };
+        let (on, off) = if self.color {
+            ("\x1b[1;32m", "\x1b[0m")
+        } else {
+            ("", "")
+        };
         eprintln_safe(&format!("{on}{verb:>12}{off} {text}"));
     }
 
@@ -32,13 +43,21 @@ impl Printer {
         if self.quiet {
             return;
         }
-        let (on, off) = if self.color { ("\x1b[1;33m", "\x1b[0m") } else { ("", "") };
+        let (on, off) = if self.color {
+            ("\x1b[1;33m", "\x1b[0m")
+        } else {
+            ("", "")
+        };
         eprintln_safe(&format!("{on}{verb:>12}{off} {text}"));
     }
 
     /// A failure line: shown even with `--quiet`.
     pub fn fail(&self, verb: &str, text: &str) {
-        let (on, off) = if self.color { ("\x1b[1;31m", "\x1b[0m") } else { ("", "") };
+        let (on, off) = if self.color {
+            ("\x1b[1;31m", "\x1b[0m")
+        } else {
+            ("", "")
+        };
         eprintln_safe(&format!("{on}{verb:>12}{off} {text}"));
     }
 

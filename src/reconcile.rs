@@ -49,7 +49,10 @@ pub struct Snapshot {
 pub enum Action {
     Fresh,
     /// Copy these blobs to the outputs; free.
-    Restore { images: Vec<String>, generated_at: i64 },
+    Restore {
+        images: Vec<String>,
+        generated_at: i64,
+    },
     /// Pay for a new generation.
     Generate,
 }
@@ -105,18 +108,29 @@ pub struct Decision {
 impl Decision {
     /// Money this decision spends.
     pub fn cost(&self) -> Money {
-        if self.action == Action::Generate { self.value } else { Money::ZERO }
+        if self.action == Action::Generate {
+            self.value
+        } else {
+            Money::ZERO
+        }
     }
 
     /// Money this decision saves against generating again.
     pub fn saved(&self) -> Money {
-        if self.action == Action::Generate { Money::ZERO } else { self.value }
+        if self.action == Action::Generate {
+            Money::ZERO
+        } else {
+            self.value
+        }
     }
 }
 
 /// Decides every item. `now` predicts `{timestamp}` names for generations.
 pub fn reconcile(items: &[Item<'_>], snapshot: &Snapshot, force: bool, now: i64) -> Vec<Decision> {
-    items.iter().map(|item| decide(item, snapshot, force, now)).collect()
+    items
+        .iter()
+        .map(|item| decide(item, snapshot, force, now))
+        .collect()
 }
 
 fn decide(item: &Item<'_>, snap: &Snapshot, force: bool, now: i64) -> Decision {
@@ -124,7 +138,12 @@ fn decide(item: &Item<'_>, snap: &Snapshot, force: bool, now: i64) -> Decision {
     let key = item.key.hex();
     let paths = |at: i64| output_name::render(item.output, item.id, item.n, &item.key, at);
     if force {
-        return Decision { action: Action::Generate, reason: Reason::Forced, outputs: paths(now), value };
+        return Decision {
+            action: Action::Generate,
+            reason: Reason::Forced,
+            outputs: paths(now),
+            value,
+        };
     }
     let locked = snap.lock.get(item.id).filter(|r| r.key == key);
     let reason = match (snap.lock.get(item.id), locked) {
@@ -132,7 +151,12 @@ fn decide(item: &Item<'_>, snap: &Snapshot, force: bool, now: i64) -> Decision {
         (Some(_), None) => Reason::Changed,
         (Some(_), Some(rec)) => match check_outputs(rec, &paths(rec.generated_at), snap) {
             None => {
-                return Decision { action: Action::Fresh, reason: Reason::UpToDate, outputs: rec.outputs.clone(), value };
+                return Decision {
+                    action: Action::Fresh,
+                    reason: Reason::UpToDate,
+                    outputs: rec.outputs.clone(),
+                    value,
+                };
             }
             Some(reason) => reason,
         },
@@ -143,12 +167,20 @@ fn decide(item: &Item<'_>, snap: &Snapshot, force: bool, now: i64) -> Decision {
     });
     match source {
         Some(rec) => Decision {
-            action: Action::Restore { images: rec.images.clone(), generated_at: rec.generated_at },
+            action: Action::Restore {
+                images: rec.images.clone(),
+                generated_at: rec.generated_at,
+            },
             reason,
             outputs: paths(rec.generated_at),
             value,
         },
-        None => Decision { action: Action::Generate, reason, outputs: paths(now), value },
+        None => Decision {
+            action: Action::Generate,
+            reason,
+            outputs: paths(now),
+            value,
+        },
     }
 }
 
@@ -204,11 +236,20 @@ mod tests {
     }
 
     fn spec() -> OutputSpec {
-        OutputSpec { dir: "out".into(), filename: "{id}_{index}.png".into() }
+        OutputSpec {
+            dir: "out".into(),
+            filename: "{id}_{index}.png".into(),
+        }
     }
 
     fn item<'a>(id: &'a str, k: CacheKey, output: &'a OutputSpec) -> Item<'a> {
-        Item { id, key: k, n: 2, price: Money::from_yuan(0.14), output }
+        Item {
+            id,
+            key: k,
+            n: 2,
+            price: Money::from_yuan(0.14),
+            output,
+        }
     }
 
     fn recorded(k: CacheKey, outputs: &[&str]) -> Recorded {
@@ -222,7 +263,8 @@ mod tests {
 
     fn snapshot_with_outputs(k: CacheKey) -> Snapshot {
         let mut s = Snapshot::default();
-        s.lock.insert("a".into(), recorded(k, &["out/a_1.png", "out/a_2.png"]));
+        s.lock
+            .insert("a".into(), recorded(k, &["out/a_1.png", "out/a_2.png"]));
         s.disk.insert("out/a_1.png".into(), Some("h1".into()));
         s.disk.insert("out/a_2.png".into(), Some("h2".into()));
         s
@@ -231,7 +273,12 @@ mod tests {
     #[test]
     fn matching_lock_and_disk_is_fresh_and_saves_its_price() {
         let o = spec();
-        let d = reconcile(&[item("a", key(1), &o)], &snapshot_with_outputs(key(1)), false, 0);
+        let d = reconcile(
+            &[item("a", key(1), &o)],
+            &snapshot_with_outputs(key(1)),
+            false,
+            0,
+        );
         assert_eq!(d[0].action, Action::Fresh);
         assert_eq!(d[0].saved(), Money::from_yuan(0.28));
         assert_eq!(d[0].cost(), Money::ZERO);
@@ -244,7 +291,13 @@ mod tests {
         s.disk.insert("out/a_2.png".into(), None);
         s.blobs.extend(["h1".to_owned(), "h2".to_owned()]);
         let d = &reconcile(&[item("a", key(1), &o)], &s, false, 0)[0];
-        assert_eq!(d.action, Action::Restore { images: vec!["h1".into(), "h2".into()], generated_at: 100 });
+        assert_eq!(
+            d.action,
+            Action::Restore {
+                images: vec!["h1".into(), "h2".into()],
+                generated_at: 100
+            }
+        );
         assert_eq!(d.reason, Reason::OutputMissing("out/a_2.png".into()));
     }
 
@@ -264,17 +317,37 @@ mod tests {
         let o = spec();
         let mut s = snapshot_with_outputs(key(1));
         let d = &reconcile(&[item("a", key(2), &o)], &s, false, 7)[0];
-        assert_eq!((d.action.clone(), d.reason.clone()), (Action::Generate, Reason::Changed));
-        s.cached.insert(key(2).hex(), Recorded { key: key(2).hex(), generated_at: 50, images: vec!["x1".into(), "x2".into()], outputs: vec![] });
+        assert_eq!(
+            (d.action.clone(), d.reason.clone()),
+            (Action::Generate, Reason::Changed)
+        );
+        s.cached.insert(
+            key(2).hex(),
+            Recorded {
+                key: key(2).hex(),
+                generated_at: 50,
+                images: vec!["x1".into(), "x2".into()],
+                outputs: vec![],
+            },
+        );
         s.blobs.extend(["x1".to_owned(), "x2".to_owned()]);
         let d = &reconcile(&[item("a", key(2), &o)], &s, false, 7)[0];
-        assert_eq!(d.action, Action::Restore { images: vec!["x1".into(), "x2".into()], generated_at: 50 });
+        assert_eq!(
+            d.action,
+            Action::Restore {
+                images: vec!["x1".into(), "x2".into()],
+                generated_at: 50
+            }
+        );
         assert_eq!(d.cost(), Money::ZERO);
     }
 
     #[test]
     fn renaming_the_pattern_restores_instead_of_paying() {
-        let renamed = OutputSpec { dir: "out".into(), filename: "hero-{index}.png".into() };
+        let renamed = OutputSpec {
+            dir: "out".into(),
+            filename: "hero-{index}.png".into(),
+        };
         let mut s = snapshot_with_outputs(key(1));
         s.blobs.extend(["h1".to_owned(), "h2".to_owned()]);
         let d = &reconcile(&[item("a", key(1), &renamed)], &s, false, 0)[0];
@@ -288,7 +361,15 @@ mod tests {
         let o = spec();
         let d = reconcile(&[item("new", key(3), &o)], &Snapshot::default(), false, 0);
         assert_eq!(d[0].reason, Reason::New);
-        let d = reconcile(&[item("a", key(1), &o)], &snapshot_with_outputs(key(1)), true, 0);
-        assert_eq!((d[0].action.clone(), d[0].reason.clone()), (Action::Generate, Reason::Forced));
+        let d = reconcile(
+            &[item("a", key(1), &o)],
+            &snapshot_with_outputs(key(1)),
+            true,
+            0,
+        );
+        assert_eq!(
+            (d[0].action.clone(), d[0].reason.clone()),
+            (Action::Generate, Reason::Forced)
+        );
     }
 }

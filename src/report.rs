@@ -56,7 +56,10 @@ pub struct TaskReport {
     pub error: Option<String>,
 }
 
-#[allow(clippy::trivially_copy_pass_by_ref, reason = "serde's serialize_with passes a reference")]
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's serialize_with passes a reference"
+)]
 fn yuan<S: serde::Serializer>(m: &Money, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64((m.as_yuan() * 1e6).round() / 1e6)
 }
@@ -64,7 +67,11 @@ fn yuan<S: serde::Serializer>(m: &Money, s: S) -> Result<S::Ok, S::Error> {
 impl Summary {
     /// The closing lines for people.
     pub fn human(&self) -> Vec<String> {
-        let label = if self.emulated { " (emulated, no real money)" } else { "" };
+        let label = if self.emulated {
+            " (emulated, no real money)"
+        } else {
+            ""
+        };
         let mut lines = vec![format!(
             "{} generated ({} image{}), {} restored, {} fresh, {} failed",
             self.generated,

@@ -21,11 +21,18 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { exit::INVALID } else { exit::SUCCESS });
+            return ExitCode::from(if e.use_stderr() {
+                exit::INVALID
+            } else {
+                exit::SUCCESS
+            });
         }
     };
     let printer = Printer::new(cli.quiet, cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             printer.fail("error", &format!("could not start the async runtime: {e}"));
@@ -55,7 +62,9 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> Result<()> {
                 return Err(fatal);
             }
             if built.summary.failed > 0 {
-                return Err(Error::TasksFailed { failed: built.summary.failed });
+                return Err(Error::TasksFailed {
+                    failed: built.summary.failed,
+                });
             }
             Ok(())
         }
@@ -72,22 +81,38 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> Result<()> {
 
 fn explain(dir: Option<&std::path::Path>, args: &ExplainArgs, printer: &Printer) -> Result<()> {
     let Some(id) = &args.task else {
-        printer.data("How wanx lowers the seed reference's vocabulary to the real DashScope API:\n");
+        printer
+            .data("How wanx lowers the seed reference's vocabulary to the real DashScope API:\n");
         for rule in LOWERING {
-            printer.data(&format!("  {}\n      models: {}\n      wire:   {}", rule.seed, rule.models, rule.wire));
+            printer.data(&format!(
+                "  {}\n      models: {}\n      wire:   {}",
+                rule.seed, rule.models, rule.wire
+            ));
         }
         return Ok(());
     };
     let project = Project::load(dir, printer)?;
     let Some(task) = project.loaded.tasks.iter().find(|t| &t.id == id) else {
-        let hint = did_you_mean(id, project.loaded.tasks.iter().map(|t| t.id.as_str())).map(|s| format!("did you mean `{s}`?"));
-        return Err(Error::Usage { message: format!("no task named `{id}` in this project"), hint });
+        let hint = did_you_mean(id, project.loaded.tasks.iter().map(|t| t.id.as_str()))
+            .map(|s| format!("did you mean `{s}`?"));
+        return Err(Error::Usage {
+            message: format!("no task named `{id}` in this project"),
+            hint,
+        });
     };
     let compiled = compile(task, &project.registry);
-    let selection = crate::cli::Selection { tasks: vec![id.clone()], emulate: args.emulate };
+    let selection = crate::cli::Selection {
+        tasks: vec![id.clone()],
+        emulate: args.emulate,
+    };
     let planned = build::plan(&project, &selection, false)?;
     let key: CacheKey = planned.units[0].key;
-    printer.data(&format!("task      {id}  ({}:{}:{})", task.origin.file.display(), task.origin.line, task.origin.column));
+    printer.data(&format!(
+        "task      {id}  ({}:{}:{})",
+        task.origin.file.display(),
+        task.origin.line,
+        task.origin.column
+    ));
     printer.data(&format!("provider  {}", planned.provider.identity()));
     printer.data(&format!("request   POST {}", compiled.endpoint));
     for (name, value) in &compiled.headers {
@@ -97,7 +122,12 @@ fn explain(dir: Option<&std::path::Path>, args: &ExplainArgs, printer: &Printer)
     for slot in &compiled.media {
         printer.data(&format!("input     {} ← {:?}", slot.pointer, slot.source));
     }
-    printer.data(&format!("price     {} × {} = {}", compiled.n, compiled.price, compiled.cost()));
+    printer.data(&format!(
+        "price     {} × {} = {}",
+        compiled.n,
+        compiled.price,
+        compiled.cost()
+    ));
     printer.data(&format!("key       {key}"));
     let d = &planned.decisions[0];
     printer.data(&format!("action    {} ({})", d.action.name(), d.reason));
@@ -108,15 +138,32 @@ async fn emulator(args: &EmulatorArgs, printer: &Printer) -> Result<()> {
     let config = EmulatorConfig {
         registry: Registry::builtin(),
         latency: std::time::Duration::from_millis(args.latency_ms),
-        valid_keys: if args.keys.is_empty() { None } else { Some(args.keys.clone()) },
+        valid_keys: if args.keys.is_empty() {
+            None
+        } else {
+            Some(args.keys.clone())
+        },
     };
     let emu = Emulator::start(config, (args.host, args.port).into())
         .await
-        .map_err(|e| Error::Other(format!("could not listen on {}:{}: {e}", args.host, args.port)))?;
+        .map_err(|e| {
+            Error::Other(format!(
+                "could not listen on {}:{}: {e}",
+                args.host, args.port
+            ))
+        })?;
     // The URL goes to stdout so scripts can read it; the rest is for people.
     printer.data(&emu.base_url());
-    printer.status("Emulating", &format!("DashScope at {} (ledger: GET /emulator/ledger); Ctrl-C stops", emu.base_url()));
-    tokio::signal::ctrl_c().await.map_err(|e| Error::Other(format!("could not wait for Ctrl-C: {e}")))?;
+    printer.status(
+        "Emulating",
+        &format!(
+            "DashScope at {} (ledger: GET /emulator/ledger); Ctrl-C stops",
+            emu.base_url()
+        ),
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .map_err(|e| Error::Other(format!("could not wait for Ctrl-C: {e}")))?;
     emu.shutdown().await;
     Ok(())
 }
@@ -127,10 +174,16 @@ fn report_error(printer: &Printer, e: &Error) {
             printer.block(&d.render(printer.color), true);
         }
     }
-    let (on, off) = if printer.color { ("\x1b[1;31m", "\x1b[0m") } else { ("", "") };
+    let (on, off) = if printer.color {
+        ("\x1b[1;31m", "\x1b[0m")
+    } else {
+        ("", "")
+    };
     let mut text = format!("{on}error{off}: {e}\n");
     if let Some(hint) = e.hint() {
-        text.push_str(&format!("\n  hint: {hint}\n"));
+        text.push_str("\n  hint: ");
+        text.push_str(&hint);
+        text.push('\n');
     }
     printer.block(&text, true);
 }

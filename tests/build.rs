@@ -3,7 +3,11 @@
 use crate::util::{Project, TWO_TASKS};
 
 fn seed_example() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/seed-cyberpunk.json")).unwrap()
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/seed-cyberpunk.json"
+    ))
+    .unwrap()
 }
 
 #[test]
@@ -21,12 +25,22 @@ fn first_build_generates_everything_as_valid_pngs_and_bills_what_it_reports() {
     let ledger = p.ledger();
     assert_eq!(ledger.submissions, 2);
     assert_eq!(ledger.images_billed, 3);
-    assert!((json["spent"].as_f64().unwrap() - 0.42).abs() < 1e-9, "{json}");
-    assert!((ledger.amount - 0.42).abs() < 1e-9, "emulator billed {}", ledger.amount);
+    assert!(
+        (json["spent"].as_f64().unwrap() - 0.42).abs() < 1e-9,
+        "{json}"
+    );
+    assert!(
+        (ledger.amount - 0.42).abs() < 1e-9,
+        "emulator billed {}",
+        ledger.amount
+    );
     // n is always explicit on the wire.
     for request in &ledger.requests {
         assert!(request.body["parameters"]["n"].is_u64(), "{}", request.body);
-        assert_eq!(request.headers.get("x-dashscope-async").map(String::as_str), Some("enable"));
+        assert_eq!(
+            request.headers.get("x-dashscope-async").map(String::as_str),
+            Some("enable")
+        );
     }
 }
 
@@ -39,7 +53,10 @@ fn a_second_build_is_a_no_op_that_reports_what_it_saved() {
     let json = p.wanx(&["build", "--json"]).success().json();
     assert_eq!(json["generated"], 0);
     assert_eq!(json["fresh"], 2);
-    assert!((json["saved"].as_f64().unwrap() - 0.42).abs() < 1e-9, "{json}");
+    assert!(
+        (json["saved"].as_f64().unwrap() - 0.42).abs() < 1e-9,
+        "{json}"
+    );
     assert_eq!(p.ledger().submissions, 2, "the no-op sent nothing");
     assert_eq!(p.read("wanx.lock"), lock, "wanx.lock is byte-identical");
 }
@@ -51,19 +68,39 @@ fn editing_one_prompt_generates_exactly_that_task_and_reverting_restores_it_free
     p.wanx(&["build"]).success();
     let before = std::fs::read(p.path("generated/lighthouse.png")).unwrap();
 
-    p.edit("plans/a.toml", "a lighthouse at dusk", "a lighthouse at dawn");
+    p.edit(
+        "plans/a.toml",
+        "a lighthouse at dusk",
+        "a lighthouse at dawn",
+    );
     let json = p.wanx(&["build", "--json"]).success().json();
-    assert_eq!((json["generated"].as_u64(), json["fresh"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (json["generated"].as_u64(), json["fresh"].as_u64()),
+        (Some(1), Some(1))
+    );
     assert_eq!(p.ledger().submissions, 3);
-    assert_eq!(p.ledger().requests[2].body["input"]["prompt"], "a lighthouse at dawn");
-    assert_ne!(std::fs::read(p.path("generated/lighthouse.png")).unwrap(), before);
+    assert_eq!(
+        p.ledger().requests[2].body["input"]["prompt"],
+        "a lighthouse at dawn"
+    );
+    assert_ne!(
+        std::fs::read(p.path("generated/lighthouse.png")).unwrap(),
+        before
+    );
 
-    p.edit("plans/a.toml", "a lighthouse at dawn", "a lighthouse at dusk");
+    p.edit(
+        "plans/a.toml",
+        "a lighthouse at dawn",
+        "a lighthouse at dusk",
+    );
     let json = p.wanx(&["build", "--json"]).success().json();
     assert_eq!(json["generated"], 0);
     assert_eq!(json["restored"], 1);
     assert_eq!(p.ledger().submissions, 3, "the revert sent nothing");
-    assert_eq!(std::fs::read(p.path("generated/lighthouse.png")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(p.path("generated/lighthouse.png")).unwrap(),
+        before
+    );
 }
 
 #[test]
@@ -74,8 +111,14 @@ fn a_deleted_output_is_restored_without_generating() {
     let before = std::fs::read(p.path("generated/harbor_2.png")).unwrap();
     std::fs::remove_file(p.path("generated/harbor_2.png")).unwrap();
     let json = p.wanx(&["build", "--json"]).success().json();
-    assert_eq!((json["generated"].as_u64(), json["restored"].as_u64()), (Some(0), Some(1)));
-    assert_eq!(std::fs::read(p.path("generated/harbor_2.png")).unwrap(), before);
+    assert_eq!(
+        (json["generated"].as_u64(), json["restored"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(
+        std::fs::read(p.path("generated/harbor_2.png")).unwrap(),
+        before
+    );
     assert_eq!(p.ledger().submissions, 2);
 }
 
@@ -84,7 +127,11 @@ fn renaming_an_output_pattern_generates_nothing() {
     let p = Project::new();
     p.file("plans/a.toml", TWO_TASKS);
     p.wanx(&["build"]).success();
-    p.edit("plans/a.toml", "filename = \"{id}_{index}.png\"", "filename = \"harbour-{index}-of-{n}.png\"");
+    p.edit(
+        "plans/a.toml",
+        "filename = \"{id}_{index}.png\"",
+        "filename = \"harbour-{index}-of-{n}.png\"",
+    );
     let json = p.wanx(&["build", "--json"]).success().json();
     assert_eq!(json["generated"], 0);
     assert_eq!(json["restored"], 1);
@@ -105,15 +152,31 @@ fn the_seed_json_example_builds_unchanged() {
     assert!(run.stderr.contains("1104*1472"), "{}", run.stderr);
     let ledger = p.ledger();
     let models: Vec<&str> = ledger.requests.iter().map(|r| r.model.as_str()).collect();
-    assert!(models.contains(&"wan2.2-t2i-flash") && models.contains(&"qwen-image"), "{models:?}");
-    let poster = ledger.requests.iter().find(|r| r.model == "qwen-image").unwrap();
+    assert!(
+        models.contains(&"wan2.2-t2i-flash") && models.contains(&"qwen-image"),
+        "{models:?}"
+    );
+    let poster = ledger
+        .requests
+        .iter()
+        .find(|r| r.model == "qwen-image")
+        .unwrap();
     assert_eq!(poster.body["parameters"]["size"], "1104*1472");
     // 4 images of the base scene, each named with the generation time and an index.
-    let outputs = json["tasks"].as_array().unwrap().iter().find(|t| t["id"] == "scene-001-base").unwrap()["outputs"].clone();
+    let outputs = json["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "scene-001-base")
+        .unwrap()["outputs"]
+        .clone();
     assert_eq!(outputs.as_array().unwrap().len(), 4);
     for out in outputs.as_array().unwrap() {
         let path = out.as_str().unwrap();
-        assert!(path.starts_with("output/tongyi-wanxiang/cyberpunk-20251019/scene-001-base_"), "{path}");
+        assert!(
+            path.starts_with("output/tongyi-wanxiang/cyberpunk-20251019/scene-001-base_"),
+            "{path}"
+        );
         assert_eq!(p.png_size(path), (1024, 1024));
     }
     // {timestamp} is the generation time: a second build finds the same names fresh.
@@ -126,12 +189,21 @@ fn the_seed_json_example_builds_unchanged() {
 fn emulate_flag_needs_no_key_and_no_server() {
     let p = Project::new();
     p.file("plans/a.toml", TWO_TASKS);
-    let run = p.command(&["build", "--emulate", "--json"]).env_remove("DASHSCOPE_API_KEY").env_remove("DASHSCOPE_HTTP_BASE_URL").output().unwrap();
+    let run = p
+        .command(&["build", "--emulate", "--json"])
+        .env_remove("DASHSCOPE_API_KEY")
+        .env_remove("DASHSCOPE_HTTP_BASE_URL")
+        .output()
+        .unwrap();
     let run: crate::util::Run = run.into();
     let json = run.success().json();
     assert_eq!(json["generated"], 2);
     assert_eq!(json["emulated"], true);
-    assert_eq!(p.ledger().submissions, 0, "the in-process emulator served it, not the test's");
+    assert_eq!(
+        p.ledger().submissions,
+        0,
+        "the in-process emulator served it, not the test's"
+    );
     assert!(run.stderr.contains("emulated"), "{}", run.stderr);
 }
 
@@ -139,9 +211,22 @@ fn emulate_flag_needs_no_key_and_no_server() {
 fn a_missing_api_key_is_a_clear_error_that_mentions_emulate() {
     let p = Project::new();
     p.file("plans/a.toml", TWO_TASKS);
-    p.file("wanx.toml", "[provider]\nbase_url = \"https://dashscope.aliyuncs.com/api/v1\"\n");
-    let run: crate::util::Run = p.command(&["build"]).env_remove("DASHSCOPE_API_KEY").env_remove("DASHSCOPE_HTTP_BASE_URL").output().unwrap().into();
+    p.file(
+        "wanx.toml",
+        "[provider]\nbase_url = \"https://dashscope.aliyuncs.com/api/v1\"\n",
+    );
+    let run: crate::util::Run = p
+        .command(&["build"])
+        .env_remove("DASHSCOPE_API_KEY")
+        .env_remove("DASHSCOPE_HTTP_BASE_URL")
+        .output()
+        .unwrap()
+        .into();
     run.status(2);
-    assert!(run.stderr.contains("DASHSCOPE_API_KEY") && run.stderr.contains("--emulate"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("DASHSCOPE_API_KEY") && run.stderr.contains("--emulate"),
+        "{}",
+        run.stderr
+    );
     assert!(!p.exists("generated"), "nothing was written");
 }

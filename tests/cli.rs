@@ -8,14 +8,26 @@ fn plan_prints_actions_reasons_and_prices_and_sends_nothing() {
     p.file("plans/a.toml", TWO_TASKS);
     let run = p.wanx(&["plan"]);
     run.success();
-    assert!(run.stdout.contains("generate  lighthouse"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("generate  lighthouse"),
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains("¥0.28 (2 × ¥0.14)"), "{}", run.stdout);
-    assert!(run.stdout.contains("2 to generate (3 images, ¥0.42"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("2 to generate (3 images, ¥0.42"),
+        "{}",
+        run.stdout
+    );
     assert_eq!(p.ledger().submissions, 0);
     assert!(!p.exists("generated"));
     p.wanx(&["build"]).success();
     let run = p.wanx(&["plan"]);
-    assert!(run.stdout.contains("fresh     lighthouse"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("fresh     lighthouse"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
@@ -24,9 +36,21 @@ fn explain_shows_the_compiled_request_and_the_key() {
     p.file("plans/a.toml", "[[task]]\nid = \"poster\"\nmodel = \"wanx2.2-t2i-flash\"\nprompt = \"a city\"\nstyle = \"cyberpunk\"\n");
     let run = p.wanx(&["explain", "poster"]);
     run.success();
-    assert!(run.stdout.contains("\"model\": \"wan2.2-t2i-flash\""), "{}", run.stdout);
-    assert!(run.stdout.contains("a city, cyberpunk, neon lights"), "{}", run.stdout);
-    assert!(run.stdout.contains("X-DashScope-Async: enable"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("\"model\": \"wan2.2-t2i-flash\""),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("a city, cyberpunk, neon lights"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("X-DashScope-Async: enable"),
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains("key       "), "{}", run.stdout);
     let table = p.wanx(&["explain"]);
     assert!(table.stdout.contains("stylization_all"), "{}", table.stdout);
@@ -35,7 +59,11 @@ fn explain_shows_the_compiled_request_and_the_key() {
 #[test]
 fn no_manifest_is_exit_2_with_a_hint() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wanx")).arg("plan").current_dir(dir.path()).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wanx"))
+        .arg("plan")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("wanx.toml"));
 }

@@ -13,15 +13,43 @@ fn every_error_in_every_file_is_reported_with_its_location_and_nothing_happens()
     let before = p.snapshot();
     let run = p.wanx(&["build"]);
     run.status(2);
-    assert!(run.stderr.contains("plans/b.toml:5:8"), "size error located:\n{}", run.stderr);
-    assert!(run.stderr.contains("1440"), "the allowed range is the hint:\n{}", run.stderr);
-    assert!(run.stderr.contains("plans/b.toml:8:"), "duplicate id located:\n{}", run.stderr);
-    assert!(run.stderr.contains("plans/a.toml:"), "the first definition is named:\n{}", run.stderr);
-    assert!(run.stderr.contains("plans/b.toml:16:"), "unknown field located:\n{}", run.stderr);
-    assert!(run.stderr.contains("negative_prompt"), "did-you-mean:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("plans/b.toml:5:8"),
+        "size error located:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("1440"),
+        "the allowed range is the hint:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("plans/b.toml:8:"),
+        "duplicate id located:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("plans/a.toml:"),
+        "the first definition is named:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("plans/b.toml:16:"),
+        "unknown field located:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("negative_prompt"),
+        "did-you-mean:\n{}",
+        run.stderr
+    );
     assert_eq!(p.snapshot(), before, "no file was written");
     assert!(!p.exists(".wanx"));
-    assert_eq!(p.ledger().submissions + p.ledger().rejected, 0, "no request was sent");
+    assert_eq!(
+        p.ledger().submissions + p.ledger().rejected,
+        0,
+        "no request was sent"
+    );
 }
 
 #[test]
@@ -39,5 +67,9 @@ fn an_unknown_task_on_the_command_line_suggests_a_name() {
     p.file("plans/a.toml", TWO_TASKS);
     let run = p.wanx(&["build", "lighthose"]);
     run.status(2);
-    assert!(run.stderr.contains("did you mean `lighthouse`?"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("did you mean `lighthouse`?"),
+        "{}",
+        run.stderr
+    );
 }

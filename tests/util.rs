@@ -21,18 +21,31 @@ pub struct Run {
 
 impl Run {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     #[track_caller]
     pub fn success(&self) -> &Run {
-        assert_eq!(self.code, 0, "wanx failed:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "wanx failed:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     #[track_caller]
     pub fn status(&self, code: i32) -> &Run {
-        assert_eq!(self.code, code, "unexpected exit code:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -50,12 +63,25 @@ impl From<Output> for Run {
 impl Project {
     /// An empty project (`wanx.toml` empty) with an emulator of negligible latency.
     pub fn new() -> Project {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let config = EmulatorConfig { latency: std::time::Duration::from_millis(20), ..EmulatorConfig::default() };
-        let emulator = runtime.block_on(Emulator::start(config, ([127, 0, 0, 1], 0).into())).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let config = EmulatorConfig {
+            latency: std::time::Duration::from_millis(20),
+            ..EmulatorConfig::default()
+        };
+        let emulator = runtime
+            .block_on(Emulator::start(config, ([127, 0, 0, 1], 0).into()))
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("wanx.toml"), "").unwrap();
-        Project { dir, emulator, runtime }
+        Project {
+            dir,
+            emulator,
+            runtime,
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -113,10 +139,16 @@ impl Project {
         fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
             for entry in std::fs::read_dir(dir).unwrap() {
                 let path = entry.unwrap().path();
+                if path.file_name().is_some_and(|n| n == ".wanx") {
+                    continue;
+                }
                 if path.is_dir() {
                     walk(root, &path, out);
                 } else {
-                    out.insert(path.strip_prefix(root).unwrap().display().to_string(), std::fs::read(&path).unwrap());
+                    out.insert(
+                        path.strip_prefix(root).unwrap().display().to_string(),
+                        std::fs::read(&path).unwrap(),
+                    );
                 }
             }
         }
@@ -127,9 +159,12 @@ impl Project {
 
     /// The width and height of a PNG in the project.
     pub fn png_size(&self, rel: &str) -> (u32, u32) {
-        let file = std::fs::File::open(self.path(rel)).unwrap_or_else(|e| panic!("cannot open {rel}: {e}"));
+        let file = std::fs::File::open(self.path(rel))
+            .unwrap_or_else(|e| panic!("cannot open {rel}: {e}"));
         let decoder = png::Decoder::new(std::io::BufReader::new(file));
-        let reader = decoder.read_info().unwrap_or_else(|e| panic!("{rel} is not a valid PNG: {e}"));
+        let reader = decoder
+            .read_info()
+            .unwrap_or_else(|e| panic!("{rel} is not a valid PNG: {e}"));
         let info = reader.info();
         (info.width, info.height)
     }
