@@ -727,7 +727,7 @@ pub struct Built {
 fn print_event(printer: &Printer, event: Event) {
     match event {
         Event::Submitted { id, remote } => {
-            printer.verbose("Submitted", &format!("{id} (task {remote})"))
+            printer.verbose("Submitted", &format!("{id} (task {remote})"));
         }
         Event::Retrying { id, error, wait } => {
             printer.warn(
