@@ -930,6 +930,8 @@ struct Validator<'a> {
     registry: &'a Registry,
     ids: &'a HashMap<String, (usize, Range<usize>)>,
     canonical_root: Option<PathBuf>,
+    /// `project.out_dir`, normalised once.
+    default_dir: String,
 }
 
 /// Per-task reporting: names fields through the task's [`FieldPaths`] and counts errors.
@@ -999,6 +1001,7 @@ impl<'a> Validator<'a> {
             registry,
             ids,
             canonical_root: std::fs::canonicalize(&manifest.root).ok(),
+            default_dir: normalize_dir(&manifest.project.out_dir),
         }
     }
 
@@ -1803,7 +1806,7 @@ impl<'a> Validator<'a> {
         c: &mut Check,
     ) -> Option<OutputSpec> {
         let dir = match out_dir {
-            None => normalize_dir(&self.manifest.project.out_dir),
+            None => self.default_dir.clone(),
             Some(d) => match check_relative(d.get_ref(), true) {
                 Ok(()) => normalize_dir(d.get_ref()),
                 Err((message, hint)) => {

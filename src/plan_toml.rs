@@ -30,6 +30,7 @@ pub(crate) fn parse(file: usize, sink: &mut Sink) -> Vec<RawTask> {
     for (key, value) in root {
         match key.get_ref().as_ref() {
             "defaults" => {
+                let mut again = || reparse(source, "defaults");
                 let mut d = table(
                     value,
                     "defaults",
@@ -39,6 +40,7 @@ pub(crate) fn parse(file: usize, sink: &mut Sink) -> Vec<RawTask> {
                         task: None,
                         inherited: Vec::new(),
                     },
+                    &mut again,
                 );
                 if let Some(id) = d.id.take() {
                     sink.error(
@@ -90,7 +92,18 @@ pub(crate) fn parse(file: usize, sink: &mut Sink) -> Vec<RawTask> {
         }
     }
     let mut tasks = Vec::with_capacity(task_values.len());
+    // Read again only if some task is invalid, and then once for all of them.
+    let mut fresh: Option<Vec<Spanned<DeValue>>> = None;
     for (index, value) in task_values.into_iter().enumerate() {
+        let mut again = || {
+            fresh
+                .get_or_insert_with(|| match reparse(source, "task").map(Spanned::into_inner) {
+                    Some(DeValue::Array(items)) => items.into_iter().collect(),
+                    _ => Vec::new(),
+                })
+                .get(index)
+                .cloned()
+        };
         let mut task = table(
             value,
             &format!("task[{index}]"),
@@ -100,6 +113,7 @@ pub(crate) fn parse(file: usize, sink: &mut Sink) -> Vec<RawTask> {
                 task: Some(index),
                 inherited: Vec::new(),
             },
+            &mut again,
         );
         if let Some(defaults) = &defaults {
             task.inherit(defaults);
@@ -111,14 +125,34 @@ pub(crate) fn parse(file: usize, sink: &mut Sink) -> Vec<RawTask> {
 
 /// Deserializes one table into a [`RawTask`]. On an error the offending key is reported and dropped
 /// and the rest is read again, so every bad field of the table is reported.
-fn table(
-    value: Spanned<DeValue<'_>>,
+///
+/// The first attempt consumes `value` (no copy: valid tables are the common case); after a failure
+/// `again` supplies a fresh copy of the table to find and report every problem in it.
+fn table<'s>(
+    value: Spanned<DeValue<'s>>,
     name: &str,
     file: usize,
     sink: &mut Sink,
     paths: FieldPaths,
+    again: &mut dyn FnMut() -> Option<Spanned<DeValue<'s>>>,
 ) -> RawTask {
     let span = value.span();
+    if let DeValue::Table(entries) = value.get_ref() {
+        let at = header_span(&span, entries);
+        if let Ok(mut raw) = RawTask::deserialize(ValueDeserializer::from(value)) {
+            raw.at = at;
+            raw.paths = paths;
+            return raw;
+        }
+    }
+    let Some(value) = again() else {
+        return RawTask {
+            at: span,
+            paths,
+            broken: true,
+            ..RawTask::default()
+        };
+    };
     let DeValue::Table(mut entries) = value.into_inner() else {
         sink.error(
             file,
@@ -180,6 +214,12 @@ fn table(
             }
         }
     }
+}
+
+/// A fresh copy of the document's `key`, read again.
+fn reparse<'s>(source: &'s str, key: &str) -> Option<Spanned<DeValue<'s>>> {
+    let mut root = DeTable::parse(source).ok()?.into_inner();
+    root.remove(key)
 }
 
 fn contains(range: &Range<usize>, at: usize) -> bool {
