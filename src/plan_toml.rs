@@ -613,6 +613,34 @@ input = "heor#1"
     }
 
     #[test]
+    fn a_failed_task_adds_no_dependency_edges() {
+        // Regression: the references of a task that failed validation were attributed to the next
+        // valid task, which reported `y → y` as a cycle.
+        let src = r#"
+[[task]]
+id = "x"
+model = "wan2.2-t2i-flash"
+prompt = "p"
+
+[[task]]
+id = "bad"
+prompt = "p"
+edit = "repair"
+input = "y"
+strength = 5.0
+
+[[task]]
+id = "y"
+prompt = "p"
+edit = "repair"
+input = "x"
+"#;
+        let errs = errors(src);
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(errs[0].field.as_deref(), Some("task[1].strength"));
+    }
+
+    #[test]
     fn local_inputs_resolve_from_the_plan_directory_and_stay_inside() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("plans/img")).unwrap();
@@ -668,6 +696,11 @@ input = "heor#1"
         );
         let errs = errors("[defaults]\nid = \"x\"\n");
         assert_eq!(errs[0].field.as_deref(), Some("defaults.id"));
+        let errs = errors("[defaults]\nmodle = \"x\"\nn = \"two\"\n");
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(errs[0].field.as_deref(), Some("defaults.modle"));
+        assert_eq!(errs[0].hint.as_deref(), Some("did you mean `model`?"));
+        assert_eq!((errs[1].line, errs[1].column), (3, 5));
     }
 
     #[test]
