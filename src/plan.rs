@@ -562,8 +562,8 @@ struct RefUse {
     file: usize,
     span: Range<usize>,
     field: String,
-    /// The task using it.
-    from: usize,
+    /// The task using it (its index in the loaded tasks), `None` if it failed validation.
+    from: Option<usize>,
     id: String,
     index: Option<u32>,
 }
@@ -613,6 +613,7 @@ fn load_files(
                 .map_or_else(PathBuf::new, Path::to_path_buf);
             let mut tasks = Vec::with_capacity(raw.len());
             let mut refs = Vec::new();
+            let mut failed_tasks = Vec::new();
             for task in raw {
                 if task.broken {
                     continue;
@@ -622,29 +623,39 @@ fn load_files(
                     lines: &lines,
                     plan_dir: &plan_dir,
                 };
-                if let Some(t) = validator.validate(task, &cx, &mut sink, &mut refs, tasks.len()) {
-                    tasks.push(t);
+                let first_ref = refs.len();
+                match validator.validate(task, &cx, &mut sink, &mut refs, tasks.len()) {
+                    Ok(t) => tasks.push(t),
+                    Err(failed) => {
+                        // Its references are still checked, but it is no node of the graph.
+                        for r in &mut refs[first_ref..] {
+                            r.from = None;
+                        }
+                        failed_tasks.extend(failed);
+                    }
                 }
             }
-            (tasks, refs, sink)
+            (tasks, refs, sink, failed_tasks)
         },
     );
     let mut tasks = Vec::with_capacity(count);
     let mut refs = Vec::new();
     let mut errors = early;
     let mut notes = Vec::new();
-    for (file_tasks, file_refs, sink) in validated {
+    let mut failed = HashMap::new();
+    for (file_tasks, file_refs, sink, file_failed) in validated {
         let offset = tasks.len();
         refs.extend(file_refs.into_iter().map(|r| RefUse {
-            from: r.from + offset,
+            from: r.from.map(|from| from + offset),
             ..r
         }));
+        failed.extend(file_failed);
         tasks.extend(file_tasks);
         let (e, n) = sink.finish();
         errors.extend(e);
         notes.extend(n);
     }
-    check_references(&tasks, &refs, &mut last);
+    check_references(&tasks, &failed, &refs, &mut last);
     let (e, n) = last.finish();
     errors.extend(e);
     notes.extend(n);
@@ -841,7 +852,12 @@ fn check_id(id: &str) -> Result<(), (String, String)> {
 }
 
 /// `#K` within the referenced task's `n`, a bare id only for a task of one image, and no cycles.
-fn check_references(tasks: &[Task], refs: &[RefUse], sink: &mut Sink) {
+fn check_references(
+    tasks: &[Task],
+    failed: &HashMap<String, u32>,
+    refs: &[RefUse],
+    sink: &mut Sink,
+) {
     let by_id: HashMap<&str, usize> = tasks
         .iter()
         .enumerate()
@@ -849,11 +865,14 @@ fn check_references(tasks: &[Task], refs: &[RefUse], sink: &mut Sink) {
         .collect();
     let mut edges: Vec<Vec<(usize, usize)>> = vec![Vec::new(); tasks.len()];
     for (r_index, r) in refs.iter().enumerate() {
-        // A task that failed validation has been reported already.
-        let Some(&target) = by_id.get(r.id.as_str()) else {
+        // A task that failed validation is still checked against its `n`, if that was valid.
+        let target = by_id.get(r.id.as_str()).copied();
+        let Some(n) = target
+            .map(|t| tasks[t].n)
+            .or_else(|| failed.get(&r.id).copied())
+        else {
             continue;
         };
-        let n = tasks[target].n;
         match r.index {
             Some(k) if k > n => sink.error(
                 r.file,
@@ -878,7 +897,9 @@ fn check_references(tasks: &[Task], refs: &[RefUse], sink: &mut Sink) {
             ),
             _ => {}
         }
-        edges[r.from].push((target, r_index));
+        if let (Some(from), Some(target)) = (r.from, target) {
+            edges[from].push((target, r_index));
+        }
     }
     // Iterative depth-first search; a back edge closes a cycle.
     let mut state = vec![0u8; tasks.len()]; // 0 new, 1 on the stack, 2 done
@@ -930,6 +951,8 @@ struct Validator<'a> {
     registry: &'a Registry,
     ids: &'a HashMap<String, (usize, Range<usize>)>,
     canonical_root: Option<PathBuf>,
+    /// `project.out_dir`, normalised once.
+    default_dir: String,
 }
 
 /// Per-task reporting: names fields through the task's [`FieldPaths`] and counts errors.
@@ -999,6 +1022,7 @@ impl<'a> Validator<'a> {
             registry,
             ids,
             canonical_root: std::fs::canonicalize(&manifest.root).ok(),
+            default_dir: normalize_dir(&manifest.project.out_dir),
         }
     }
 
@@ -1040,7 +1064,7 @@ impl<'a> Validator<'a> {
         sink: &mut Sink,
         refs: &mut Vec<RefUse>,
         task_index: usize,
-    ) -> Option<Task> {
+    ) -> Result<Task, Option<(String, u32)>> {
         let files = sink.files;
         let file = cx.index;
         let source = &files[file].source;
@@ -1151,7 +1175,9 @@ impl<'a> Validator<'a> {
         });
 
         let size = spec.and_then(|s| Self::size(size, s, &mut c));
+        let errors_before_n = c.errors;
         let n = Self::count(n, spec, &mut c);
+        let n_valid = c.errors == errors_before_n && spec.is_some();
         let seed = seed.and_then(|s| {
             let v = *s.get_ref();
             if (0..=2_147_483_647).contains(&v) {
@@ -1195,19 +1221,21 @@ impl<'a> Validator<'a> {
         let extra_parameters =
             extra_parameters.map_or_else(Map::new, |m| toml_datetimes(m.into_inner()));
 
-        if c.errors > 0 {
-            return None;
-        }
+        let (Some(model), Some(prompt), Some(output), 0) = (model_name, prompt, output, c.errors)
+        else {
+            // Tasks using this one can still be checked against its `n`.
+            return Err((n_valid && !id.is_empty()).then_some((id, n)));
+        };
         let (line, column) = lines.line_col(source, id_span.start);
-        Some(Task {
+        Ok(Task {
             id,
             origin: Origin {
                 file: files[file].path.clone(),
                 line,
                 column,
             },
-            model: model_name?,
-            prompt: prompt?,
+            model,
+            prompt,
             negative_prompt,
             negative_presets,
             size,
@@ -1222,7 +1250,7 @@ impl<'a> Validator<'a> {
             edit,
             extra_input,
             extra_parameters,
-            output: output?,
+            output,
         })
     }
 
@@ -1803,7 +1831,7 @@ impl<'a> Validator<'a> {
         c: &mut Check,
     ) -> Option<OutputSpec> {
         let dir = match out_dir {
-            None => normalize_dir(&self.manifest.project.out_dir),
+            None => self.default_dir.clone(),
             Some(d) => match check_relative(d.get_ref(), true) {
                 Ok(()) => normalize_dir(d.get_ref()),
                 Err((message, hint)) => {
@@ -1898,7 +1926,7 @@ impl Inputs<'_, '_, '_> {
                 file: c.file,
                 span,
                 field: c.paths.path(field),
-                from: self.task_index,
+                from: Some(self.task_index),
                 id: id.to_owned(),
                 index,
             });

@@ -30,6 +30,7 @@ pub(crate) fn parse(file: usize, sink: &mut Sink) -> Vec<RawTask> {
     for (key, value) in root {
         match key.get_ref().as_ref() {
             "defaults" => {
+                let mut again = || reparse(source, "defaults");
                 let mut d = table(
                     value,
                     "defaults",
@@ -39,6 +40,7 @@ pub(crate) fn parse(file: usize, sink: &mut Sink) -> Vec<RawTask> {
                         task: None,
                         inherited: Vec::new(),
                     },
+                    &mut again,
                 );
                 if let Some(id) = d.id.take() {
                     sink.error(
@@ -90,7 +92,18 @@ pub(crate) fn parse(file: usize, sink: &mut Sink) -> Vec<RawTask> {
         }
     }
     let mut tasks = Vec::with_capacity(task_values.len());
+    // Read again only if some task is invalid, and then once for all of them.
+    let mut fresh: Option<Vec<Spanned<DeValue>>> = None;
     for (index, value) in task_values.into_iter().enumerate() {
+        let mut again = || {
+            fresh
+                .get_or_insert_with(|| match reparse(source, "task").map(Spanned::into_inner) {
+                    Some(DeValue::Array(items)) => items.into_iter().collect(),
+                    _ => Vec::new(),
+                })
+                .get(index)
+                .cloned()
+        };
         let mut task = table(
             value,
             &format!("task[{index}]"),
@@ -100,6 +113,7 @@ pub(crate) fn parse(file: usize, sink: &mut Sink) -> Vec<RawTask> {
                 task: Some(index),
                 inherited: Vec::new(),
             },
+            &mut again,
         );
         if let Some(defaults) = &defaults {
             task.inherit(defaults);
@@ -111,14 +125,34 @@ pub(crate) fn parse(file: usize, sink: &mut Sink) -> Vec<RawTask> {
 
 /// Deserializes one table into a [`RawTask`]. On an error the offending key is reported and dropped
 /// and the rest is read again, so every bad field of the table is reported.
-fn table(
-    value: Spanned<DeValue<'_>>,
+///
+/// The first attempt consumes `value` (no copy: valid tables are the common case); after a failure
+/// `again` supplies a fresh copy of the table to find and report every problem in it.
+fn table<'s>(
+    value: Spanned<DeValue<'s>>,
     name: &str,
     file: usize,
     sink: &mut Sink,
     paths: FieldPaths,
+    again: &mut dyn FnMut() -> Option<Spanned<DeValue<'s>>>,
 ) -> RawTask {
     let span = value.span();
+    if let DeValue::Table(entries) = value.get_ref() {
+        let at = header_span(&span, entries);
+        if let Ok(mut raw) = RawTask::deserialize(ValueDeserializer::from(value)) {
+            raw.at = at;
+            raw.paths = paths;
+            return raw;
+        }
+    }
+    let Some(value) = again() else {
+        return RawTask {
+            at: span,
+            paths,
+            broken: true,
+            ..RawTask::default()
+        };
+    };
     let DeValue::Table(mut entries) = value.into_inner() else {
         sink.error(
             file,
@@ -180,6 +214,12 @@ fn table(
             }
         }
     }
+}
+
+/// A fresh copy of the document's `key`, read again.
+fn reparse<'s>(source: &'s str, key: &str) -> Option<Spanned<DeValue<'s>>> {
+    let mut root = DeTable::parse(source).ok()?.into_inner();
+    root.remove(key)
 }
 
 fn contains(range: &Range<usize>, at: usize) -> bool {
@@ -573,6 +613,34 @@ input = "heor#1"
     }
 
     #[test]
+    fn a_failed_task_adds_no_dependency_edges() {
+        // Regression: the references of a task that failed validation were attributed to the next
+        // valid task, which reported `y → y` as a cycle.
+        let src = r#"
+[[task]]
+id = "x"
+model = "wan2.2-t2i-flash"
+prompt = "p"
+
+[[task]]
+id = "bad"
+prompt = "p"
+edit = "repair"
+input = "y"
+strength = 5.0
+
+[[task]]
+id = "y"
+prompt = "p"
+edit = "repair"
+input = "x"
+"#;
+        let errs = errors(src);
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(errs[0].field.as_deref(), Some("task[1].strength"));
+    }
+
+    #[test]
     fn local_inputs_resolve_from_the_plan_directory_and_stay_inside() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("plans/img")).unwrap();
@@ -628,6 +696,11 @@ input = "heor#1"
         );
         let errs = errors("[defaults]\nid = \"x\"\n");
         assert_eq!(errs[0].field.as_deref(), Some("defaults.id"));
+        let errs = errors("[defaults]\nmodle = \"x\"\nn = \"two\"\n");
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(errs[0].field.as_deref(), Some("defaults.modle"));
+        assert_eq!(errs[0].hint.as_deref(), Some("did you mean `model`?"));
+        assert_eq!((errs[1].line, errs[1].column), (3, 5));
     }
 
     #[test]
