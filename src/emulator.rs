@@ -118,9 +118,7 @@ pub use crate::emulator_config::{
 use crate::emulator_faults::{FaultPlan, splitmix64};
 use crate::emulator_media::{base64_encode, boundary, image_size, parse_multipart, sniff};
 use crate::emulator_request::{ApiError, Media, Submission, data_inspection};
-use crate::emulator_state::{
-    IdGenerator, Outcome, OverQuota, Policy, State, StoredObject, Task, format_time,
-};
+use crate::emulator_state::{IdGenerator, Outcome, Policy, State, StoredObject, Task, format_time};
 use crate::placeholder_png;
 use crate::registry::{IMAGE2IMAGE, TEXT2IMAGE};
 use crate::size::Size;
@@ -472,19 +470,13 @@ async fn accept(
     if config.enforce_quotas {
         let spec = config.registry.models().find(|spec| spec.id == model);
         let quota = spec.map_or((u32::MAX, u32::MAX), |spec| config.quota(spec));
-        if let Err(over) = state.admit(&model, now, quota) {
+        if state.admit(&model, now, quota).is_err() {
             state.throttled(&model);
-            let why = match over {
-                OverQuota::Concurrency => "tasks in progress",
-                OverQuota::Rate => "submissions per second",
-            };
             drop(state);
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Throttling.RateQuota",
-                format!(
-                    "Requests rate limit exceeded, please try again later. ({model}: too many {why})"
-                ),
+                "Requests rate limit exceeded, please try again later.",
             )
             .into());
         }
@@ -734,7 +726,7 @@ fn get_policy(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Byt
     );
     let signature = base64_encode(&blake3::hash(policy.as_bytes()).as_bytes()[..20]);
     let access_key_id = format!("LTAI5tEmu{}", &nonce[..8]);
-    let data = json!({
+    let credential = json!({
         "policy": policy,
         "signature": signature,
         "upload_dir": upload_dir,
@@ -761,7 +753,7 @@ fn get_policy(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Byt
     drop(state);
     json_response(
         StatusCode::OK,
-        &json!({"data": data, "request_id": request_id}),
+        &json!({"data": credential, "request_id": request_id}),
     )
 }
 

@@ -28,8 +28,11 @@ pub(crate) struct FaultPlan {
 
 impl FaultPlan {
     pub(crate) fn new(rules: Vec<FaultRule>, seed: u64) -> FaultPlan {
-        let seen = vec![0; rules.len()];
-        FaultPlan { rules, seed, seen }
+        FaultPlan {
+            seen: vec![0; rules.len()],
+            rules,
+            seed,
+        }
     }
 
     /// Forgets every occurrence seen, as at start.

@@ -333,9 +333,8 @@ impl State {
         self.ledger.requests.push(request);
     }
 
-    /// Counts a submission refused for its quota.
+    /// Counts a submission refused for its quota (the caller counts it as rejected too).
     pub(crate) fn throttled(&mut self, model: &str) {
-        self.ledger.rejected += 1;
         self.ledger.throttled += 1;
         self.model_ledger(model).throttled += 1;
     }
