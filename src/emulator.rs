@@ -1160,4 +1160,55 @@ mod tests {
         assert_eq!(route(&Method::GET, "/emulator/ledger"), Route::Ledger);
         assert_eq!(route(&Method::GET, "/"), Route::NotFound);
     }
+
+    #[test]
+    fn the_documented_configuration_parses() {
+        let doc: String = include_str!("emulator.rs")
+            .lines()
+            .filter_map(|line| line.strip_prefix("//!"))
+            .map(|line| line.strip_prefix(' ').unwrap_or(line))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let start = doc
+            .find("```toml\n")
+            .expect("the module doc has a TOML example")
+            + 8;
+        let end = start + doc[start..].find("```").expect("the TOML example ends");
+        let config = EmulatorConfig::from_toml(&doc[start..end]).unwrap();
+        assert_eq!(config.faults.len(), 4);
+        assert_eq!(config.fault_seed, 42);
+    }
+
+    #[test]
+    fn latency_jitter_is_seeded_and_within_its_range() {
+        let mut config = EmulatorConfig::default();
+        config.latency_per_model.insert(
+            "wan2.2-t2i-flash".into(),
+            LatencySpec {
+                base_ms: 100,
+                jitter_ms: 50,
+            },
+        );
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        let latencies = |seed| {
+            let shared = Shared::new(
+                EmulatorConfig {
+                    fault_seed: seed,
+                    ..config.clone()
+                },
+                addr,
+            );
+            (1..=20)
+                .map(|i| shared.latency_for("wan2.2-t2i-flash", i))
+                .collect::<Vec<_>>()
+        };
+        let a = latencies(1);
+        assert_eq!(a, latencies(1));
+        assert_ne!(a, latencies(2));
+        let range = Duration::from_millis(100)..=Duration::from_millis(150);
+        assert!(a.iter().all(|l| range.contains(l)), "{a:?}");
+        assert!(a.iter().any(|l| *l != a[0]), "{a:?}");
+        let shared = Shared::new(config, addr);
+        assert_eq!(shared.latency_for("qwen-image", 1), shared.config.latency);
+    }
 }
