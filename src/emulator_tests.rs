@@ -354,7 +354,7 @@ async fn post_flash(emulator: &Emulator) -> (u16, Value) {
 
 #[tokio::test]
 async fn a_submit_over_the_concurrency_quota_is_throttled_until_a_task_ends() {
-    let emulator = start_with(with_quota(config(100), 2, 100)).await;
+    let emulator = start_with(with_quota(config(300), 2, 100)).await;
     let first = submit_ok(&emulator, &flash(&json!({"n": 1}))).await;
     submit_ok(&emulator, &flash(&json!({"n": 1}))).await;
     let (status, answer) = post_flash(&emulator).await;
@@ -407,7 +407,7 @@ async fn quotas_can_be_switched_off() {
 #[tokio::test]
 async fn an_expired_task_is_unknown_and_its_images_are_forbidden() {
     let mut config = config(20);
-    config.task_ttl = Duration::from_millis(100);
+    config.task_ttl = Duration::from_millis(300);
     let emulator = start_with(config).await;
     let task_id = submit_ok(&emulator, &flash(&json!({"n": 1}))).await;
     let done = wait(&emulator, &task_id).await;
@@ -416,7 +416,7 @@ async fn an_expired_task_is_unknown_and_its_images_are_forbidden() {
         .unwrap()
         .to_owned();
     fetch_png(&url).await;
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(
         get_task(&emulator, &task_id).await["output"],
         json!({"task_id": task_id, "task_status": "UNKNOWN"})
