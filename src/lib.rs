@@ -13,6 +13,13 @@ pub mod compile;
 pub mod dashscope;
 pub mod diagnostic;
 pub mod emulator;
+pub mod emulator_config;
+mod emulator_faults;
+mod emulator_media;
+mod emulator_request;
+mod emulator_state;
+#[cfg(test)]
+mod emulator_tests;
 pub mod error;
 pub mod executor;
 pub mod json_spans;
