@@ -101,9 +101,12 @@ pub struct EmulatorArgs {
     /// Address to bind. Loopback by default.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: std::net::IpAddr,
-    /// Milliseconds from submission to result.
-    #[arg(long, default_value_t = 300)]
-    pub latency_ms: u64,
+    /// Milliseconds from submission to result (default 300, or the configuration's).
+    #[arg(long)]
+    pub latency_ms: Option<u64>,
+    /// A TOML file with latencies, quotas, expiry and a fault schedule (see the README).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     /// Accept only these API keys (repeatable); by default any non-empty key is accepted.
     #[arg(long = "key", value_name = "KEY")]
     pub keys: Vec<String>,

@@ -135,15 +135,31 @@ fn explain(dir: Option<&std::path::Path>, args: &ExplainArgs, printer: &Printer)
 }
 
 async fn emulator(args: &EmulatorArgs, printer: &Printer) -> Result<()> {
-    let config = EmulatorConfig {
-        registry: Registry::builtin(),
-        latency: std::time::Duration::from_millis(args.latency_ms),
-        valid_keys: if args.keys.is_empty() {
-            None
-        } else {
-            Some(args.keys.clone())
+    let mut config = match &args.config {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| Error::io("could not read", path, e))?;
+            EmulatorConfig::from_toml(&text).map_err(|message| Error::Usage {
+                message: format!(
+                    "`{}` is not a valid emulator configuration: {message}",
+                    path.display()
+                ),
+                hint: Some(
+                    "the format is documented in `src/emulator.rs` and the README".to_owned(),
+                ),
+            })?
+        }
+        None => EmulatorConfig {
+            registry: Registry::builtin(),
+            ..EmulatorConfig::default()
         },
     };
+    if let Some(ms) = args.latency_ms {
+        config.latency = std::time::Duration::from_millis(ms);
+    }
+    if !args.keys.is_empty() {
+        config.valid_keys = Some(args.keys.clone());
+    }
     let emu = Emulator::start(config, (args.host, args.port).into())
         .await
         .map_err(|e| {
