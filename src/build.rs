@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use crate::dashscope::Client;
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::error::{Error, Result};
-use crate::executor::{Event, Executor, Job, JobKind, PollPolicy};
+use crate::executor::{Event, Executor, Job, JobKind, PollPolicy, Resumed};
 use crate::lock::LockFile;
 use crate::manifest::{self, Manifest};
 use crate::money::Money;
@@ -432,8 +433,16 @@ fn task_report(
 }
 
 /// `wanx build`.
-pub async fn build(project: &Project, args: &BuildArgs, printer: &Printer) -> Result<Built> {
+pub async fn build(
+    project: &Project,
+    args: &BuildArgs,
+    printer: &Printer,
+    cancel: Arc<AtomicBool>,
+) -> Result<Built> {
     let started_at = now_unix();
+    if !args.dry_run && !args.locked {
+        resume_journal(project, args, printer, &cancel).await?;
+    }
     let mut planned = plan(project, &args.selection, args.force)?;
     // Remember hashes computed while looking, so the next no-op hashes nothing.
     if !planned.new_stats.is_empty() {
@@ -457,6 +466,7 @@ pub async fn build(project: &Project, args: &BuildArgs, printer: &Printer) -> Re
                 ..Summary::default()
             },
             fatal: None,
+            interrupted: false,
         });
     }
     if args.locked {
@@ -507,34 +517,11 @@ pub async fn build(project: &Project, args: &BuildArgs, printer: &Printer) -> Re
         });
     }
 
-    let needs_provider = totals.generate > 0;
-    let mut emulator = None;
-    let client = if needs_provider {
-        let (base_url, key) = if args.selection.emulate {
-            let config = EmulatorConfig {
-                registry: project.registry.clone(),
-                ..EmulatorConfig::default()
-            };
-            let emu = Emulator::start(config, ([127, 0, 0, 1], 0).into())
-                .await
-                .map_err(|e| Error::Other(format!("could not start the emulator: {e}")))?;
-            let url = emu.base_url();
-            printer.verbose("emulator", &format!("listening at {url}"));
-            emulator = Some(emu);
-            (url, ApiKey::new("wanx-emulator-key"))
-        } else {
-            let var = project.api_key_env();
-            let key = std::env::var(&var)
-                .ok()
-                .filter(|k| !k.trim().is_empty())
-                .ok_or(Error::MissingApiKey { var })?;
-            (project.base_url(), ApiKey::new(key.trim()))
-        };
-        let client = Client::new(&base_url, key, project.manifest.provider.workspace.clone())
-            .map_err(Error::Other)?;
-        Some(Arc::new(client))
+    let (client, emulator) = if totals.generate > 0 {
+        let (client, emulator) = connect(project, args.selection.emulate, printer).await?;
+        (Some(client), emulator)
     } else {
-        None
+        (None, None)
     };
 
     if totals.generate > 0 {
@@ -597,9 +584,12 @@ pub async fn build(project: &Project, args: &BuildArgs, printer: &Printer) -> Re
             })
         })
         .collect();
-    let printer_copy = *printer;
-    let on_event: Arc<dyn Fn(Event) + Send + Sync> =
-        Arc::new(move |event| print_event(&printer_copy, event));
+    let models: Vec<&str> = jobs
+        .iter()
+        .filter(|j| matches!(j.kind, JobKind::Generate))
+        .map(|j| j.compiled.model.as_str())
+        .collect();
+    let latency_history = latency_history(&store.lock().expect("never poisoned"), &models)?;
     let executor = Executor {
         root,
         store: Arc::clone(&store),
@@ -615,7 +605,9 @@ pub async fn build(project: &Project, args: &BuildArgs, printer: &Printer) -> Re
         },
         task_timeout: task_timeout(project),
         jobs: args.jobs.or(project.manifest.build.jobs).unwrap_or(16),
-        on_event,
+        on_event: event_printer(printer),
+        cancel: Arc::clone(&cancel),
+        latency_history,
     };
     let execution = executor.run(jobs, &project.registry).await;
     if let Some(emu) = emulator {
@@ -664,8 +656,14 @@ pub async fn build(project: &Project, args: &BuildArgs, printer: &Printer) -> Re
                     r
                 }
                 Err(e) => {
-                    summary.failed += 1;
-                    let mut r = task_report(unit, d, "failed", Some(e.clone()));
+                    let status = if e.skipped {
+                        summary.skipped += 1;
+                        "skipped"
+                    } else {
+                        summary.failed += 1;
+                        "failed"
+                    };
+                    let mut r = task_report(unit, d, status, Some(e.message.clone()));
                     r.cost = Money::ZERO;
                     r
                 }
@@ -714,13 +712,142 @@ pub async fn build(project: &Project, args: &BuildArgs, printer: &Printer) -> Re
             request_id: None,
         },
     });
-    Ok(Built { summary, fatal })
+    let interrupted = cancel.load(Ordering::SeqCst);
+    Ok(Built {
+        summary,
+        fatal,
+        interrupted,
+    })
+}
+
+/// A client for the provider the build talks to: the in-process emulator, or DashScope with the
+/// API key from the environment.
+async fn connect(
+    project: &Project,
+    emulate: bool,
+    printer: &Printer,
+) -> Result<(Arc<Client>, Option<Emulator>)> {
+    let mut emulator = None;
+    let (base_url, key) = if emulate {
+        let config = EmulatorConfig {
+            registry: project.registry.clone(),
+            ..EmulatorConfig::default()
+        };
+        let emu = Emulator::start(config, ([127, 0, 0, 1], 0).into())
+            .await
+            .map_err(|e| Error::Other(format!("could not start the emulator: {e}")))?;
+        let url = emu.base_url();
+        printer.verbose("Emulator", &format!("listening at {url}"));
+        emulator = Some(emu);
+        (url, ApiKey::new("wanx-emulator-key"))
+    } else {
+        let var = project.api_key_env();
+        let key = std::env::var(&var)
+            .ok()
+            .filter(|k| !k.trim().is_empty())
+            .ok_or(Error::MissingApiKey { var })?;
+        (project.base_url(), ApiKey::new(key.trim()))
+    };
+    let client = Client::new(&base_url, key, project.manifest.provider.workspace.clone())
+        .map_err(Error::Other)?;
+    Ok((Arc::new(client), emulator))
+}
+
+/// Finishes tasks an earlier build journaled but never saw through (a crash, a kill, a second
+/// Ctrl-C): their images go into the cache, so planning restores them instead of paying again.
+async fn resume_journal(
+    project: &Project,
+    args: &BuildArgs,
+    printer: &Printer,
+    cancel: &Arc<AtomicBool>,
+) -> Result<()> {
+    let state_dir = project.manifest.state_dir();
+    if !state_dir.join(crate::store::DB_FILE).exists() {
+        return Ok(());
+    }
+    let store = Store::open(&state_dir)?;
+    let entries = store.journal_open()?;
+    if entries.is_empty() {
+        return Ok(());
+    }
+    printer.status(
+        "Resuming",
+        &format!("{} task(s) journaled by an earlier build", entries.len()),
+    );
+    let (client, emulator) = match connect(project, args.selection.emulate, printer).await {
+        Ok(connected) => connected,
+        Err(e) => {
+            printer.warn(
+                "Skipping",
+                &format!("cannot resume journaled tasks now: {e}"),
+            );
+            return Ok(());
+        }
+    };
+    let emulated =
+        args.selection.emulate || Provider::from_base_url(client.base_url()).is_emulated();
+    let models: Vec<&str> = entries.iter().map(|e| e.model.as_str()).collect();
+    let latency_history = latency_history(&store, &models)?;
+    let executor = Executor {
+        root: project.manifest.root.clone(),
+        store: Arc::new(Mutex::new(store)),
+        blobs: Arc::new(BlobStore::new(state_dir.join("blobs"))),
+        lock: Arc::new(Mutex::new(LockFile::default())),
+        lock_path: project.manifest.lock_path(),
+        client: Some(client),
+        provider: planned_provider_identity(args.selection.emulate, project),
+        poll: if emulated {
+            PollPolicy::EMULATED
+        } else {
+            poll_policy(project)
+        },
+        task_timeout: task_timeout(project),
+        jobs: 64,
+        on_event: event_printer(printer),
+        cancel: Arc::clone(cancel),
+        latency_history,
+    };
+    for resumed in executor.resume(entries, &project.registry).await {
+        match resumed {
+            Resumed::Recovered { task_id, images } => {
+                printer.status("Recovered", &format!("{task_id}: {images} image(s) paid for by an earlier build"));
+            }
+            Resumed::Lost { task_id, reason } => printer.warn("Lost", &format!("{task_id}: {reason}")),
+            Resumed::MaybeBilledTwice { task_id } => printer.warn(
+                "Warning",
+                &format!("{task_id}: an earlier build was stopped while submitting it; it may have been billed twice"),
+            ),
+            Resumed::Pending { task_id, reason } => printer.warn("Pending", &format!("{task_id}: {reason}; still journaled")),
+        }
+    }
+    if let Some(emu) = emulator {
+        emu.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Recent latencies per model, for aiming the polling.
+fn latency_history(store: &Store, models: &[&str]) -> Result<HashMap<String, Vec<f64>>> {
+    let mut history = HashMap::new();
+    for model in models {
+        if !history.contains_key(*model) {
+            history.insert((*model).to_owned(), store.latencies(model, 50)?);
+        }
+    }
+    Ok(history)
+}
+
+fn event_printer(printer: &Printer) -> Arc<dyn Fn(Event) + Send + Sync> {
+    let printer = *printer;
+    Arc::new(move |event| print_event(&printer, event))
 }
 
 /// A finished build: its summary, and the stop-class provider error that cut it short, if any.
 pub struct Built {
     pub summary: Summary,
     pub fatal: Option<Error>,
+    /// Ctrl-C stopped new submissions.
+    pub interrupted: bool,
 }
 
 /// Reports one executor event as a status line.

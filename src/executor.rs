@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,9 @@ use crate::lock::{LockEntry, LockFile, LockOutput};
 use crate::money::Money;
 use crate::output_name;
 use crate::registry::Registry;
-use crate::store::{JournalIntent, StatEntry, Store, StoredImage, StoredResult, stat_of};
+use crate::store::{
+    JournalEntry, JournalIntent, StatEntry, Store, StoredImage, StoredResult, stat_of,
+};
 use crate::task::OutputSpec;
 
 /// The largest image wanx accepts from a result URL.
@@ -53,7 +55,39 @@ pub enum JobKind {
 #[derive(Clone, Debug)]
 pub struct Outcome {
     pub id: String,
-    pub result: Result<Done, String>,
+    pub result: Result<Done, Failure>,
+}
+
+/// Why a job produced no images.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub message: String,
+    /// Never submitted (interrupted, or stopped by another task's fatal error): nothing was paid.
+    pub skipped: bool,
+}
+
+impl Failure {
+    fn skipped(message: &str) -> Failure {
+        Failure {
+            message: message.to_owned(),
+            skipped: true,
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure {
+            message,
+            skipped: false,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -94,27 +128,29 @@ impl PollPolicy {
     };
     /// For the emulator: its tasks finish in well under a second.
     pub const EMULATED: PollPolicy = PollPolicy {
-        first: Duration::from_millis(60),
-        max: Duration::from_millis(400),
+        first: Duration::from_millis(40),
+        max: Duration::from_millis(200),
     };
-
-    fn next(self, current: Duration) -> Duration {
-        (current + current / 2).min(self.max)
-    }
 }
 
-/// Per-model quota: tasks in flight and submission spacing.
-struct ModelLimit {
-    in_flight: Semaphore,
+/// Spaces events at least `spacing` apart (submissions per model, task queries overall).
+struct Pacer {
     spacing: Duration,
-    next_submit: Mutex<Instant>,
+    next: Mutex<Instant>,
 }
 
-impl ModelLimit {
-    async fn pace(&self) {
+impl Pacer {
+    fn new(per_second: u32) -> Pacer {
+        Pacer {
+            spacing: Duration::from_secs(1) / per_second.max(1),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    async fn wait(&self) {
         let wait = {
             let mut next = self
-                .next_submit
+                .next
                 .lock()
                 .expect("the pacing lock is never poisoned: no panics while held");
             let now = Instant::now();
@@ -125,6 +161,108 @@ impl ModelLimit {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+/// Per-model quota: tasks in flight and submission spacing. Throttling cuts the tasks in flight by
+/// one (down to one); each later success gives one back (additive recovery).
+struct ModelLimit {
+    in_flight: Arc<Semaphore>,
+    pacer: Pacer,
+    quota: u32,
+    cut: AtomicU32,
+}
+
+impl ModelLimit {
+    /// Withdraws one permit, once one is free, unless only one would be left.
+    fn cut_once(&self) {
+        let cut = self.cut.load(Ordering::SeqCst);
+        if cut + 1 >= self.quota
+            || self
+                .cut
+                .compare_exchange(cut, cut + 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+        {
+            return;
+        }
+        let semaphore = Arc::clone(&self.in_flight);
+        tokio::spawn(async move {
+            if let Ok(permit) = semaphore.acquire().await {
+                permit.forget();
+            }
+        });
+    }
+
+    fn recover_once(&self) {
+        let cut = self.cut.load(Ordering::SeqCst);
+        if cut > 0
+            && self
+                .cut
+                .compare_exchange(cut, cut - 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            self.in_flight.add_permits(1);
+        }
+    }
+}
+
+/// How long to wait before each query of one task: the SDK's schedule without history, and a
+/// schedule aimed at the model's observed latencies with it.
+pub struct PollSchedule {
+    policy: PollPolicy,
+    /// (early, late): the 10th and 90th percentile of past latencies, when known.
+    window: Option<(Duration, Duration)>,
+    step: u32,
+    elapsed: Duration,
+}
+
+impl PollSchedule {
+    pub fn new(policy: PollPolicy, history: &[f64]) -> PollSchedule {
+        let window = (history.len() >= 3).then(|| {
+            let mut sorted: Vec<f64> = history
+                .iter()
+                .copied()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .collect();
+            sorted.sort_by(f64::total_cmp);
+            let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+            (
+                Duration::from_secs_f64(at(0.1) * 0.9),
+                Duration::from_secs_f64(at(0.9)),
+            )
+        });
+        PollSchedule {
+            policy,
+            window,
+            step: 0,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    /// The next wait.
+    pub fn next_wait(&mut self) -> Duration {
+        self.step += 1;
+        let wait = match self.window {
+            // Sleep through the part of the distribution where results never arrive, then poll
+            // often enough inside it to detect completion sooner than the SDK would.
+            Some((early, _)) if self.step == 1 && early > self.policy.first => early,
+            Some((early, late)) if self.elapsed < late => {
+                ((late.saturating_sub(early)) / 6).clamp(self.policy.first, self.policy.max)
+            }
+            _ => self.sdk_step(),
+        };
+        self.elapsed += wait;
+        wait
+    }
+
+    /// The official SDK's schedule (protocol §6): 1, 1, 2, 2, 2, 4, 4, 4, 5, 5, … × `first`, capped.
+    fn sdk_step(&self) -> Duration {
+        let factor = match self.step {
+            1 | 2 => 1,
+            3..=5 => 2,
+            _ => 4,
+        };
+        (self.policy.first * factor).min(self.policy.max)
     }
 }
 
@@ -140,14 +278,35 @@ pub struct Executor {
     pub task_timeout: Duration,
     pub jobs: usize,
     pub on_event: Arc<dyn Fn(Event) + Send + Sync>,
+    /// Set from outside (Ctrl-C, `wanx watch`): submit nothing more; tasks in flight finish.
+    pub cancel: Arc<AtomicBool>,
+    /// Past latencies (seconds) per model, oldest first, to aim the polling.
+    pub latency_history: HashMap<String, Vec<f64>>,
 }
+
+/// Task queries per second across the whole build (DashScope's documented limit is 20).
+const QUERIES_PER_SECOND: u32 = 20;
 
 struct Shared {
     exec: Executor,
     limits: HashMap<String, Arc<ModelLimit>>,
     jobs: Semaphore,
+    queries: Pacer,
     stopped: Mutex<Option<ProviderError>>,
     stop_flag: AtomicBool,
+}
+
+impl Shared {
+    /// True once nothing more may be submitted: a stop-class error, or a cancel from outside.
+    fn halted(&self) -> Option<&'static str> {
+        if self.stop_flag.load(Ordering::SeqCst) {
+            Some("not submitted: the build stopped after a fatal provider error")
+        } else if self.exec.cancel.load(Ordering::SeqCst) {
+            Some("not submitted: the build was interrupted")
+        } else {
+            None
+        }
+    }
 }
 
 /// The result of a whole execution.
@@ -158,33 +317,39 @@ pub struct Execution {
 }
 
 impl Executor {
-    /// Runs every job; restores first (they are local and free), then generations concurrently.
-    pub async fn run(self, jobs: Vec<Job>, registry: &Registry) -> Execution {
-        let limits = jobs
-            .iter()
-            .filter(|j| matches!(j.kind, JobKind::Generate))
-            .map(|j| j.compiled.model.clone())
+    fn into_shared(self, models: impl Iterator<Item = String>, registry: &Registry) -> Arc<Shared> {
+        let limits = models
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .map(|model| {
                 let spec = registry.get(&model);
-                let concurrency = spec.map_or(2, |s| s.concurrency).max(1) as usize;
-                let rps = spec.map_or(2, |s| s.submit_rps).max(1);
+                let quota = spec.map_or(2, |s| s.concurrency).max(1);
                 let limit = ModelLimit {
-                    in_flight: Semaphore::new(concurrency),
-                    spacing: Duration::from_secs(1) / rps,
-                    next_submit: Mutex::new(Instant::now()),
+                    in_flight: Arc::new(Semaphore::new(quota as usize)),
+                    pacer: Pacer::new(spec.map_or(2, |s| s.submit_rps)),
+                    quota,
+                    cut: AtomicU32::new(0),
                 };
                 (model, Arc::new(limit))
             })
             .collect();
-        let shared = Arc::new(Shared {
+        Arc::new(Shared {
             jobs: Semaphore::new(self.jobs.max(1)),
             exec: self,
             limits,
+            queries: Pacer::new(QUERIES_PER_SECOND),
             stopped: Mutex::new(None),
             stop_flag: AtomicBool::new(false),
-        });
+        })
+    }
+
+    /// Runs every job; restores first (they are local and free), then generations concurrently.
+    pub async fn run(self, jobs: Vec<Job>, registry: &Registry) -> Execution {
+        let models = jobs
+            .iter()
+            .filter(|j| matches!(j.kind, JobKind::Generate))
+            .map(|j| j.compiled.model.clone());
+        let shared = self.into_shared(models, registry);
         let mut outcomes = Vec::new();
         let mut set = JoinSet::new();
         for job in jobs {
@@ -228,12 +393,13 @@ fn restore(shared: &Shared, job: &Job) -> Outcome {
     let result = (|| {
         let entry = materialize(shared, job, images, *generated_at, Money::ZERO)?;
         record_in_lock(&shared.exec, &job.id, entry.clone())?;
-        Ok(Done {
+        Ok::<Done, String>(Done {
             generated: false,
             entry,
             spent: Money::ZERO,
         })
-    })();
+    })()
+    .map_err(Failure::from);
     Outcome {
         id: job.id.clone(),
         result,
@@ -345,7 +511,7 @@ fn stop(shared: &Shared, error: ProviderError) {
     }
 }
 
-async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, String> {
+async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
     let _job_permit = shared
         .jobs
         .acquire()
@@ -361,8 +527,8 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, String> {
         .exec
         .client
         .clone()
-        .ok_or("no provider client for a generation")?;
-    let started = Instant::now();
+        .ok_or_else(|| Failure::from("no provider client for a generation".to_owned()))?;
+    let mut latency = None;
     let mut images: Vec<StoredImage> = Vec::new();
     let mut billed = 0u32;
     let mut remote_ids = Vec::new();
@@ -383,20 +549,21 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, String> {
         }
         let mut body = job.compiled.body.clone();
         body["parameters"]["n"] = Value::from(missing);
-        let (remote, got, count) =
+        let (remote, got, count, took) =
             run_remote_task(shared, &client, &limit, &job, body, missing).await?;
+        latency.get_or_insert(took);
         remote_ids.push(remote);
         billed += count;
         images.extend(got);
     }
     let cost = job.compiled.price.times(billed);
     if images.len() as u32 != job.compiled.n {
-        return Err(format!(
+        return Err(Failure::from(format!(
             "only {} of {} images were produced after {} follow-up requests (paid {cost}); nothing was cached",
             images.len(),
             job.compiled.n,
             MAX_FOLLOW_UPS
-        ));
+        )));
     }
     let generated_at = output_name::now_unix();
     let result = StoredResult {
@@ -411,10 +578,12 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, String> {
         generated_at,
     };
     let model = job.compiled.model.clone();
-    let latency = started.elapsed().as_secs_f64();
     with_store(shared, move |s| {
         s.put_result(&result)?;
-        s.record_latency(&model, latency)
+        match latency {
+            Some(seconds) => s.record_latency(&model, seconds),
+            None => Ok(()),
+        }
     })
     .await?;
     let hashes: Vec<String> = images.iter().map(|i| i.blake3.clone()).collect();
@@ -442,7 +611,7 @@ async fn run_remote_task(
     job: &Job,
     body: Value,
     n: u32,
-) -> Result<(String, Vec<StoredImage>, u32), String> {
+) -> Result<(String, Vec<StoredImage>, u32, f64), Failure> {
     let intent = JournalIntent {
         key: job.key.hex(),
         task_id: job.id.clone(),
@@ -465,11 +634,33 @@ async fn run_remote_task(
         id: job.id.clone(),
         remote: remote.clone(),
     });
-    let results = wait_for(shared, client, job, &remote).await?;
+    let since = Instant::now();
+    // An error here leaves the task journaled: the next build resumes it rather than paying again.
+    let waited = wait_for(shared, client, &job.id, &job.compiled.model, &remote, since).await?;
+    let (results, took) = match waited {
+        Waited::Done(results, took) => (results, took),
+        Waited::Ended(message) => {
+            with_store(shared, move |s| s.journal_finish(journal_id)).await?;
+            return Err(message.into());
+        }
+    };
     let (images, billed) = download_all(shared, client, &results).await;
     // The task is over whatever the downloads did: the service will not bill it again.
     with_store(shared, move |s| s.journal_finish(journal_id)).await?;
-    Ok((remote, images?, billed))
+    let images = images.map_err(|e| {
+        format!(
+            "{e}; the service billed {billed} image(s) for task `{remote}` that could not be saved"
+        )
+    })?;
+    Ok((remote, images, billed, took))
+}
+
+/// How a remote task ended.
+enum Waited {
+    /// SUCCEEDED: its results, and about how many seconds it took.
+    Done(Vec<crate::dashscope::TaskResult>, f64),
+    /// FAILED, CANCELED or UNKNOWN: over, and nothing to download.
+    Ended(String),
 }
 
 async fn submit_with_retries(
@@ -478,16 +669,22 @@ async fn submit_with_retries(
     limit: &ModelLimit,
     job: &Job,
     body: &Value,
-) -> Result<String, String> {
+) -> Result<String, Failure> {
     let mut backoff = Duration::from_millis(500);
     for attempt in 1..=MAX_SUBMIT_ATTEMPTS {
-        if shared.stop_flag.load(Ordering::SeqCst) {
-            return Err("not submitted: the build stopped after a fatal provider error".to_owned());
+        if let Some(reason) = shared.halted() {
+            return Err(Failure::skipped(reason));
         }
-        limit.pace().await;
+        limit.pacer.wait().await;
         match client.submit(&job.compiled, body).await {
-            Ok(remote) => return Ok(remote),
+            Ok(remote) => {
+                limit.recover_once();
+                return Ok(remote);
+            }
             Err(ProviderError::Transient { code, message }) if attempt < MAX_SUBMIT_ATTEMPTS => {
+                if code.starts_with("Throttling") {
+                    limit.cut_once();
+                }
                 let wait = backoff + jitter(backoff / 4);
                 (shared.exec.on_event)(Event::Retrying {
                     id: job.id.clone(),
@@ -500,9 +697,9 @@ async fn submit_with_retries(
             Err(e @ ProviderError::Fatal { .. }) => {
                 let message = format!("submission refused: {e}");
                 stop(shared, e);
-                return Err(message);
+                return Err(message.into());
             }
-            Err(e) => return Err(format!("submission failed: {e}")),
+            Err(e) => return Err(format!("submission failed: {e}").into()),
         }
     }
     unreachable!("the last attempt returns")
@@ -517,35 +714,51 @@ fn jitter(max: Duration) -> Duration {
     Duration::from_nanos(u64::from(nanos) % max_ns)
 }
 
+/// Polls a remote task to its end. Returns its results and an estimate of when it finished (seconds
+/// after `since`, half the last interval before its detection).
 async fn wait_for(
     shared: &Arc<Shared>,
     client: &Client,
-    job: &Job,
+    label: &str,
+    model: &str,
     remote: &str,
-) -> Result<Vec<crate::dashscope::TaskResult>, String> {
-    let policy = shared.exec.poll;
-    let deadline = Instant::now() + shared.exec.task_timeout;
-    let mut interval = policy.first;
+    since: Instant,
+) -> Result<Waited, String> {
+    let history = shared
+        .exec
+        .latency_history
+        .get(model)
+        .map_or(&[][..], Vec::as_slice);
+    let mut schedule = PollSchedule::new(shared.exec.poll, history);
+    let deadline = since + shared.exec.task_timeout;
     let mut consecutive_errors = 0;
     loop {
-        tokio::time::sleep(interval).await;
-        interval = policy.next(interval);
+        let wait = schedule.next_wait();
+        tokio::time::sleep(wait).await;
+        shared.queries.wait().await;
         match client.query(remote).await {
             Ok(TaskState::Pending | TaskState::Running) => consecutive_errors = 0,
-            Ok(TaskState::Succeeded { results, .. }) => return Ok(results),
-            Ok(TaskState::Failed { code, message }) => {
-                return Err(format!("the task failed: {code}: {message}"));
+            Ok(TaskState::Succeeded { results, .. }) => {
+                let finished = since.elapsed().saturating_sub(wait / 2);
+                return Ok(Waited::Done(results, finished.as_secs_f64()));
             }
-            Ok(TaskState::Canceled) => return Err("the task was canceled".to_owned()),
+            Ok(TaskState::Failed { code, message }) => {
+                return Ok(Waited::Ended(format!("the task failed: {code}: {message}")));
+            }
+            Ok(TaskState::Canceled) => {
+                return Ok(Waited::Ended("the task was canceled".to_owned()));
+            }
             Ok(TaskState::Unknown) => {
-                return Err(format!(
-                    "the service no longer knows task `{remote}` (expired or never existed)"
-                ));
+                return Ok(Waited::Ended(format!(
+                    "the service no longer knows task `{remote}` (expired after 24 h, or never existed)"
+                )));
             }
             Err(ProviderError::Transient { code, message }) => {
                 consecutive_errors += 1;
                 if consecutive_errors >= 10 {
-                    return Err(format!("querying the task kept failing: {code}: {message}"));
+                    return Err(format!(
+                        "querying the task kept failing: {code}: {message}; it stays journaled for the next build"
+                    ));
                 }
             }
             Err(e @ ProviderError::Fatal { .. }) => {
@@ -557,9 +770,8 @@ async fn wait_for(
         }
         if Instant::now() >= deadline {
             return Err(format!(
-                "timed out after {}s waiting for task `{remote}` of `{}`",
-                shared.exec.task_timeout.as_secs(),
-                job.id
+                "timed out after {}s waiting for task `{remote}` of `{label}`; it stays journaled and the next build resumes it",
+                shared.exec.task_timeout.as_secs()
             ));
         }
     }
@@ -634,4 +846,124 @@ async fn download_one(
     })
     .await
     .unwrap_or_else(|e| panic!("storing a download panicked: {e}"))
+}
+
+/// What became of a task found in the journal (a previous build crashed or was interrupted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resumed {
+    /// Its images were downloaded and cached: the build restores them for free.
+    Recovered { task_id: String, images: u32 },
+    /// It cannot be recovered (failed, expired, or unknown to the service).
+    Lost { task_id: String, reason: String },
+    /// The crash came between the submission and the recording of its id: the service may have
+    /// accepted (and billed) it, and this build will submit it again.
+    MaybeBilledTwice { task_id: String },
+    /// Still not finished (or the service could not be reached): left journaled for the next build.
+    Pending { task_id: String, reason: String },
+}
+
+/// Tasks older than this are gone from the service (protocol §3: task data is kept 24 h).
+const REMOTE_TASK_TTL_SECS: i64 = 24 * 3600;
+
+impl Executor {
+    /// Finishes the journaled tasks of earlier builds: queries each, downloads its images into the
+    /// cache under its key, and closes its journal entry, so nothing paid for is paid again.
+    pub async fn resume(self, entries: Vec<JournalEntry>, registry: &Registry) -> Vec<Resumed> {
+        let shared = self.into_shared(entries.iter().map(|e| e.model.clone()), registry);
+        let mut set = JoinSet::new();
+        for entry in entries {
+            let shared = Arc::clone(&shared);
+            let price = registry
+                .get(&entry.model)
+                .map_or(Money::ZERO, |spec| spec.price);
+            set.spawn(async move { resume_one(&shared, entry, price).await });
+        }
+        let mut out = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            out.push(joined.unwrap_or_else(|e| panic!("resuming a task panicked: {e}")));
+        }
+        out
+    }
+}
+
+async fn resume_one(shared: &Arc<Shared>, entry: JournalEntry, price: Money) -> Resumed {
+    let id = entry.id;
+    let close = |shared: &Arc<Shared>| {
+        let shared = Arc::clone(shared);
+        async move { with_store(&shared, move |s| s.journal_finish(id)).await }
+    };
+    let task_id = entry.task_id.clone();
+    let Some(remote) = entry.remote_task_id.clone() else {
+        let _ = close(shared).await;
+        return Resumed::MaybeBilledTwice { task_id };
+    };
+    if output_name::now_unix() - entry.created_at > REMOTE_TASK_TTL_SECS {
+        let _ = close(shared).await;
+        return Resumed::Lost {
+            task_id,
+            reason: format!("task `{remote}` is older than 24 h; the service has forgotten it"),
+        };
+    }
+    let Some(client) = shared.exec.client.clone() else {
+        return Resumed::Pending {
+            task_id,
+            reason: "no provider to ask".to_owned(),
+        };
+    };
+    let since = Instant::now();
+    let (results, took) =
+        match wait_for(shared, &client, &task_id, &entry.model, &remote, since).await {
+            Ok(Waited::Done(results, took)) => (results, took),
+            Ok(Waited::Ended(reason)) => {
+                let _ = close(shared).await;
+                return Resumed::Lost { task_id, reason };
+            }
+            Err(reason) => return Resumed::Pending { task_id, reason },
+        };
+    let (images, billed) = download_all(shared, &client, &results).await;
+    let _ = close(shared).await;
+    let images = match images {
+        Ok(images) if images.len() as u32 == entry.images => images,
+        Ok(images) => {
+            return Resumed::Lost {
+                task_id,
+                reason: format!(
+                    "task `{remote}` produced {} of {} images; kept in the blob store but not cached",
+                    images.len(),
+                    entry.images
+                ),
+            };
+        }
+        Err(e) => {
+            return Resumed::Lost {
+                task_id,
+                reason: format!("{e} (billed {billed} images)"),
+            };
+        }
+    };
+    let count = images.len() as u32;
+    let result = StoredResult {
+        key: entry.key.clone(),
+        task_id: task_id.clone(),
+        model: entry.model.clone(),
+        provider: shared.exec.provider.clone(),
+        request_json: entry.request_json.clone(),
+        remote_task_id: Some(remote),
+        images,
+        cost: price.times(billed),
+        generated_at: output_name::now_unix(),
+    };
+    let model = entry.model.clone();
+    match with_store(shared, move |s| {
+        s.put_result(&result)?;
+        s.record_latency(&model, took)
+    })
+    .await
+    {
+        Ok(()) => Resumed::Recovered {
+            task_id,
+            images: count,
+        },
+        Err(reason) => Resumed::Lost { task_id, reason },
+    }
 }

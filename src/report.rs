@@ -1,11 +1,11 @@
 //! `Summary`: what a build did, spent and saved, printed for people on stderr and, with `--json`, as
 //! one documented JSON object on stdout.
 //!
-//! JSON fields: `generated`, `restored`, `fresh`, `failed` (task counts), `images_generated`, `spent`,
+//! JSON fields: `generated`, `restored`, `fresh`, `failed`, `skipped` (task counts), `images_generated`, `spent`,
 //! `saved` (CNY, numbers), `currency` (`"CNY"`), `emulated` (money is emulated, not real), `dry_run`,
 //! `cumulative` (`runs`, `spent`, `saved` over every recorded build of this kind), and `tasks`: one
 //! object per selected task with `id`, `action` (`fresh` | `restore` | `generate`), `status`
-//! (`fresh` | `restored` | `generated` | `failed` | `planned`), `reason`, `cost`, `saved`, `outputs`
+//! (`fresh` | `restored` | `generated` | `failed` | `skipped` | `planned`), `reason`, `cost`, `saved`, `outputs`
 //! (project-relative paths) and `error` (a string, for failed tasks).
 
 use serde::Serialize;
@@ -18,6 +18,8 @@ pub struct Summary {
     pub restored: usize,
     pub fresh: usize,
     pub failed: usize,
+    /// Not submitted because the build was interrupted or stopped: nothing was paid for them.
+    pub skipped: usize,
     pub images_generated: u32,
     #[serde(serialize_with = "yuan")]
     pub spent: Money,
@@ -81,6 +83,12 @@ impl Summary {
             self.fresh,
             self.failed
         )];
+        if self.skipped > 0 {
+            lines.push(format!(
+                "{} not submitted (nothing paid for them)",
+                self.skipped
+            ));
+        }
         lines.push(format!("spent {}, saved {}{label}", self.spent, self.saved));
         if self.cumulative.runs > 0 {
             lines.push(format!(

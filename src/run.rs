@@ -3,6 +3,8 @@
 
 use std::ffi::OsString;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 
@@ -53,13 +55,20 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> Result<()> {
     match &cli.command {
         Command::Build(args) => {
             let project = Project::load(dir, printer)?;
-            let built = build::build(&project, args, printer).await?;
+            let cancel = Arc::new(AtomicBool::new(false));
+            let interrupts = tokio::spawn(watch_interrupts(Arc::clone(&cancel), *printer));
+            let built = build::build(&project, args, printer, cancel).await;
+            interrupts.abort();
+            let built = built?;
             if args.dry_run {
                 return Ok(());
             }
             build::finish(printer, &built.summary, args.json);
             if let Some(fatal) = built.fatal {
                 return Err(fatal);
+            }
+            if built.interrupted {
+                return Err(Error::Interrupted);
             }
             if built.summary.failed > 0 {
                 return Err(Error::TasksFailed {
@@ -182,6 +191,27 @@ async fn emulator(args: &EmulatorArgs, printer: &Printer) -> Result<()> {
         .map_err(|e| Error::Other(format!("could not wait for Ctrl-C: {e}")))?;
     emu.shutdown().await;
     Ok(())
+}
+
+/// The first Ctrl-C stops new submissions and lets tasks in flight finish (they are paid for); the
+/// second exits at once, leaving them journaled for the next build to resume. Outputs are written
+/// atomically, so neither leaves a half-written file.
+async fn watch_interrupts(cancel: Arc<AtomicBool>, printer: Printer) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    cancel.store(true, Ordering::SeqCst);
+    printer.warn(
+        "Interrupted",
+        "submitting nothing more; waiting for the tasks in flight (they are paid for). Ctrl-C again leaves them journaled for the next build",
+    );
+    if tokio::signal::ctrl_c().await.is_ok() {
+        printer.warn(
+            "Interrupted",
+            "leaving the tasks in flight journaled; `wanx build` resumes them",
+        );
+        std::process::exit(i32::from(exit::INTERRUPTED));
+    }
 }
 
 fn report_error(printer: &Printer, e: &Error) {
