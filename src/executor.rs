@@ -292,6 +292,8 @@ struct Shared {
     limits: HashMap<String, Arc<ModelLimit>>,
     jobs: Semaphore,
     queries: Pacer,
+    /// Latencies per model: the store's history, plus every task of this build as it finishes.
+    history: Mutex<HashMap<String, Vec<f64>>>,
     stopped: Mutex<Option<ProviderError>>,
     stop_flag: AtomicBool,
 }
@@ -334,6 +336,7 @@ impl Executor {
             })
             .collect();
         Arc::new(Shared {
+            history: Mutex::new(self.latency_history.clone()),
             jobs: Semaphore::new(self.jobs.max(1)),
             exec: self,
             limits,
@@ -518,11 +521,6 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
         .await
         .expect("the job semaphore is never closed");
     let limit = Arc::clone(&shared.limits[&job.compiled.model]);
-    let _model_permit = limit
-        .in_flight
-        .acquire()
-        .await
-        .expect("model semaphores are never closed");
     let client = shared
         .exec
         .client
@@ -620,6 +618,16 @@ async fn run_remote_task(
         images: n,
         created_at: output_name::now_unix(),
     };
+    // A quota slot is a task in progress on the service: held from submission until it ends there,
+    // not while its images download.
+    let slot = limit
+        .in_flight
+        .acquire()
+        .await
+        .expect("model semaphores are never closed");
+    if let Some(reason) = shared.halted() {
+        return Err(Failure::skipped(reason));
+    }
     let journal_id = with_store(shared, move |s| s.journal_begin(&intent)).await?;
     let remote = match submit_with_retries(shared, client, limit, job, &body).await {
         Ok(remote) => remote,
@@ -637,6 +645,7 @@ async fn run_remote_task(
     let since = Instant::now();
     // An error here leaves the task journaled: the next build resumes it rather than paying again.
     let waited = wait_for(shared, client, &job.id, &job.compiled.model, &remote, since).await?;
+    drop(slot);
     let (results, took) = match waited {
         Waited::Done(results, took) => (results, took),
         Waited::Ended(message) => {
@@ -739,8 +748,15 @@ async fn wait_for(
         match client.query(remote).await {
             Ok(TaskState::Pending | TaskState::Running) => consecutive_errors = 0,
             Ok(TaskState::Succeeded { results, .. }) => {
-                let finished = since.elapsed().saturating_sub(wait / 2);
-                return Ok(Waited::Done(results, finished.as_secs_f64()));
+                let took = since.elapsed().saturating_sub(wait / 2).as_secs_f64();
+                shared
+                    .history
+                    .lock()
+                    .expect("never poisoned")
+                    .entry(model.to_owned())
+                    .or_default()
+                    .push(took);
+                return Ok(Waited::Done(results, took));
             }
             Ok(TaskState::Failed { code, message }) => {
                 return Ok(Waited::Ended(format!("the task failed: {code}: {message}")));

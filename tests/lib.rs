@@ -6,4 +6,5 @@ mod build;
 mod cli;
 mod invalid;
 mod locked;
+mod provider;
 mod util;

@@ -63,15 +63,31 @@ impl From<Output> for Run {
 impl Project {
     /// An empty project (`wanx.toml` empty) with an emulator of negligible latency.
     pub fn new() -> Project {
+        Project::with_emulator(EmulatorConfig {
+            latency: std::time::Duration::from_millis(20),
+            ..EmulatorConfig::default()
+        })
+    }
+
+    /// A project whose emulator is configured by `toml` (the `wanx emulator --config` format); the
+    /// latency is 20 ms unless it says otherwise.
+    pub fn with_emulator_toml(toml: &str) -> Project {
+        let text = if toml.contains("latency_ms") {
+            toml.to_owned()
+        } else {
+            format!("latency_ms = 20\n{toml}")
+        };
+        Project::with_emulator(
+            EmulatorConfig::from_toml(&text).unwrap_or_else(|e| panic!("bad emulator config: {e}")),
+        )
+    }
+
+    pub fn with_emulator(config: EmulatorConfig) -> Project {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let config = EmulatorConfig {
-            latency: std::time::Duration::from_millis(20),
-            ..EmulatorConfig::default()
-        };
         let emulator = runtime
             .block_on(Emulator::start(config, ([127, 0, 0, 1], 0).into()))
             .unwrap();
@@ -136,14 +152,23 @@ impl Project {
 
     /// Every file under the project (except `.wanx/`), with its bytes: to prove nothing changed.
     pub fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
-        fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        self.files(false)
+    }
+
+    /// Every file under the project, `.wanx/` included.
+    pub fn snapshot_all(&self) -> BTreeMap<String, Vec<u8>> {
+        self.files(true)
+    }
+
+    fn files(&self, with_state: bool) -> BTreeMap<String, Vec<u8>> {
+        fn walk(root: &Path, dir: &Path, with_state: bool, out: &mut BTreeMap<String, Vec<u8>>) {
             for entry in std::fs::read_dir(dir).unwrap() {
                 let path = entry.unwrap().path();
-                if path.file_name().is_some_and(|n| n == ".wanx") {
+                if !with_state && path.file_name().is_some_and(|n| n == ".wanx") {
                     continue;
                 }
                 if path.is_dir() {
-                    walk(root, &path, out);
+                    walk(root, &path, with_state, out);
                 } else {
                     out.insert(
                         path.strip_prefix(root).unwrap().display().to_string(),
@@ -153,7 +178,7 @@ impl Project {
             }
         }
         let mut out = BTreeMap::new();
-        walk(self.root(), self.root(), &mut out);
+        walk(self.root(), self.root(), with_state, &mut out);
         out
     }
 
