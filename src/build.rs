@@ -1,438 +1,35 @@
-//! `build` and `plan`: the pipeline end to end. Load and validate, compile and key every selected
-//! task, take a snapshot (lock, stat cache, store, blobs), reconcile, then either print the plan or
-//! execute it and report. The order guarantees the invariants: nothing is sent or written before the
-//! whole project validated, and nothing is paid for under `--locked` or over budget.
+//! `build`: the pipeline's effects, after `planner` has decided. Resume journaled work, check
+//! `--locked` and the budget, execute in rounds (tasks that consume images generated in a round are
+//! planned again after it), and report. The order guarantees the invariants: nothing is sent or
+//! written before the whole project validated, and nothing is paid for under `--locked` or over
+//! budget.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::blob_store::{BlobStore, hash_file};
-use crate::cache_key::{CacheKey, Provider};
+use crate::blob_store::BlobStore;
+use crate::cache_key::Provider;
 use crate::cli::{BuildArgs, Selection};
-use crate::compile::{Compiled, compile};
-use crate::dashscope::Client;
-use crate::diagnostic::{Diagnostic, did_you_mean};
+use crate::dashscope::{Client, ProviderError};
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::error::{Error, Result};
-use crate::executor::{Event, Executor, Job, JobKind, PollPolicy, Resumed};
+use crate::executor::{Event, Executor, Job, JobKind, Outcome, PollPolicy, Resumed};
 use crate::lock::LockFile;
-use crate::manifest::{self, Manifest};
 use crate::money::Money;
 use crate::output_name::now_unix;
-use crate::plan::{self, Loaded};
+use crate::planner::task_report;
+pub use crate::planner::{Planned, Project, plan, print_plan, waiting_reason};
 use crate::printer::Printer;
-use crate::reconcile::{self, Action, Decision, Item, Recorded, Snapshot};
-use crate::registry::Registry;
+use crate::reconcile::Action;
 use crate::report::{Cumulative, Summary, TaskReport};
 use crate::secret::ApiKey;
-use crate::store::{RunRecord, StatEntry, Store, stat_of};
-use crate::task::Task;
+use crate::store::{RunRecord, Store};
 
-/// The project as loaded: manifest, registry and validated plans.
-pub struct Project {
-    pub manifest: Manifest,
-    pub registry: Registry,
-    pub loaded: Loaded,
-}
-
-impl Project {
-    /// Finds and loads the project, printing plan notes. Any error stops here, before any effect.
-    pub fn load(dir: Option<&Path>, printer: &Printer) -> Result<Project> {
-        let cwd = match dir {
-            Some(d) => d.to_path_buf(),
-            None => std::env::current_dir().map_err(|e| Error::io("could not read", ".", e))?,
-        };
-        let path = Manifest::find(&cwd)?;
-        let (manifest, registry) = Manifest::load(&path)?;
-        let loaded = plan::load(&manifest, &registry)?;
-        for note in &loaded.notes {
-            printer.block(&note.render(printer.color), false);
-        }
-        Ok(Project {
-            manifest,
-            registry,
-            loaded,
-        })
-    }
-
-    /// The tasks named on the command line, in plan order (all when none are named).
-    fn select(&self, selection: &Selection) -> Result<Vec<&Task>> {
-        let ids: HashSet<&str> = self.loaded.tasks.iter().map(|t| t.id.as_str()).collect();
-        let mut unknown = Vec::new();
-        for wanted in &selection.tasks {
-            if !ids.contains(wanted.as_str()) {
-                let hint = did_you_mean(wanted, ids.iter().copied())
-                    .map(|s| format!("did you mean `{s}`?"));
-                unknown.push((wanted.clone(), hint));
-            }
-        }
-        if let Some((first, hint)) = unknown.into_iter().next() {
-            return Err(Error::Usage {
-                message: format!("no task named `{first}` in this project"),
-                hint: hint.or_else(|| Some("`wanx plan` lists every task".to_owned())),
-            });
-        }
-        let wanted: HashSet<&str> = selection.tasks.iter().map(String::as_str).collect();
-        Ok(self
-            .loaded
-            .tasks
-            .iter()
-            .filter(|t| wanted.is_empty() || wanted.contains(t.id.as_str()))
-            .collect())
-    }
-
-    /// Where requests go: the emulator, `DASHSCOPE_HTTP_BASE_URL` (as the official SDK reads it),
-    /// `[provider] base_url`, a seed plan's `api_endpoint`, or Beijing.
-    fn base_url(&self) -> String {
-        std::env::var("DASHSCOPE_HTTP_BASE_URL")
-            .ok()
-            .filter(|v| !v.is_empty())
-            .or_else(|| self.manifest.provider.base_url.clone())
-            .or_else(|| self.loaded.seed.base_url.clone())
-            .unwrap_or_else(|| manifest::DEFAULT_BASE_URL.to_owned())
-    }
-
-    fn provider(&self, emulate: bool) -> Provider {
-        if emulate {
-            Provider::Emulator
-        } else {
-            Provider::from_base_url(&self.base_url())
-        }
-    }
-
-    /// The API key variable: `[provider] api_key_env`, unless left at its default and a seed plan names one.
-    fn api_key_env(&self) -> String {
-        let configured = &self.manifest.provider.api_key_env;
-        match &self.loaded.seed.api_key_env {
-            Some((var, _)) if configured == "DASHSCOPE_API_KEY" => var.clone(),
-            _ => configured.clone(),
-        }
-    }
-}
-
-/// A selected task, compiled and keyed.
-pub struct Unit<'a> {
-    pub task: &'a Task,
-    pub compiled: Compiled,
-    pub key: CacheKey,
-}
-
-/// Everything decided, before any effect.
-pub struct Planned<'a> {
-    pub units: Vec<Unit<'a>>,
-    pub decisions: Vec<Decision>,
-    pub provider: Provider,
-    pub lock: LockFile,
-    pub store: Store,
-    pub blobs: BlobStore,
-    /// Lock entries of tasks no longer in any plan (pruned by a full build).
-    pub stale_lock_entries: Vec<String>,
-    /// Stats of outputs hashed while taking the snapshot, to remember.
-    pub new_stats: Vec<(String, StatEntry)>,
-}
-
-/// Compiles, keys, snapshots and reconciles the selected tasks.
-pub fn plan<'a>(project: &'a Project, selection: &Selection, force: bool) -> Result<Planned<'a>> {
-    let provider = project.provider(selection.emulate);
-    let tasks = project.select(selection)?;
-    let root = &project.manifest.root;
-    let mut units = Vec::with_capacity(tasks.len());
-    let mut media_errors = Vec::new();
-    for task in tasks {
-        let compiled = compile(task, &project.registry);
-        let mut digests = Vec::new();
-        for slot in &compiled.media {
-            match media_digest(root, &slot.source) {
-                Ok(d) => digests.push(d),
-                Err(message) => media_errors.push(
-                    Diagnostic::error(&task.origin.file, message)
-                        .at_line_col("", task.origin.line, task.origin.column)
-                        .field(slot.pointer.trim_start_matches('/').replace('/', ".")),
-                ),
-            }
-        }
-        if digests.len() == compiled.media.len() {
-            let key = CacheKey::new(&provider, &compiled, &digests);
-            units.push(Unit {
-                task,
-                compiled,
-                key,
-            });
-        }
-    }
-    if !media_errors.is_empty() {
-        return Err(Error::Invalid {
-            count: media_errors.len(),
-            diagnostics: media_errors,
-        });
-    }
-    let lock = LockFile::read(&project.manifest.lock_path())?;
-    let store = Store::open(&project.manifest.state_dir())?;
-    let blobs = BlobStore::new(project.manifest.state_dir().join("blobs"));
-    let stat_cache = store.stat_cache()?;
-    let now = now_unix();
-
-    let mut snapshot = Snapshot::default();
-    let mut new_stats = Vec::new();
-    for unit in &units {
-        let Some(entry) = lock.tasks.get(&unit.task.id) else {
-            continue;
-        };
-        let recorded = Recorded {
-            key: entry.key.clone(),
-            generated_at: entry.generated_at,
-            images: entry.outputs.iter().map(|o| o.blake3.clone()).collect(),
-            outputs: entry.outputs.iter().map(|o| o.path.clone()).collect(),
-        };
-        if entry.key == unit.key.hex() {
-            for output in &entry.outputs {
-                let observed = observe(
-                    root,
-                    &output.path,
-                    stat_cache.get(&output.path),
-                    &mut new_stats,
-                );
-                snapshot.disk.insert(output.path.clone(), observed);
-            }
-        }
-        snapshot.lock.insert(unit.task.id.clone(), recorded);
-    }
-    let items: Vec<Item<'_>> = units.iter().map(|u| item(u)).collect();
-    let first = reconcile::reconcile(&items, &snapshot, force, now);
-    // Only what is not fresh needs the store and the blob store.
-    let unsettled: Vec<&Unit<'_>> = units
-        .iter()
-        .zip(&first)
-        .filter(|(_, d)| d.action != Action::Fresh)
-        .map(|(u, _)| u)
-        .collect();
-    let decisions = if unsettled.is_empty() || force {
-        first
-    } else {
-        let keys: Vec<String> = unsettled.iter().map(|u| u.key.hex()).collect();
-        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        for (key, result) in store.results(&key_refs)? {
-            let images = result.images.iter().map(|i| i.blake3.clone()).collect();
-            snapshot.cached.insert(
-                key.clone(),
-                Recorded {
-                    key,
-                    generated_at: result.generated_at,
-                    images,
-                    outputs: vec![],
-                },
-            );
-        }
-        let mut wanted: HashSet<&String> =
-            snapshot.cached.values().flat_map(|r| &r.images).collect();
-        for unit in &unsettled {
-            if let Some(rec) = snapshot.lock.get(&unit.task.id) {
-                wanted.extend(&rec.images);
-            }
-        }
-        let present: Vec<String> = wanted
-            .into_iter()
-            .filter(|h| blobs.contains(h))
-            .cloned()
-            .collect();
-        snapshot.blobs.extend(present);
-        reconcile::reconcile(&items, &snapshot, force, now)
-    };
-    let selected_all = selection.tasks.is_empty();
-    let ids: HashSet<&str> = project.loaded.tasks.iter().map(|t| t.id.as_str()).collect();
-    let stale_lock_entries = if selected_all {
-        lock.tasks
-            .keys()
-            .filter(|id| !ids.contains(id.as_str()))
-            .cloned()
-            .collect()
-    } else {
-        Vec::new()
-    };
-    drop(items);
-    Ok(Planned {
-        units,
-        decisions,
-        provider,
-        lock,
-        store,
-        blobs,
-        stale_lock_entries,
-        new_stats,
-    })
-}
-
-fn item<'a>(unit: &'a Unit<'_>) -> Item<'a> {
-    Item {
-        id: &unit.task.id,
-        key: unit.key,
-        n: unit.compiled.n,
-        price: unit.compiled.price,
-        output: &unit.task.output,
-    }
-}
-
-/// The blake3 of a file on disk, from the stat cache when size, mtime and inode still match.
-fn observe(
-    root: &Path,
-    path: &str,
-    cached: Option<&StatEntry>,
-    new_stats: &mut Vec<(String, StatEntry)>,
-) -> Option<String> {
-    let full = root.join(path);
-    let meta = std::fs::metadata(&full).ok()?;
-    let (size, mtime_ns, inode) = stat_of(&meta);
-    if let Some(c) = cached
-        && c.size == size
-        && c.mtime_ns == mtime_ns
-        && c.inode == inode
-    {
-        return Some(c.blake3.clone());
-    }
-    let (hash, _) = hash_file(&full).ok()?;
-    new_stats.push((
-        path.to_owned(),
-        StatEntry {
-            size,
-            mtime_ns,
-            inode,
-            blake3: hash.clone(),
-        },
-    ));
-    Some(hash)
-}
-
-/// The content digest of a media input that is not a URL.
-fn media_digest(
-    root: &Path,
-    source: &crate::task::InputRef,
-) -> std::result::Result<String, String> {
-    match source {
-        crate::task::InputRef::File(path) => hash_file(&root.join(path))
-            .map(|(h, _)| h)
-            .map_err(|e| format!("cannot read input `{}`: {e}", path.display())),
-        crate::task::InputRef::Task { id, .. } => Err(format!(
-            "this task consumes the output of task `{id}`; edit chains between tasks are not built by this version of wanx yet"
-        )),
-        crate::task::InputRef::Url(_) => {
-            unreachable!("URL inputs are placed in the body, not in media slots")
-        }
-    }
-}
-
-/// `wanx plan`: prints one line per task and the totals.
-pub fn print_plan(project: &Project, planned: &Planned<'_>, printer: &Printer, json: bool) {
-    let totals = reconcile::totals(
-        planned
-            .decisions
-            .iter()
-            .zip(&planned.units)
-            .map(|(d, u)| (d, u.compiled.n)),
-    );
-    if json {
-        let tasks: Vec<TaskReport> = planned
-            .units
-            .iter()
-            .zip(&planned.decisions)
-            .map(|(u, d)| task_report(u, d, "planned", None))
-            .collect();
-        let summary = Summary {
-            generated: totals.generate,
-            restored: totals.restore,
-            fresh: totals.fresh,
-            images_generated: totals.images_to_generate,
-            spent: totals.cost,
-            saved: totals.saved,
-            currency: "CNY",
-            emulated: planned.provider.is_emulated(),
-            dry_run: true,
-            tasks,
-            ..Summary::default()
-        };
-        printer.data(&serde_json::to_string_pretty(&summary).expect("a summary always serializes"));
-        return;
-    }
-    let width = planned
-        .units
-        .iter()
-        .map(|u| u.task.id.len())
-        .max()
-        .unwrap_or(0);
-    for (unit, d) in planned.units.iter().zip(&planned.decisions) {
-        let price = match d.action {
-            Action::Generate => format!(
-                "{} ({} × {})",
-                d.cost(),
-                unit.compiled.n,
-                unit.compiled.price
-            ),
-            _ => "free".to_owned(),
-        };
-        printer.data(&format!(
-            "{:<8}  {:<width$}  {:<18}  {:<28}  {price}",
-            d.action.name(),
-            unit.task.id,
-            unit.compiled.model,
-            d.reason.to_string()
-        ));
-    }
-    let label = if planned.provider.is_emulated() {
-        " (emulated)"
-    } else {
-        ""
-    };
-    printer.data(&format!(
-        "\n{} to generate ({} image{}, {}{label}), {} to restore, {} fresh; saving {}",
-        totals.generate,
-        totals.images_to_generate,
-        if totals.images_to_generate == 1 {
-            ""
-        } else {
-            "s"
-        },
-        totals.cost,
-        totals.restore,
-        totals.fresh,
-        totals.saved
-    ));
-    if !planned.stale_lock_entries.is_empty() {
-        printer.data(&format!(
-            "{} lock entr{} for tasks no longer in any plan will be dropped",
-            planned.stale_lock_entries.len(),
-            if planned.stale_lock_entries.len() == 1 {
-                "y"
-            } else {
-                "ies"
-            }
-        ));
-    }
-    let _ = project;
-}
-
-fn task_report(
-    unit: &Unit<'_>,
-    d: &Decision,
-    status: &'static str,
-    error: Option<String>,
-) -> TaskReport {
-    TaskReport {
-        id: unit.task.id.clone(),
-        action: d.action.name(),
-        status,
-        reason: d.reason.to_string(),
-        model: unit.compiled.model.clone(),
-        images: unit.compiled.n,
-        cost: d.cost(),
-        saved: d.saved(),
-        outputs: d.outputs.clone(),
-        error,
-    }
-}
-
-/// `wanx build`.
+/// `wanx build`: resume what earlier builds left journaled, plan, check `--locked` and the budget,
+/// then execute in rounds: each round runs every task whose inputs are known; tasks that consume
+/// images generated in a round are planned again after it.
 pub async fn build(
     project: &Project,
     args: &BuildArgs,
@@ -443,235 +40,98 @@ pub async fn build(
     if !args.dry_run && !args.locked {
         resume_journal(project, args, printer, &cancel).await?;
     }
-    let mut planned = plan(project, &args.selection, args.force)?;
-    // Remember hashes computed while looking, so the next no-op hashes nothing.
-    if !planned.new_stats.is_empty() {
-        planned.store.put_stats(&planned.new_stats)?;
-    }
-    let emulated = planned.provider.is_emulated();
-    let totals = reconcile::totals(
-        planned
-            .decisions
+    let mut forced: HashSet<String> = if args.force {
+        project
+            .select(&args.selection)?
             .iter()
-            .zip(&planned.units)
-            .map(|(d, u)| (d, u.compiled.n)),
-    );
+            .map(|t| t.id.clone())
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    let mut planned = plan(project, &args.selection, &forced)?;
+    remember_stats(&mut planned)?;
+    let emulated = planned.provider.is_emulated();
     if args.dry_run {
-        print_plan(project, &planned, printer, args.json);
+        print_plan(&planned, printer, args.json);
+        let summary = Summary {
+            dry_run: true,
+            emulated,
+            currency: "CNY",
+            ..Summary::default()
+        };
         return Ok(Built {
-            summary: Summary {
-                dry_run: true,
-                emulated,
-                currency: "CNY",
-                ..Summary::default()
-            },
+            summary,
             fatal: None,
             interrupted: false,
         });
     }
     if args.locked {
-        let changed = planned
-            .units
-            .iter()
-            .zip(&planned.decisions)
-            .filter(|(u, d)| {
-                let lock_key = planned.lock.tasks.get(&u.task.id).map(|e| e.key.as_str());
-                d.action == Action::Generate || lock_key != Some(u.key.hex().as_str())
-            })
-            .count()
-            + planned.stale_lock_entries.len();
-        if changed > 0 {
-            print_plan(project, &planned, printer, false);
-            return Err(Error::NotLocked { stale: changed });
-        }
+        check_locked(&planned, printer)?;
     }
-    let budget = args
-        .max_spend
-        .or(project.manifest.build.max_spend)
-        .map(Money::from_yuan);
-    if let Some(budget) = budget
-        && totals.cost > budget
-    {
-        let mut costly: Vec<(&Unit<'_>, &Decision)> = planned
-            .units
-            .iter()
-            .zip(&planned.decisions)
-            .filter(|(_, d)| d.cost() > Money::ZERO)
-            .collect();
-        costly.sort_by_key(|(_, d)| std::cmp::Reverse(d.cost()));
-        for (u, d) in costly.iter().take(5) {
-            printer.warn(
-                "costly",
+    check_budget(project, args, &planned, printer)?;
+
+    let mut session = Session {
+        summary: Summary {
+            currency: "CNY",
+            emulated,
+            ..Summary::default()
+        },
+        ..Session::default()
+    };
+    loop {
+        let totals = planned.totals();
+        if totals.generate > 0 && session.rounds == 0 {
+            let label = if emulated { " (emulated)" } else { "" };
+            printer.status(
+                "Planning",
                 &format!(
-                    "{} {} ({} images of {})",
-                    u.task.id,
-                    d.cost(),
-                    u.compiled.n,
-                    u.compiled.model
+                    "{} to generate ({} images, {}{label}), {} to restore, {} fresh",
+                    totals.generate,
+                    totals.images_to_generate,
+                    totals.cost,
+                    totals.restore,
+                    totals.fresh
                 ),
             );
         }
-        return Err(Error::OverBudget {
-            planned: totals.cost,
-            budget,
-        });
+        let waiting = run_round(project, args, printer, &cancel, planned, &mut session).await?;
+        if waiting.is_empty() {
+            break;
+        }
+        let halted = cancel.load(Ordering::SeqCst) || session.fatal.is_some();
+        let mut next = Vec::new();
+        for (id, upstream) in waiting {
+            let failed_input = upstream.iter().find(|u| session.unsuccessful.contains(*u));
+            match (halted, failed_input) {
+                (true, _) => session.skip(
+                    &id,
+                    "not submitted: the build stopped before its inputs were ready",
+                ),
+                (false, Some(up)) => session.fail(&id, &format!("input `{up}` was not built")),
+                (false, None) if session.progressed => next.push(id),
+                (false, None) => session.fail(&id, "its inputs were not produced"),
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        forced.retain(|id| next.contains(id));
+        let selection = Selection {
+            tasks: next,
+            emulate: args.selection.emulate,
+        };
+        planned = plan(project, &selection, &forced)?;
+        remember_stats(&mut planned)?;
     }
-
-    let (client, emulator) = if totals.generate > 0 {
-        let (client, emulator) = connect(project, args.selection.emulate, printer).await?;
-        (Some(client), emulator)
-    } else {
-        (None, None)
-    };
-
-    if totals.generate > 0 {
-        let label = if emulated { " (emulated)" } else { "" };
-        printer.status(
-            "Planning",
-            &format!(
-                "{} to generate ({} images, {}{label}), {} to restore, {} fresh",
-                totals.generate,
-                totals.images_to_generate,
-                totals.cost,
-                totals.restore,
-                totals.fresh
-            ),
-        );
-    }
-
-    let root = project.manifest.root.clone();
-    let Planned {
-        units,
-        decisions,
-        lock,
-        store,
-        blobs,
-        stale_lock_entries,
-        ..
-    } = planned;
-    let mut lock = lock;
-    for id in &stale_lock_entries {
-        lock.tasks.remove(id);
-    }
-    let lock = Arc::new(Mutex::new(lock));
-    let store = Arc::new(Mutex::new(store));
-    let by_id: HashMap<String, (&Unit<'_>, &Decision)> = units
-        .iter()
-        .zip(&decisions)
-        .map(|(u, d)| (u.task.id.clone(), (u, d)))
-        .collect();
-    let jobs: Vec<Job> = units
-        .iter()
-        .zip(&decisions)
-        .filter_map(|(u, d)| {
-            let kind = match &d.action {
-                Action::Fresh => return None,
-                Action::Restore {
-                    images,
-                    generated_at,
-                } => JobKind::Restore {
-                    images: images.clone(),
-                    generated_at: *generated_at,
-                },
-                Action::Generate => JobKind::Generate,
-            };
-            Some(Job {
-                id: u.task.id.clone(),
-                key: u.key,
-                compiled: u.compiled.clone(),
-                output: u.task.output.clone(),
-                kind,
-            })
-        })
-        .collect();
-    let models: Vec<&str> = jobs
-        .iter()
-        .filter(|j| matches!(j.kind, JobKind::Generate))
-        .map(|j| j.compiled.model.as_str())
-        .collect();
-    let latency_history = latency_history(&store.lock().expect("never poisoned"), &models)?;
-    let executor = Executor {
-        root,
-        store: Arc::clone(&store),
-        blobs: Arc::new(blobs),
-        lock: Arc::clone(&lock),
-        lock_path: project.manifest.lock_path(),
-        client,
-        provider: planned_provider_identity(emulated, project),
-        poll: if emulated {
-            PollPolicy::EMULATED
-        } else {
-            poll_policy(project)
-        },
-        task_timeout: task_timeout(project),
-        jobs: args.jobs.or(project.manifest.build.jobs).unwrap_or(16),
-        on_event: event_printer(printer),
-        cancel: Arc::clone(&cancel),
-        latency_history,
-    };
-    let execution = executor.run(jobs, &project.registry).await;
-    if let Some(emu) = emulator {
+    if let Some((_, Some(emu))) = session.connection.take() {
         emu.shutdown().await;
     }
-    // Stale entries are gone and fresh ones unchanged: write once more so a build with nothing to do
-    // still prunes, byte-identical otherwise (write_atomic skips identical content).
-    lock.lock()
-        .expect("never poisoned")
-        .write_atomic(&project.manifest.lock_path())
-        .map_err(|e| Error::io("could not write", project.manifest.lock_path(), e))?;
 
-    let outcomes: HashMap<&str, &crate::executor::Outcome> = execution
-        .outcomes
-        .iter()
-        .map(|o| (o.id.as_str(), o))
-        .collect();
-    let mut summary = Summary {
-        currency: "CNY",
-        emulated,
-        ..Summary::default()
-    };
-    for unit in &units {
-        let (_, d) = by_id[&unit.task.id];
-        let report = match outcomes.get(unit.task.id.as_str()) {
-            None => {
-                summary.fresh += 1;
-                summary.saved += d.saved();
-                task_report(unit, d, "fresh", None)
-            }
-            Some(o) => match &o.result {
-                Ok(done) if done.generated => {
-                    summary.generated += 1;
-                    summary.images_generated += done.entry.images;
-                    summary.spent += done.spent;
-                    let mut r = task_report(unit, d, "generated", None);
-                    r.cost = done.spent;
-                    r.outputs = done.entry.outputs.iter().map(|o| o.path.clone()).collect();
-                    r
-                }
-                Ok(done) => {
-                    summary.restored += 1;
-                    summary.saved += d.saved();
-                    let mut r = task_report(unit, d, "restored", None);
-                    r.outputs = done.entry.outputs.iter().map(|o| o.path.clone()).collect();
-                    r
-                }
-                Err(e) => {
-                    let status = if e.skipped {
-                        summary.skipped += 1;
-                        "skipped"
-                    } else {
-                        summary.failed += 1;
-                        "failed"
-                    };
-                    let mut r = task_report(unit, d, status, Some(e.message.clone()));
-                    r.cost = Money::ZERO;
-                    r
-                }
-            },
-        };
-        summary.tasks.push(report);
-    }
-    let mut store = store.lock().expect("never poisoned");
+    let mut summary = session.summary;
+    summary.tasks = session.reports;
+    let store = Store::open(&project.manifest.state_dir())?;
+    let mut store = store;
     store.record_run(&RunRecord {
         started_at,
         finished_at: now_unix(),
@@ -696,8 +156,8 @@ pub async fn build(
         spent: kind.spent,
         saved: kind.saved,
     };
-    let fatal = execution.fatal.map(|f| match f {
-        crate::dashscope::ProviderError::Fatal {
+    let fatal = session.fatal.map(|f| match f {
+        ProviderError::Fatal {
             code,
             message,
             request_id,
@@ -712,12 +172,307 @@ pub async fn build(
             request_id: None,
         },
     });
-    let interrupted = cancel.load(Ordering::SeqCst);
     Ok(Built {
         summary,
         fatal,
-        interrupted,
+        interrupted: cancel.load(Ordering::SeqCst),
     })
+}
+
+/// What a build has done so far, across its rounds.
+#[derive(Default)]
+struct Session {
+    summary: Summary,
+    reports: Vec<TaskReport>,
+    reported: HashSet<String>,
+    /// Tasks that failed or were skipped: their dependants cannot be built.
+    unsuccessful: HashSet<String>,
+    /// Whether the last round generated anything (so waiting tasks may now be decidable).
+    progressed: bool,
+    rounds: u32,
+    connection: Option<(Arc<Client>, Option<Emulator>)>,
+    fatal: Option<ProviderError>,
+}
+
+impl Session {
+    fn report(&mut self, report: TaskReport) {
+        if self.reported.insert(report.id.clone()) {
+            self.reports.push(report);
+        }
+    }
+
+    fn fail(&mut self, id: &str, why: &str) {
+        self.summary.failed += 1;
+        self.unsuccessful.insert(id.to_owned());
+        self.report(bare_report(id, "failed", why));
+    }
+
+    fn skip(&mut self, id: &str, why: &str) {
+        self.summary.skipped += 1;
+        self.unsuccessful.insert(id.to_owned());
+        self.report(bare_report(id, "skipped", why));
+    }
+}
+
+fn bare_report(id: &str, status: &'static str, why: &str) -> TaskReport {
+    TaskReport {
+        id: id.to_owned(),
+        action: "generate",
+        status,
+        reason: why.to_owned(),
+        model: String::new(),
+        images: 0,
+        cost: Money::ZERO,
+        saved: Money::ZERO,
+        outputs: Vec::new(),
+        error: Some(why.to_owned()),
+    }
+}
+
+/// Remembers hashes computed while looking, so the next no-op hashes nothing.
+fn remember_stats(planned: &mut Planned<'_>) -> Result<()> {
+    if !planned.new_stats.is_empty() {
+        planned.store.put_stats(&planned.new_stats)?;
+    }
+    Ok(())
+}
+
+/// `--locked`: nothing may be generated and `wanx.lock` may not change.
+fn check_locked(planned: &Planned<'_>, printer: &Printer) -> Result<()> {
+    let changed = planned
+        .units
+        .iter()
+        .zip(&planned.decisions)
+        .filter(|(u, d)| {
+            let lock_key = planned.lock.tasks.get(&u.task.id).map(|e| e.key.as_str());
+            d.action == Action::Generate || lock_key != Some(u.key.hex().as_str())
+        })
+        .count()
+        + planned.waiting.len()
+        + planned.stale_lock_entries.len();
+    if changed > 0 {
+        print_plan(planned, printer, false);
+        return Err(Error::NotLocked { stale: changed });
+    }
+    Ok(())
+}
+
+/// Refuses, before any request, a build whose generations would cost more than the budget.
+fn check_budget(
+    project: &Project,
+    args: &BuildArgs,
+    planned: &Planned<'_>,
+    printer: &Printer,
+) -> Result<()> {
+    let Some(budget) = args
+        .max_spend
+        .or(project.manifest.build.max_spend)
+        .map(Money::from_yuan)
+    else {
+        return Ok(());
+    };
+    let cost = planned.totals().cost;
+    if cost <= budget {
+        return Ok(());
+    }
+    let mut costly: Vec<(&str, Money, u32, &str)> = planned
+        .units
+        .iter()
+        .zip(&planned.decisions)
+        .filter(|(_, d)| d.cost() > Money::ZERO)
+        .map(|(u, d)| {
+            (
+                u.task.id.as_str(),
+                d.cost(),
+                u.compiled.n,
+                u.compiled.model.as_str(),
+            )
+        })
+        .chain(planned.waiting.iter().map(|w| {
+            (
+                w.task.id.as_str(),
+                w.compiled.cost(),
+                w.compiled.n,
+                w.compiled.model.as_str(),
+            )
+        }))
+        .collect();
+    costly.sort_by_key(|c| std::cmp::Reverse(c.1));
+    for (id, cost, n, model) in costly.iter().take(5) {
+        printer.warn(
+            "Costly",
+            &format!(
+                "{id}: {cost} ({n} image{} of {model})",
+                if *n == 1 { "" } else { "s" }
+            ),
+        );
+    }
+    Err(Error::OverBudget {
+        planned: cost,
+        budget,
+    })
+}
+
+/// Executes one round's decisions and records their outcomes. Returns the tasks still waiting for
+/// inputs, each with the upstream tasks it waits for.
+async fn run_round(
+    project: &Project,
+    args: &BuildArgs,
+    printer: &Printer,
+    cancel: &Arc<AtomicBool>,
+    planned: Planned<'_>,
+    session: &mut Session,
+) -> Result<Vec<(String, Vec<String>)>> {
+    let Planned {
+        units,
+        decisions,
+        waiting,
+        lock,
+        store,
+        blobs,
+        stale_lock_entries,
+        provider,
+        ..
+    } = planned;
+    let waiting: Vec<(String, Vec<String>)> = waiting
+        .into_iter()
+        .map(|w| (w.task.id.clone(), w.upstream))
+        .collect();
+    session.rounds += 1;
+    session.progressed = false;
+    let needs_provider = decisions.iter().any(|d| d.action == Action::Generate);
+    if needs_provider && session.connection.is_none() {
+        let (client, emulator) = connect(project, args.selection.emulate, printer).await?;
+        session.connection = Some((client, emulator));
+    }
+    let mut lock = lock;
+    for id in &stale_lock_entries {
+        lock.tasks.remove(id);
+    }
+    let lock = Arc::new(Mutex::new(lock));
+    let store = Arc::new(Mutex::new(store));
+    let jobs: Vec<Job> = units
+        .iter()
+        .zip(&decisions)
+        .filter_map(|(u, d)| {
+            let kind = match &d.action {
+                Action::Fresh => return None,
+                Action::Restore {
+                    images,
+                    generated_at,
+                } => JobKind::Restore {
+                    images: images.clone(),
+                    generated_at: *generated_at,
+                },
+                Action::Generate => JobKind::Generate,
+            };
+            let inline = project
+                .registry
+                .get(&u.task.model)
+                .is_some_and(|spec| spec.family.is_edit());
+            Some(Job {
+                id: u.task.id.clone(),
+                key: u.key,
+                compiled: u.compiled.clone(),
+                output: u.task.output.clone(),
+                kind,
+                media: u
+                    .compiled
+                    .media
+                    .iter()
+                    .map(|slot| slot.pointer.clone())
+                    .zip(u.media.iter().cloned())
+                    .collect(),
+                inline_media: inline,
+            })
+        })
+        .collect();
+    let models: Vec<&str> = jobs
+        .iter()
+        .filter(|j| matches!(j.kind, JobKind::Generate))
+        .map(|j| j.compiled.model.as_str())
+        .collect();
+    let latency_history = latency_history(&store.lock().expect("never poisoned"), &models)?;
+    let emulated = provider.is_emulated();
+    let executor = Executor {
+        root: project.manifest.root.clone(),
+        store: Arc::clone(&store),
+        blobs: Arc::new(blobs),
+        lock: Arc::clone(&lock),
+        lock_path: project.manifest.lock_path(),
+        client: session.connection.as_ref().map(|(c, _)| Arc::clone(c)),
+        provider: provider.identity(),
+        poll: if emulated {
+            PollPolicy::EMULATED
+        } else {
+            poll_policy(project)
+        },
+        task_timeout: task_timeout(project),
+        jobs: args.jobs.or(project.manifest.build.jobs).unwrap_or(16),
+        on_event: event_printer(printer),
+        cancel: Arc::clone(cancel),
+        latency_history,
+    };
+    let execution = executor.run(jobs, &project.registry).await;
+    // Stale entries are gone and fresh ones unchanged: write once more so a build with nothing to do
+    // still prunes; write_atomic skips identical content.
+    lock.lock()
+        .expect("never poisoned")
+        .write_atomic(&project.manifest.lock_path())
+        .map_err(|e| Error::io("could not write", project.manifest.lock_path(), e))?;
+    if session.fatal.is_none() {
+        session.fatal = execution.fatal;
+    }
+    let outcomes: HashMap<&str, &Outcome> = execution
+        .outcomes
+        .iter()
+        .map(|o| (o.id.as_str(), o))
+        .collect();
+    for (unit, d) in units.iter().zip(&decisions) {
+        if session.reported.contains(&unit.task.id) {
+            continue;
+        }
+        let summary = &mut session.summary;
+        let report = match outcomes.get(unit.task.id.as_str()).map(|o| &o.result) {
+            None => {
+                summary.fresh += 1;
+                summary.saved += d.saved();
+                task_report(unit, d, "fresh", None)
+            }
+            Some(Ok(done)) => {
+                let mut r = if done.generated {
+                    session.progressed = true;
+                    summary.generated += 1;
+                    summary.images_generated += done.entry.images;
+                    summary.spent += done.spent;
+                    let mut r = task_report(unit, d, "generated", None);
+                    r.cost = done.spent;
+                    r
+                } else {
+                    summary.restored += 1;
+                    summary.saved += d.saved();
+                    task_report(unit, d, "restored", None)
+                };
+                r.outputs = done.entry.outputs.iter().map(|o| o.path.clone()).collect();
+                r
+            }
+            Some(Err(e)) => {
+                let status = if e.skipped {
+                    summary.skipped += 1;
+                    "skipped"
+                } else {
+                    summary.failed += 1;
+                    "failed"
+                };
+                session.unsuccessful.insert(unit.task.id.clone());
+                let mut r = task_report(unit, d, status, Some(e.message.clone()));
+                r.cost = Money::ZERO;
+                r
+            }
+        };
+        session.report(report);
+    }
+    Ok(waiting)
 }
 
 /// A client for the provider the build talks to: the in-process emulator, or DashScope with the
@@ -795,7 +550,7 @@ async fn resume_journal(
         lock: Arc::new(Mutex::new(LockFile::default())),
         lock_path: project.manifest.lock_path(),
         client: Some(client),
-        provider: planned_provider_identity(args.selection.emulate, project),
+        provider: project.provider(args.selection.emulate).identity(),
         poll: if emulated {
             PollPolicy::EMULATED
         } else {
@@ -904,10 +659,6 @@ pub fn finish(printer: &Printer, summary: &Summary, json: bool) {
     for line in summary.human() {
         printer.status("Finished", &line);
     }
-}
-
-fn planned_provider_identity(emulated: bool, project: &Project) -> String {
-    project.provider(emulated).identity()
 }
 
 fn poll_policy(project: &Project) -> PollPolicy {

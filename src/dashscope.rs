@@ -315,6 +315,110 @@ impl Client {
     }
 }
 
+#[derive(Deserialize)]
+struct PolicyEnvelope {
+    data: Option<Policy>,
+}
+
+#[derive(Deserialize)]
+#[allow(
+    clippy::struct_field_names,
+    reason = "the wire names the field `policy`"
+)]
+struct Policy {
+    policy: String,
+    signature: String,
+    upload_dir: String,
+    upload_host: String,
+    oss_access_key_id: String,
+    x_oss_object_acl: Option<String>,
+    x_oss_forbid_overwrite: Option<String>,
+}
+
+impl Client {
+    /// Uploads a local image through DashScope's temporary storage (protocol §8): a policy from
+    /// `GET /uploads?action=getPolicy`, a form POST to the object store, and the `oss://` URL the
+    /// model request then uses (with `X-DashScope-OssResourceResolve: enable`). The file is bound to
+    /// `model` and lives 48 hours.
+    pub async fn upload(
+        &self,
+        model: &str,
+        file_name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<String, ProviderError> {
+        // Model ids are URL-safe (letters, digits, `.`, `-`).
+        let request = self.authorized(self.http.get(format!(
+            "{}/uploads?action=getPolicy&model={model}",
+            self.base_url
+        )));
+        let response = request.send().await.map_err(transport_error)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(transport_error)?;
+        if !(200..300).contains(&status) {
+            let e: Option<Envelope> = serde_json::from_slice(&body).ok();
+            let (code, message) = e.map_or((format!("HTTP{status}"), String::new()), |e| {
+                (e.code.unwrap_or_default(), e.message.unwrap_or_default())
+            });
+            return Err(classify(status, &code, &message, None));
+        }
+        let policy = serde_json::from_slice::<PolicyEnvelope>(&body)
+            .ok()
+            .and_then(|p| p.data)
+            .ok_or_else(|| ProviderError::Transient {
+                code: "BadResponse".into(),
+                message: "the upload policy response had no `data`".into(),
+            })?;
+        let key = format!("{}/{file_name}", policy.upload_dir);
+        let mime = match crate::media::sniff(&bytes) {
+            Some(format) => format.mime(),
+            None => "application/octet-stream",
+        };
+        let form = reqwest::multipart::Form::new()
+            .text("OSSAccessKeyId", policy.oss_access_key_id)
+            .text("Signature", policy.signature)
+            .text("policy", policy.policy)
+            .text("key", key.clone())
+            .text(
+                "x-oss-object-acl",
+                policy.x_oss_object_acl.unwrap_or_else(|| "private".into()),
+            )
+            .text(
+                "x-oss-forbid-overwrite",
+                policy
+                    .x_oss_forbid_overwrite
+                    .unwrap_or_else(|| "true".into()),
+            )
+            .text("success_action_status", "200")
+            .text("x-oss-content-type", mime)
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_owned()),
+            );
+        // The object store takes the signed form, never the API key.
+        let response = self
+            .http
+            .post(&policy.upload_host)
+            .multipart(form)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status().as_u16();
+        if (200..300).contains(&status) {
+            Ok(format!("oss://{key}"))
+        } else if status >= 500 {
+            Err(ProviderError::Transient {
+                code: format!("HTTP{status}"),
+                message: "the upload to temporary storage failed".into(),
+            })
+        } else {
+            Err(ProviderError::Task {
+                code: format!("UploadRefused{status}"),
+                message: "the object store refused the upload".into(),
+            })
+        }
+    }
+}
+
 /// Connection faults and timeouts are transient. The message never contains the key: reqwest's
 /// errors name the URL, and no URL carries it.
 fn transport_error(e: reqwest::Error) -> ProviderError {

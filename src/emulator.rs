@@ -116,9 +116,10 @@ pub use crate::emulator_config::{
     EmulatorConfig, Fault, FaultEvent, FaultRule, LatencySpec, Quota,
 };
 use crate::emulator_faults::{FaultPlan, splitmix64};
-use crate::emulator_media::{base64_encode, boundary, image_size, parse_multipart, sniff};
+use crate::emulator_media::{boundary, parse_multipart};
 use crate::emulator_request::{ApiError, Media, Submission, data_inspection};
 use crate::emulator_state::{IdGenerator, Outcome, Policy, State, StoredObject, Task, format_time};
+use crate::media::{base64_encode, image_size, sniff};
 use crate::placeholder_png;
 use crate::registry::{IMAGE2IMAGE, TEXT2IMAGE};
 use crate::size::Size;

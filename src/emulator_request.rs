@@ -270,10 +270,10 @@ fn check_media(
                         spec.id
                     )));
                 }
-                let bytes = crate::emulator_media::data_uri_bytes(value)
-                    .filter(|bytes| crate::emulator_media::sniff(bytes).is_some())
+                let bytes = crate::media::data_uri_bytes(value)
+                    .filter(|bytes| crate::media::sniff(bytes).is_some())
                     .ok_or_else(|| data_inspection(&field))?;
-                Ok(Media::DataUri(crate::emulator_media::image_size(&bytes)))
+                Ok(Media::DataUri(crate::media::image_size(&bytes)))
             } else if value.starts_with("http://") || value.starts_with("https://") {
                 Ok(Media::Url)
             } else {

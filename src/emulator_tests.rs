@@ -675,7 +675,7 @@ fn png_data_uri(width: u32, height: u32) -> (Vec<u8>, String) {
     let png = crate::placeholder_png::render(width, height, b"input");
     let uri = format!(
         "data:image/png;base64,{}",
-        crate::emulator_media::base64_encode(&png)
+        crate::media::base64_encode(&png)
     );
     (png, uri)
 }

@@ -21,6 +21,7 @@ use crate::dashscope::{Client, ProviderError, TaskState, looks_like_image};
 use crate::lock::{LockEntry, LockFile, LockOutput};
 use crate::money::Money;
 use crate::output_name;
+use crate::planner::MediaSource;
 use crate::registry::Registry;
 use crate::store::{
     JournalEntry, JournalIntent, StatEntry, Store, StoredImage, StoredResult, stat_of,
@@ -41,6 +42,10 @@ pub struct Job {
     pub compiled: Compiled,
     pub output: OutputSpec,
     pub kind: JobKind,
+    /// The bytes for each media slot of the body (JSON pointer → source).
+    pub media: Vec<(String, MediaSource)>,
+    /// The model takes images inline as data URIs; otherwise they go through temporary storage.
+    pub inline_media: bool,
 }
 
 pub enum JobKind {
@@ -140,9 +145,11 @@ struct Pacer {
 }
 
 impl Pacer {
+    /// Paces at a hair under `per_second`: a service counting in a sliding one-second window sees
+    /// network jitter, and an event exactly on the window's edge would be throttled.
     fn new(per_second: u32) -> Pacer {
         Pacer {
-            spacing: Duration::from_secs(1) / per_second.max(1),
+            spacing: Duration::from_secs(1) / per_second.max(1) * 103 / 100 + Duration::from_millis(2),
             next: Mutex::new(Instant::now()),
         }
     }
@@ -527,6 +534,7 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
         .clone()
         .ok_or_else(|| Failure::from("no provider client for a generation".to_owned()))?;
     let mut latency = None;
+    let mut sent: Option<Compiled> = None;
     let mut images: Vec<StoredImage> = Vec::new();
     let mut billed = 0u32;
     let mut remote_ids = Vec::new();
@@ -545,10 +553,14 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
                 wait: Duration::ZERO,
             });
         }
-        let mut body = job.compiled.body.clone();
+        if sent.is_none() {
+            sent = Some(prepare_request(shared, &client, &job).await?);
+        }
+        let sent = sent.as_ref().expect("prepared just above");
+        let mut body = sent.body.clone();
         body["parameters"]["n"] = Value::from(missing);
         let (remote, got, count, took) =
-            run_remote_task(shared, &client, &limit, &job, body, missing).await?;
+            run_remote_task(shared, &client, &limit, &job, sent, body, missing).await?;
         latency.get_or_insert(took);
         remote_ids.push(remote);
         billed += count;
@@ -607,6 +619,7 @@ async fn run_remote_task(
     client: &Client,
     limit: &ModelLimit,
     job: &Job,
+    sent: &Compiled,
     body: Value,
     n: u32,
 ) -> Result<(String, Vec<StoredImage>, u32, f64), Failure> {
@@ -629,7 +642,7 @@ async fn run_remote_task(
         return Err(Failure::skipped(reason));
     }
     let journal_id = with_store(shared, move |s| s.journal_begin(&intent)).await?;
-    let remote = match submit_with_retries(shared, client, limit, job, &body).await {
+    let remote = match submit_with_retries(shared, client, limit, job, sent, &body).await {
         Ok(remote) => remote,
         Err(e) => {
             with_store(shared, move |s| s.journal_finish(journal_id)).await?;
@@ -677,6 +690,7 @@ async fn submit_with_retries(
     client: &Client,
     limit: &ModelLimit,
     job: &Job,
+    sent: &Compiled,
     body: &Value,
 ) -> Result<String, Failure> {
     let mut backoff = Duration::from_millis(500);
@@ -685,7 +699,7 @@ async fn submit_with_retries(
             return Err(Failure::skipped(reason));
         }
         limit.pacer.wait().await;
-        match client.submit(&job.compiled, body).await {
+        match client.submit(sent, body).await {
             Ok(remote) => {
                 limit.recover_once();
                 return Ok(remote);
@@ -712,6 +726,88 @@ async fn submit_with_retries(
         }
     }
     unreachable!("the last attempt returns")
+}
+
+/// The request as it is sent: local files and upstream images placed in the body, inline as data
+/// URIs where the model takes them, otherwise uploaded to temporary storage as `oss://` URLs (with
+/// the header that lets the service resolve them). The key never depends on which.
+async fn prepare_request(
+    shared: &Arc<Shared>,
+    client: &Client,
+    job: &Job,
+) -> Result<Compiled, Failure> {
+    let mut sent = job.compiled.clone();
+    for (pointer, source) in &job.media {
+        let path = match source {
+            MediaSource::File(path) => path.clone(),
+            MediaSource::Blob(hash) => shared.exec.blobs.path(hash),
+        };
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|e| format!("could not read input `{}`: {e}", path.display()))?;
+        if let MediaSource::Blob(hash) = source
+            && blake3::hash(&bytes).to_hex().as_str() != hash
+        {
+            {
+                return Err(format!(
+                    "the cached input image {hash} is corrupt; run `wanx verify --repair`"
+                )
+                .into());
+            }
+        }
+        let value = if job.inline_media {
+            crate::media::data_uri(&bytes)
+        } else {
+            let name = format!(
+                "{}.{}",
+                &blake3::hash(&bytes).to_hex()[..16],
+                crate::media::sniff(&bytes).map_or("bin", |f| f.extension())
+            );
+            let mut backoff = Duration::from_millis(500);
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match client
+                    .upload(&job.compiled.model, &name, bytes.clone())
+                    .await
+                {
+                    Ok(url) => break url,
+                    Err(ProviderError::Transient { code, message })
+                        if attempt < MAX_SUBMIT_ATTEMPTS =>
+                    {
+                        (shared.exec.on_event)(Event::Retrying {
+                            id: job.id.clone(),
+                            error: format!("upload: {code}: {message}"),
+                            wait: backoff,
+                        });
+                        tokio::time::sleep(backoff).await;
+                        backoff *= 2;
+                    }
+                    Err(e @ ProviderError::Fatal { .. }) => {
+                        let message = format!("uploading an input was refused: {e}");
+                        stop(shared, e);
+                        return Err(message.into());
+                    }
+                    Err(e) => return Err(format!("uploading an input failed: {e}").into()),
+                }
+            }
+        };
+        match sent.body.pointer_mut(pointer) {
+            Some(slot) => *slot = Value::String(value),
+            None => return Err(format!("no place `{pointer}` in the request for an input").into()),
+        }
+    }
+    let uses_oss = job.media.iter().any(|_| !job.inline_media);
+    if uses_oss
+        && !sent
+            .headers
+            .iter()
+            .any(|(name, _)| *name == "X-DashScope-OssResourceResolve")
+    {
+        sent.headers
+            .push(("X-DashScope-OssResourceResolve", "enable".to_owned()));
+    }
+    Ok(sent)
 }
 
 /// A pseudo-random duration in `[0, max)`, from the clock's low bits: spreads retries apart.

@@ -125,11 +125,17 @@ impl Decision {
     }
 }
 
-/// Decides every item. `now` predicts `{timestamp}` names for generations.
-pub fn reconcile(items: &[Item<'_>], snapshot: &Snapshot, force: bool, now: i64) -> Vec<Decision> {
+/// Decides every item; `force` says which to generate whatever is cached. `now` predicts
+/// `{timestamp}` names for generations.
+pub fn reconcile(
+    items: &[Item<'_>],
+    snapshot: &Snapshot,
+    force: impl Fn(&str) -> bool,
+    now: i64,
+) -> Vec<Decision> {
     items
         .iter()
-        .map(|item| decide(item, snapshot, force, now))
+        .map(|item| decide(item, snapshot, force(item.id), now))
         .collect()
 }
 
@@ -276,7 +282,7 @@ mod tests {
         let d = reconcile(
             &[item("a", key(1), &o)],
             &snapshot_with_outputs(key(1)),
-            false,
+            |_| false,
             0,
         );
         assert_eq!(d[0].action, Action::Fresh);
@@ -290,7 +296,7 @@ mod tests {
         let mut s = snapshot_with_outputs(key(1));
         s.disk.insert("out/a_2.png".into(), None);
         s.blobs.extend(["h1".to_owned(), "h2".to_owned()]);
-        let d = &reconcile(&[item("a", key(1), &o)], &s, false, 0)[0];
+        let d = &reconcile(&[item("a", key(1), &o)], &s, |_| false, 0)[0];
         assert_eq!(
             d.action,
             Action::Restore {
@@ -306,7 +312,7 @@ mod tests {
         let o = spec();
         let mut s = snapshot_with_outputs(key(1));
         s.disk.insert("out/a_1.png".into(), Some("edited".into()));
-        let d = &reconcile(&[item("a", key(1), &o)], &s, false, 0)[0];
+        let d = &reconcile(&[item("a", key(1), &o)], &s, |_| false, 0)[0];
         assert_eq!(d.action, Action::Generate);
         assert_eq!(d.reason, Reason::OutputModified("out/a_1.png".into()));
         assert_eq!(d.cost(), Money::from_yuan(0.28));
@@ -316,7 +322,7 @@ mod tests {
     fn a_changed_key_generates_unless_the_store_has_it() {
         let o = spec();
         let mut s = snapshot_with_outputs(key(1));
-        let d = &reconcile(&[item("a", key(2), &o)], &s, false, 7)[0];
+        let d = &reconcile(&[item("a", key(2), &o)], &s, |_| false, 7)[0];
         assert_eq!(
             (d.action.clone(), d.reason.clone()),
             (Action::Generate, Reason::Changed)
@@ -331,7 +337,7 @@ mod tests {
             },
         );
         s.blobs.extend(["x1".to_owned(), "x2".to_owned()]);
-        let d = &reconcile(&[item("a", key(2), &o)], &s, false, 7)[0];
+        let d = &reconcile(&[item("a", key(2), &o)], &s, |_| false, 7)[0];
         assert_eq!(
             d.action,
             Action::Restore {
@@ -350,7 +356,7 @@ mod tests {
         };
         let mut s = snapshot_with_outputs(key(1));
         s.blobs.extend(["h1".to_owned(), "h2".to_owned()]);
-        let d = &reconcile(&[item("a", key(1), &renamed)], &s, false, 0)[0];
+        let d = &reconcile(&[item("a", key(1), &renamed)], &s, |_| false, 0)[0];
         assert_eq!(d.reason, Reason::Renamed);
         assert!(matches!(d.action, Action::Restore { .. }));
         assert_eq!(d.outputs, vec!["out/hero-1.png", "out/hero-2.png"]);
@@ -359,12 +365,17 @@ mod tests {
     #[test]
     fn new_and_forced_tasks_generate() {
         let o = spec();
-        let d = reconcile(&[item("new", key(3), &o)], &Snapshot::default(), false, 0);
+        let d = reconcile(
+            &[item("new", key(3), &o)],
+            &Snapshot::default(),
+            |_| false,
+            0,
+        );
         assert_eq!(d[0].reason, Reason::New);
         let d = reconcile(
             &[item("a", key(1), &o)],
             &snapshot_with_outputs(key(1)),
-            true,
+            |_| true,
             0,
         );
         assert_eq!(

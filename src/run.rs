@@ -9,14 +9,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Parser;
 
 use crate::build::{self, Project};
-use crate::cache_key::CacheKey;
+use std::collections::HashSet;
+
 use crate::cli::{Cli, Command, EmulatorArgs, ExplainArgs};
 use crate::compile::{LOWERING, compile};
 use crate::diagnostic::did_you_mean;
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::error::{Error, Result, exit};
+use crate::planner::MediaSource;
 use crate::printer::Printer;
 use crate::registry::Registry;
+use crate::task::InputRef;
 
 pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let cli = match Cli::try_parse_from(args) {
@@ -79,8 +82,8 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> Result<()> {
         }
         Command::Plan(args) => {
             let project = Project::load(dir, printer)?;
-            let planned = build::plan(&project, &args.selection, false)?;
-            build::print_plan(&project, &planned, printer, args.json);
+            let planned = build::plan(&project, &args.selection, &HashSet::new())?;
+            build::print_plan(&planned, printer, args.json);
             Ok(())
         }
         Command::Explain(args) => explain(dir, args, printer),
@@ -114,8 +117,7 @@ fn explain(dir: Option<&std::path::Path>, args: &ExplainArgs, printer: &Printer)
         tasks: vec![id.clone()],
         emulate: args.emulate,
     };
-    let planned = build::plan(&project, &selection, false)?;
-    let key: CacheKey = planned.units[0].key;
+    let planned = build::plan(&project, &selection, &HashSet::new())?;
     printer.data(&format!(
         "task      {id}  ({}:{}:{})",
         task.origin.file.display(),
@@ -128,8 +130,21 @@ fn explain(dir: Option<&std::path::Path>, args: &ExplainArgs, printer: &Printer)
         printer.data(&format!("          {name}: {value}"));
     }
     printer.data(&serde_json::to_string_pretty(&compiled.body).expect("JSON values serialize"));
-    for slot in &compiled.media {
-        printer.data(&format!("input     {} ← {:?}", slot.pointer, slot.source));
+    let unit = planned
+        .units
+        .iter()
+        .zip(&planned.decisions)
+        .find(|(u, _)| &u.task.id == id);
+    for (i, slot) in compiled.media.iter().enumerate() {
+        let source = match (&slot.source, unit.and_then(|(u, _)| u.media.get(i))) {
+            (_, Some(MediaSource::Blob(hash))) => format!("{:?} = blake3 {hash}", slot.source),
+            (InputRef::File(path), _) => format!("file `{}`", path.display()),
+            (other, _) => format!("{other:?}"),
+        };
+        printer.data(&format!(
+            "input     {} ← {source} (sent inline as a data URI or through temporary storage)",
+            slot.pointer
+        ));
     }
     printer.data(&format!(
         "price     {} × {} = {}",
@@ -137,9 +152,19 @@ fn explain(dir: Option<&std::path::Path>, args: &ExplainArgs, printer: &Printer)
         compiled.price,
         compiled.cost()
     ));
-    printer.data(&format!("key       {key}"));
-    let d = &planned.decisions[0];
-    printer.data(&format!("action    {} ({})", d.action.name(), d.reason));
+    if let Some((unit, d)) = unit {
+        printer.data(&format!("key       {}", unit.key));
+        printer.data(&format!("action    {} ({})", d.action.name(), d.reason));
+    } else {
+        let waiting = planned
+            .waiting
+            .iter()
+            .find(|w| &w.task.id == id)
+            .map(build::waiting_reason)
+            .unwrap_or_default();
+        printer.data(&format!("key       not yet known: {waiting}"));
+        printer.data("action    generate, unless the new inputs are byte-identical to the old");
+    }
     Ok(())
 }
 

@@ -48,6 +48,20 @@ pub struct Task {
     pub output: OutputSpec,
 }
 
+impl Task {
+    /// Every image input of the task: its reference image and its edit's input, style reference and
+    /// mask.
+    pub fn inputs(&self) -> impl Iterator<Item = &InputRef> {
+        let reference = self.reference.as_ref().map(|r| &r.image);
+        let edit = self.edit.as_ref();
+        reference
+            .into_iter()
+            .chain(edit.map(|e| &e.input))
+            .chain(edit.and_then(|e| e.style_reference.as_ref()))
+            .chain(edit.and_then(|e| e.mask.as_ref()))
+    }
+}
+
 /// The prompt: plain text, or the seed's structured template
 /// `[subject] + [details] + [environment] + [lighting] + [style] + [quality]`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,0 +1,713 @@
+//! `plan`: everything a build decides before any effect. The project is loaded and validated; the
+//! selected tasks (and the tasks whose images they consume) are compiled and keyed; a snapshot of the
+//! lock, the stat cache, the store and the blob store is taken; and `reconcile` decides each task.
+//!
+//! Tasks that consume other tasks' images are decided in graph order, after what they consume: an
+//! input's key part is the blake3 of its bytes, so an upstream task that is fresh or restored gives its
+//! dependants their keys at once, while one that must be generated leaves them *waiting* until its
+//! new images exist (the build then plans them again: if the bytes did not change, nothing more is
+//! paid — early cutoff).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use crate::blob_store::{BlobStore, hash_file};
+use crate::cache_key::{CacheKey, Provider};
+use crate::cli::Selection;
+use crate::compile::{Compiled, compile};
+use crate::diagnostic::{Diagnostic, did_you_mean};
+use crate::error::{Error, Result};
+use crate::lock::LockFile;
+use crate::manifest::{self, Manifest};
+use crate::money::Money;
+use crate::output_name::now_unix;
+use crate::plan::{self, Loaded};
+use crate::printer::Printer;
+use crate::reconcile::{self, Action, Decision, Item, Recorded, Snapshot};
+use crate::registry::Registry;
+use crate::report::{Summary, TaskReport};
+use crate::store::{StatEntry, Store, stat_of};
+use crate::task::{InputRef, Task};
+
+/// The project as loaded: manifest, registry and validated plans.
+pub struct Project {
+    pub manifest: Manifest,
+    pub registry: Registry,
+    pub loaded: Loaded,
+}
+
+impl Project {
+    /// Finds and loads the project, printing plan notes. Any error stops here, before any effect.
+    pub fn load(dir: Option<&Path>, printer: &Printer) -> Result<Project> {
+        let cwd = match dir {
+            Some(d) => d.to_path_buf(),
+            None => std::env::current_dir().map_err(|e| Error::io("could not read", ".", e))?,
+        };
+        let path = Manifest::find(&cwd)?;
+        let (manifest, registry) = Manifest::load(&path)?;
+        let loaded = plan::load(&manifest, &registry)?;
+        for note in &loaded.notes {
+            printer.block(&note.render(printer.color), false);
+        }
+        Ok(Project {
+            manifest,
+            registry,
+            loaded,
+        })
+    }
+
+    /// The tasks named on the command line and every task whose images they consume, in plan order
+    /// (all tasks when none are named).
+    pub fn select(&self, selection: &Selection) -> Result<Vec<&Task>> {
+        let by_id: HashMap<&str, &Task> = self
+            .loaded
+            .tasks
+            .iter()
+            .map(|t| (t.id.as_str(), t))
+            .collect();
+        if let Some(unknown) = selection
+            .tasks
+            .iter()
+            .find(|w| !by_id.contains_key(w.as_str()))
+        {
+            let hint = did_you_mean(unknown, by_id.keys().copied())
+                .map(|s| format!("did you mean `{s}`?"));
+            return Err(Error::Usage {
+                message: format!("no task named `{unknown}` in this project"),
+                hint: hint.or_else(|| Some("`wanx plan` lists every task".to_owned())),
+            });
+        }
+        if selection.tasks.is_empty() {
+            return Ok(self.loaded.tasks.iter().collect());
+        }
+        let mut wanted: HashSet<&str> = HashSet::new();
+        let mut stack: Vec<&str> = selection.tasks.iter().map(String::as_str).collect();
+        while let Some(id) = stack.pop() {
+            if wanted.insert(id) {
+                stack.extend(upstream_ids(by_id[id]).filter(|up| by_id.contains_key(up)));
+            }
+        }
+        Ok(self
+            .loaded
+            .tasks
+            .iter()
+            .filter(|t| wanted.contains(t.id.as_str()))
+            .collect())
+    }
+
+    /// Where requests go: `DASHSCOPE_HTTP_BASE_URL` (as the official SDK reads it), `[provider]
+    /// base_url`, a seed plan's `api_endpoint`, or Beijing.
+    pub fn base_url(&self) -> String {
+        std::env::var("DASHSCOPE_HTTP_BASE_URL")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| self.manifest.provider.base_url.clone())
+            .or_else(|| self.loaded.seed.base_url.clone())
+            .unwrap_or_else(|| manifest::DEFAULT_BASE_URL.to_owned())
+    }
+
+    pub fn provider(&self, emulate: bool) -> Provider {
+        if emulate {
+            Provider::Emulator
+        } else {
+            Provider::from_base_url(&self.base_url())
+        }
+    }
+
+    /// The API key variable: `[provider] api_key_env`, unless left at its default and a seed plan
+    /// names one.
+    pub fn api_key_env(&self) -> String {
+        let configured = &self.manifest.provider.api_key_env;
+        match &self.loaded.seed.api_key_env {
+            Some((var, _)) if configured == "DASHSCOPE_API_KEY" => var.clone(),
+            _ => configured.clone(),
+        }
+    }
+}
+
+/// The ids of the tasks whose images `task` consumes.
+pub fn upstream_ids(task: &Task) -> impl Iterator<Item = &str> {
+    task.inputs().filter_map(|input| match input {
+        InputRef::Task { id, .. } => Some(id.as_str()),
+        _ => None,
+    })
+}
+
+/// Where the bytes for one media slot of a request come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaSource {
+    /// A local file (absolute path).
+    File(PathBuf),
+    /// Another task's image, by its blake3, in the blob store.
+    Blob(String),
+}
+
+/// A selected task, compiled and keyed.
+pub struct Unit<'a> {
+    pub task: &'a Task,
+    pub compiled: Compiled,
+    pub key: CacheKey,
+    /// The bytes for each of `compiled.media`, in order.
+    pub media: Vec<MediaSource>,
+}
+
+/// A task whose key depends on images that this build has yet to generate.
+pub struct Waiting<'a> {
+    pub task: &'a Task,
+    pub compiled: Compiled,
+    /// The upstream tasks it waits for.
+    pub upstream: Vec<String>,
+}
+
+/// Everything decided, before any effect.
+pub struct Planned<'a> {
+    pub units: Vec<Unit<'a>>,
+    pub decisions: Vec<Decision>,
+    /// Tasks decided only once their inputs are generated, in graph order.
+    pub waiting: Vec<Waiting<'a>>,
+    pub provider: Provider,
+    pub lock: LockFile,
+    pub store: Store,
+    pub blobs: BlobStore,
+    /// Lock entries of tasks no longer in any plan (pruned by a full build).
+    pub stale_lock_entries: Vec<String>,
+    /// Stats of outputs hashed while taking the snapshot, to remember.
+    pub new_stats: Vec<(String, StatEntry)>,
+}
+
+impl Planned<'_> {
+    /// Totals over the decided tasks and, priced as generations, the waiting ones.
+    pub fn totals(&self) -> reconcile::Totals {
+        let mut totals = reconcile::totals(
+            self.decisions
+                .iter()
+                .zip(&self.units)
+                .map(|(d, u)| (d, u.compiled.n)),
+        );
+        for w in &self.waiting {
+            totals.generate += 1;
+            totals.images_to_generate += w.compiled.n;
+            totals.cost += w.compiled.cost();
+        }
+        totals
+    }
+}
+
+/// What the snapshot needs from the store, opened once per plan.
+struct Context<'p> {
+    root: &'p Path,
+    lock: LockFile,
+    store: Store,
+    blobs: BlobStore,
+    stat_cache: HashMap<String, StatEntry>,
+    new_stats: Vec<(String, StatEntry)>,
+    now: i64,
+}
+
+/// Compiles, keys, snapshots and reconciles the selected tasks. `forced` names tasks to generate
+/// whatever the cache holds.
+pub fn plan<'a>(
+    project: &'a Project,
+    selection: &Selection,
+    forced: &HashSet<String>,
+) -> Result<Planned<'a>> {
+    let provider = project.provider(selection.emulate);
+    let tasks = project.select(selection)?;
+    let root = &project.manifest.root;
+    let state_dir = project.manifest.state_dir();
+    let store = Store::open(&state_dir)?;
+    let mut cx = Context {
+        root,
+        lock: LockFile::read(&project.manifest.lock_path())?,
+        stat_cache: store.stat_cache()?,
+        store,
+        blobs: BlobStore::new(state_dir.join("blobs")),
+        new_stats: Vec::new(),
+        now: now_unix(),
+    };
+
+    // Tasks that consume no other task's images: decided together, the common case.
+    let (chained, plain): (Vec<&Task>, Vec<&Task>) =
+        tasks.iter().partition(|t| upstream_ids(t).next().is_some());
+    let mut units = Vec::with_capacity(plain.len());
+    let mut errors = Vec::new();
+    for task in plain {
+        let compiled = compile(task, &project.registry);
+        match resolve_media(root, task, &compiled, &HashMap::new()) {
+            Ok(Resolution::Ready(digests, media)) => {
+                let key = CacheKey::new(&provider, &compiled, &digests);
+                units.push(Unit {
+                    task,
+                    compiled,
+                    key,
+                    media,
+                });
+            }
+            Ok(Resolution::Waits(_)) => {
+                unreachable!("a task without task inputs waits for nothing")
+            }
+            Err(d) => errors.push(*d),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Error::Invalid {
+            count: errors.len(),
+            diagnostics: errors,
+        });
+    }
+    let mut decisions = decide(&mut cx, &units, forced)?;
+
+    // Tasks that consume others' images: in graph order, each once what it consumes is decided.
+    let mut images: HashMap<String, Vec<String>> = HashMap::new();
+    for (unit, d) in units.iter().zip(&decisions) {
+        if let Some(known) = known_images(&cx.lock, unit, d) {
+            images.insert(unit.task.id.clone(), known);
+        }
+    }
+    let mut waiting: Vec<Waiting<'a>> = Vec::new();
+    for task in graph_order(&chained) {
+        let compiled = compile(task, &project.registry);
+        let waits_on_waiting: Vec<String> = upstream_ids(task)
+            .filter(|up| waiting.iter().any(|w| w.task.id == *up))
+            .map(str::to_owned)
+            .collect();
+        if !waits_on_waiting.is_empty() {
+            waiting.push(Waiting {
+                task,
+                compiled,
+                upstream: waits_on_waiting,
+            });
+            continue;
+        }
+        match resolve_media(root, task, &compiled, &images) {
+            Ok(Resolution::Ready(digests, media)) => {
+                let key = CacheKey::new(&provider, &compiled, &digests);
+                let unit = Unit {
+                    task,
+                    compiled,
+                    key,
+                    media,
+                };
+                let d = decide(&mut cx, std::slice::from_ref(&unit), forced)?.remove(0);
+                if let Some(known) = known_images(&cx.lock, &unit, &d) {
+                    images.insert(task.id.clone(), known);
+                }
+                units.push(unit);
+                decisions.push(d);
+            }
+            Ok(Resolution::Waits(upstream)) => waiting.push(Waiting {
+                task,
+                compiled,
+                upstream,
+            }),
+            Err(d) => {
+                return Err(Error::Invalid {
+                    count: 1,
+                    diagnostics: vec![*d],
+                });
+            }
+        }
+    }
+
+    let stale_lock_entries = if selection.tasks.is_empty() {
+        let ids: HashSet<&str> = project.loaded.tasks.iter().map(|t| t.id.as_str()).collect();
+        cx.lock
+            .tasks
+            .keys()
+            .filter(|id| !ids.contains(id.as_str()))
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Planned {
+        units,
+        decisions,
+        waiting,
+        provider,
+        lock: cx.lock,
+        store: cx.store,
+        blobs: cx.blobs,
+        stale_lock_entries,
+        new_stats: cx.new_stats,
+    })
+}
+
+/// Depth-first: a task after everything it consumes.
+fn visit<'a>(
+    task: &'a Task,
+    by_id: &HashMap<&str, &'a Task>,
+    done: &mut HashSet<&'a str>,
+    order: &mut Vec<&'a Task>,
+) {
+    if !done.insert(task.id.as_str()) {
+        return;
+    }
+    for up in upstream_ids(task) {
+        if let Some(upstream) = by_id.get(up) {
+            visit(upstream, by_id, done, order);
+        }
+    }
+    order.push(task);
+}
+
+/// Upstream tasks before the tasks that consume them (the loader has refused cycles).
+fn graph_order<'a>(tasks: &[&'a Task]) -> Vec<&'a Task> {
+    let by_id: HashMap<&str, &'a Task> = tasks.iter().map(|t| (t.id.as_str(), *t)).collect();
+    let mut done: HashSet<&str> = HashSet::new();
+    let mut order = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        visit(task, &by_id, &mut done, &mut order);
+    }
+    order
+}
+
+enum Resolution {
+    /// Every input's digest and source are known.
+    Ready(Vec<String>, Vec<MediaSource>),
+    /// These upstream tasks must be generated first.
+    Waits(Vec<String>),
+}
+
+/// The digest and source of each media slot of `compiled`; `images` holds the known images of
+/// upstream tasks.
+fn resolve_media(
+    root: &Path,
+    task: &Task,
+    compiled: &Compiled,
+    images: &HashMap<String, Vec<String>>,
+) -> std::result::Result<Resolution, Box<Diagnostic>> {
+    let mut digests = Vec::with_capacity(compiled.media.len());
+    let mut media = Vec::with_capacity(compiled.media.len());
+    let mut waits = Vec::new();
+    for slot in &compiled.media {
+        match &slot.source {
+            InputRef::File(path) => {
+                let full = root.join(path);
+                let (digest, _) = hash_file(&full).map_err(|e| {
+                    Box::new(
+                        Diagnostic::error(
+                            &task.origin.file,
+                            format!("cannot read input `{}`: {e}", path.display()),
+                        )
+                        .at_line_col("", task.origin.line, task.origin.column)
+                        .field(format!("task `{}`", task.id)),
+                    )
+                })?;
+                digests.push(digest);
+                media.push(MediaSource::File(full));
+            }
+            InputRef::Task { id, index } => match images.get(id) {
+                Some(known) => {
+                    let i = index.map_or(0, |k| k as usize - 1);
+                    let digest = known.get(i).cloned().ok_or_else(|| {
+                        Box::new(
+                            Diagnostic::error(
+                                &task.origin.file,
+                                format!("task `{id}` has no image {}", i + 1),
+                            )
+                            .at_line_col(
+                                "",
+                                task.origin.line,
+                                task.origin.column,
+                            ),
+                        )
+                    })?;
+                    digests.push(digest.clone());
+                    media.push(MediaSource::Blob(digest));
+                }
+                None => waits.push(id.clone()),
+            },
+            InputRef::Url(_) => {
+                unreachable!("URL inputs are placed in the body, not in media slots")
+            }
+        }
+    }
+    if waits.is_empty() {
+        Ok(Resolution::Ready(digests, media))
+    } else {
+        waits.dedup();
+        Ok(Resolution::Waits(waits))
+    }
+}
+
+/// The images a decided task's outputs hold (or will hold) without generating: its lock entry's for
+/// `fresh`, the cached ones for `restore`.
+fn known_images(lock: &LockFile, unit: &Unit<'_>, d: &Decision) -> Option<Vec<String>> {
+    match &d.action {
+        Action::Fresh => lock
+            .tasks
+            .get(&unit.task.id)
+            .map(|e| e.outputs.iter().map(|o| o.blake3.clone()).collect()),
+        Action::Restore { images, .. } => Some(images.clone()),
+        Action::Generate => None,
+    }
+}
+
+/// Snapshots what `units` need and reconciles them. Only what is not fresh touches the store.
+fn decide(
+    cx: &mut Context<'_>,
+    units: &[Unit<'_>],
+    forced: &HashSet<String>,
+) -> Result<Vec<Decision>> {
+    let mut snapshot = Snapshot::default();
+    for unit in units {
+        let Some(entry) = cx.lock.tasks.get(&unit.task.id) else {
+            continue;
+        };
+        if entry.key == unit.key.hex() {
+            for output in &entry.outputs {
+                let observed = observe(
+                    cx.root,
+                    &output.path,
+                    cx.stat_cache.get(&output.path),
+                    &mut cx.new_stats,
+                );
+                snapshot.disk.insert(output.path.clone(), observed);
+            }
+        }
+        snapshot.lock.insert(
+            unit.task.id.clone(),
+            Recorded {
+                key: entry.key.clone(),
+                generated_at: entry.generated_at,
+                images: entry.outputs.iter().map(|o| o.blake3.clone()).collect(),
+                outputs: entry.outputs.iter().map(|o| o.path.clone()).collect(),
+            },
+        );
+    }
+    let items: Vec<Item<'_>> = units.iter().map(item).collect();
+    let force = |id: &str| forced.contains(id);
+    let first = reconcile::reconcile(&items, &snapshot, force, cx.now);
+    let unsettled: Vec<&Unit<'_>> = units
+        .iter()
+        .zip(&first)
+        .filter(|(u, d)| d.action != Action::Fresh && !forced.contains(&u.task.id))
+        .map(|(u, _)| u)
+        .collect();
+    if unsettled.is_empty() {
+        return Ok(first);
+    }
+    let keys: Vec<String> = unsettled.iter().map(|u| u.key.hex()).collect();
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    for (key, result) in cx.store.results(&key_refs)? {
+        let images = result.images.iter().map(|i| i.blake3.clone()).collect();
+        snapshot.cached.insert(
+            key.clone(),
+            Recorded {
+                key,
+                generated_at: result.generated_at,
+                images,
+                outputs: vec![],
+            },
+        );
+    }
+    let mut wanted: HashSet<&String> = snapshot.cached.values().flat_map(|r| &r.images).collect();
+    for unit in &unsettled {
+        if let Some(rec) = snapshot.lock.get(&unit.task.id) {
+            wanted.extend(&rec.images);
+        }
+    }
+    let present: Vec<String> = wanted
+        .into_iter()
+        .filter(|h| cx.blobs.contains(h))
+        .cloned()
+        .collect();
+    snapshot.blobs.extend(present);
+    Ok(reconcile::reconcile(&items, &snapshot, force, cx.now))
+}
+
+fn item<'a>(unit: &'a Unit<'_>) -> Item<'a> {
+    Item {
+        id: &unit.task.id,
+        key: unit.key,
+        n: unit.compiled.n,
+        price: unit.compiled.price,
+        output: &unit.task.output,
+    }
+}
+
+/// The blake3 of a file on disk, from the stat cache when size, mtime and inode still match.
+fn observe(
+    root: &Path,
+    path: &str,
+    cached: Option<&StatEntry>,
+    new_stats: &mut Vec<(String, StatEntry)>,
+) -> Option<String> {
+    let full = root.join(path);
+    let meta = std::fs::metadata(&full).ok()?;
+    let (size, mtime_ns, inode) = stat_of(&meta);
+    if let Some(c) = cached
+        && c.size == size
+        && c.mtime_ns == mtime_ns
+        && c.inode == inode
+    {
+        return Some(c.blake3.clone());
+    }
+    let (hash, _) = hash_file(&full).ok()?;
+    new_stats.push((
+        path.to_owned(),
+        StatEntry {
+            size,
+            mtime_ns,
+            inode,
+            blake3: hash.clone(),
+        },
+    ));
+    Some(hash)
+}
+
+/// `wanx plan`: one line per task in graph order with its action, reason and price, then totals.
+pub fn print_plan(planned: &Planned<'_>, printer: &Printer, json: bool) {
+    let totals = planned.totals();
+    if json {
+        let mut tasks: Vec<TaskReport> = planned
+            .units
+            .iter()
+            .zip(&planned.decisions)
+            .map(|(u, d)| task_report(u, d, "planned", None))
+            .collect();
+        tasks.extend(
+            planned
+                .waiting
+                .iter()
+                .map(|w| waiting_report(w, "planned", None)),
+        );
+        let summary = Summary {
+            generated: totals.generate,
+            restored: totals.restore,
+            fresh: totals.fresh,
+            images_generated: totals.images_to_generate,
+            spent: totals.cost,
+            saved: totals.saved,
+            currency: "CNY",
+            emulated: planned.provider.is_emulated(),
+            dry_run: true,
+            tasks,
+            ..Summary::default()
+        };
+        printer.data(&serde_json::to_string_pretty(&summary).expect("a summary always serializes"));
+        return;
+    }
+    let width = planned
+        .units
+        .iter()
+        .map(|u| u.task.id.len())
+        .chain(planned.waiting.iter().map(|w| w.task.id.len()))
+        .max()
+        .unwrap_or(0);
+    let line = |action: &str, id: &str, model: &str, reason: &str, price: String| {
+        printer.data(&format!(
+            "{action:<8}  {id:<width$}  {model:<18}  {reason:<28}  {price}"
+        ));
+    };
+    for (unit, d) in planned.units.iter().zip(&planned.decisions) {
+        let price = match d.action {
+            Action::Generate => format!(
+                "{} ({} × {})",
+                d.cost(),
+                unit.compiled.n,
+                unit.compiled.price
+            ),
+            _ => "free".to_owned(),
+        };
+        line(
+            d.action.name(),
+            &unit.task.id,
+            &unit.compiled.model,
+            &d.reason.to_string(),
+            price,
+        );
+    }
+    for w in &planned.waiting {
+        let price = format!(
+            "up to {} ({} × {})",
+            w.compiled.cost(),
+            w.compiled.n,
+            w.compiled.price
+        );
+        line(
+            "generate",
+            &w.task.id,
+            &w.compiled.model,
+            &waiting_reason(w),
+            price,
+        );
+    }
+    let label = if planned.provider.is_emulated() {
+        " (emulated)"
+    } else {
+        ""
+    };
+    printer.data(&format!(
+        "\n{} to generate ({} image{}, {}{label}), {} to restore, {} fresh; saving {}",
+        totals.generate,
+        totals.images_to_generate,
+        if totals.images_to_generate == 1 {
+            ""
+        } else {
+            "s"
+        },
+        totals.cost,
+        totals.restore,
+        totals.fresh,
+        totals.saved
+    ));
+    if !planned.waiting.is_empty() {
+        printer.data(&format!(
+            "{} of them consume images generated first; if those come out byte-identical, they cost nothing",
+            planned.waiting.len()
+        ));
+    }
+    if !planned.stale_lock_entries.is_empty() {
+        let n = planned.stale_lock_entries.len();
+        printer.data(&format!(
+            "{n} lock entr{} for tasks no longer in any plan will be dropped",
+            if n == 1 { "y" } else { "ies" }
+        ));
+    }
+}
+
+pub fn waiting_reason(w: &Waiting<'_>) -> String {
+    let names: Vec<String> = w.upstream.iter().map(|u| format!("`{u}`")).collect();
+    format!("waits for {}", names.join(", "))
+}
+
+pub fn task_report(
+    unit: &Unit<'_>,
+    d: &Decision,
+    status: &'static str,
+    error: Option<String>,
+) -> TaskReport {
+    TaskReport {
+        id: unit.task.id.clone(),
+        action: d.action.name(),
+        status,
+        reason: d.reason.to_string(),
+        model: unit.compiled.model.clone(),
+        images: unit.compiled.n,
+        cost: d.cost(),
+        saved: d.saved(),
+        outputs: d.outputs.clone(),
+        error,
+    }
+}
+
+pub fn waiting_report(w: &Waiting<'_>, status: &'static str, error: Option<String>) -> TaskReport {
+    TaskReport {
+        id: w.task.id.clone(),
+        action: "generate",
+        status,
+        reason: waiting_reason(w),
+        model: w.compiled.model.clone(),
+        images: w.compiled.n,
+        cost: if status == "planned" {
+            w.compiled.cost()
+        } else {
+            Money::ZERO
+        },
+        saved: Money::ZERO,
+        outputs: Vec::new(),
+        error,
+    }
+}
