@@ -434,6 +434,8 @@ fn task_report(
 /// `wanx build`.
 pub async fn build(project: &Project, args: &BuildArgs, printer: &Printer) -> Result<Built> {
     let started_at = now_unix();
+    // One writer per project, held from before the snapshot to the last write (see project_lock.rs).
+    let _project_lock = crate::project_lock::ProjectLock::for_build(project, args, printer).await?;
     let mut planned = plan(project, &args.selection, args.force)?;
     // Remember hashes computed while looking, so the next no-op hashes nothing.
     if !planned.new_stats.is_empty() {

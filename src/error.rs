@@ -17,6 +17,8 @@ pub mod exit {
     pub const NOT_LOCKED: u8 = 3;
     /// The planned generations cost more than the budget allows; nothing was sent.
     pub const OVER_BUDGET: u8 = 4;
+    /// `--no-wait` and another wanx holds the project (`.wanx/lock`); nothing was done.
+    pub const BUSY: u8 = 5;
     /// Interrupted (Ctrl-C).
     pub const INTERRUPTED: u8 = 130;
 }
@@ -70,6 +72,9 @@ pub enum Error {
     #[error("{failed} task{} failed", if *failed == 1 { "" } else { "s" })]
     TasksFailed { failed: usize },
 
+    #[error("another wanx{} is using this project", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Busy { pid: Option<u32> },
+
     #[error("interrupted")]
     Interrupted,
 
@@ -103,6 +108,7 @@ impl Error {
             Error::NotLocked { .. } => exit::NOT_LOCKED,
             Error::OverBudget { .. } => exit::OVER_BUDGET,
             Error::Interrupted => exit::INTERRUPTED,
+            Error::Busy { .. } => exit::BUSY,
             Error::Io { .. }
             | Error::Store { .. }
             | Error::ProviderFatal { .. }
@@ -125,6 +131,7 @@ impl Error {
             Error::Store { .. } => Some("`.wanx/` is a cache: if it is damaged, move it away and build again (the lock and your images are kept)".to_owned()),
             Error::ProviderFatal { code, .. } => Some(provider_hint(code).to_owned()),
             Error::NotLocked { .. } => Some("run `wanx plan` to see what changed, then `wanx build` without `--locked` and commit `wanx.lock`".to_owned()),
+            Error::Busy { .. } => Some("nothing was sent or written; run again without `--no-wait` to wait for it to finish".to_owned()),
             Error::OverBudget { .. } => Some("raise `--max-spend` or `[build] max_spend`, or build fewer tasks (`wanx build ID…`)".to_owned()),
             _ => None,
         }

@@ -32,6 +32,8 @@ pub mod plan;
 pub mod plan_json;
 pub mod plan_toml;
 pub mod printer;
+pub mod project_lock;
+pub mod project_path;
 pub mod reconcile;
 pub mod registry;
 pub mod report;

@@ -6,4 +6,5 @@ mod build;
 mod cli;
 mod invalid;
 mod locked;
+mod one_writer;
 mod util;

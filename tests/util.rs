@@ -50,6 +50,31 @@ impl Run {
     }
 }
 
+/// A `wanx` started in the background.
+pub struct Running(std::process::Child);
+
+impl Running {
+    pub fn wait(self) -> Run {
+        self.0.wait_with_output().unwrap().into()
+    }
+}
+
+/// Starts a command with its output captured, without waiting for it.
+pub trait SpawnCaptured {
+    fn output_async(&mut self) -> Running;
+}
+
+impl SpawnCaptured for Command {
+    fn output_async(&mut self) -> Running {
+        Running(
+            self.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
 impl From<Output> for Run {
     fn from(o: Output) -> Run {
         Run {
@@ -63,15 +88,19 @@ impl From<Output> for Run {
 impl Project {
     /// An empty project (`wanx.toml` empty) with an emulator of negligible latency.
     pub fn new() -> Project {
+        Project::with_emulator(EmulatorConfig {
+            latency: std::time::Duration::from_millis(20),
+            ..EmulatorConfig::default()
+        })
+    }
+
+    /// An empty project whose emulator behaves as `config` says (latency, quotas, faults).
+    pub fn with_emulator(config: EmulatorConfig) -> Project {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let config = EmulatorConfig {
-            latency: std::time::Duration::from_millis(20),
-            ..EmulatorConfig::default()
-        };
         let emulator = runtime
             .block_on(Emulator::start(config, ([127, 0, 0, 1], 0).into()))
             .unwrap();
