@@ -7,4 +7,5 @@ mod cli;
 mod invalid;
 mod locked;
 mod one_writer;
+mod paths;
 mod util;
