@@ -39,6 +39,8 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Run the DashScope emulator on its own, for CI or other tools.
     Emulator(EmulatorArgs),
+    /// Rehash every output in `wanx.lock` and every cached blob; report (and with `--repair`, fix) damage.
+    Verify(VerifyArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -113,4 +115,14 @@ pub struct EmulatorArgs {
     /// Accept only these API keys (repeatable); by default any non-empty key is accepted.
     #[arg(long = "key", value_name = "KEY")]
     pub keys: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct VerifyArgs {
+    /// Restore missing or modified outputs from intact blobs, heal or quarantine damaged blobs.
+    #[arg(long)]
+    pub repair: bool,
+    /// If another wanx is using this project, stop at once (exit 5) instead of waiting for it.
+    #[arg(long)]
+    pub no_wait: bool,
 }

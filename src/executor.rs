@@ -606,6 +606,11 @@ async fn download_one(
     let mut last = String::new();
     for attempt in 0..3 {
         match client.download(url, &tmp, MAX_IMAGE_BYTES).await {
+            // A body cut short still starts with the magic: never cache it, fetch it again.
+            Ok(_) if !crate::image_check::is_complete(&tmp) => {
+                last = "the image ended early (truncated); it was not cached".to_owned();
+                tokio::time::sleep(Duration::from_millis(300 << attempt)).await;
+            }
             Ok(_) => {
                 last.clear();
                 break;

@@ -22,6 +22,7 @@ mod emulator_state;
 mod emulator_tests;
 pub mod error;
 pub mod executor;
+pub mod image_check;
 pub mod json_spans;
 pub mod lock;
 pub mod manifest;
@@ -42,6 +43,7 @@ pub mod secret;
 pub mod size;
 pub mod store;
 pub mod task;
+pub mod verify;
 pub mod vocabulary;
 
 pub use run::run;

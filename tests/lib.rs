@@ -4,6 +4,7 @@
 
 mod build;
 mod cli;
+mod integrity;
 mod invalid;
 mod locked;
 mod one_writer;
