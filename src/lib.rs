@@ -31,6 +31,8 @@ pub mod output_name;
 pub mod placeholder_png;
 pub mod plan;
 pub mod plan_json;
+#[cfg(test)]
+mod plan_proptest;
 pub mod plan_toml;
 pub mod printer;
 pub mod project_lock;
