@@ -608,7 +608,7 @@ async fn download_one(
         match client.download(url, &tmp, MAX_IMAGE_BYTES).await {
             // A body cut short still starts with the magic: never cache it, fetch it again.
             Ok(_) if !crate::image_check::is_complete(&tmp) => {
-                last = "the image ended early (truncated); it was not cached".to_owned();
+                "the image ended early (truncated); it was not cached".clone_into(&mut last);
                 tokio::time::sleep(Duration::from_millis(300 << attempt)).await;
             }
             Ok(_) => {

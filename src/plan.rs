@@ -1895,16 +1895,16 @@ impl<'a> Validator<'a> {
         };
         // A symlinked directory on the way out (the manifest's default is checked once, on its own).
         let fixed = static_dir(&dir, &pattern);
-        if dir_span.is_some() || fixed != dir {
-            if let Some((message, hint)) = self.escapes(&fixed) {
-                let (span, field) = match (dir_span, &span) {
-                    (Some(s), _) => (s, "out_dir"),
-                    (None, Some(s)) => (s.clone(), "filename"),
-                    (None, None) => (c.at.clone(), "out_dir"),
-                };
-                c.err(span, field, message, Some(hint));
-                return None;
-            }
+        if (dir_span.is_some() || fixed != dir)
+            && let Some((message, hint)) = self.escapes(&fixed)
+        {
+            let (span, field) = match (dir_span, &span) {
+                (Some(s), _) => (s, "out_dir"),
+                (None, Some(s)) => (s.clone(), "filename"),
+                (None, None) => (c.at.clone(), "out_dir"),
+            };
+            c.err(span, field, message, Some(hint));
+            return None;
         }
         let has_index = scan_placeholders(&pattern).unwrap_or(true);
         let filename = if n > 1 && !has_index {

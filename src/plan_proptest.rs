@@ -5,6 +5,7 @@
 //!
 //! Bounded so the suite runs in a few seconds: 256 cases per property, small sizes.
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -269,7 +270,7 @@ fn toml_plan() -> impl Strategy<Value = String> {
                 out.push_str(header);
                 out.push('\n');
                 for (k, v) in fields {
-                    out.push_str(&format!("{} = {}\n", toml_key(k), toml_value(v)));
+                    let _ = writeln!(out, "{} = {}", toml_key(k), toml_value(v));
                 }
                 out.push('\n');
             };

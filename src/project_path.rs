@@ -24,8 +24,8 @@ pub fn check_inside(canonical_root: &Path, rel: &Path) -> Result<(), Escape> {
         .find(|p| std::fs::symlink_metadata(p).is_ok())
         .unwrap_or(canonical_root);
     match std::fs::canonicalize(existing) {
-        Ok(real) if real.starts_with(canonical_root) => Ok(()),
-        Ok(real) => Err(Escape::Outside(real)),
+        Ok(resolved) if resolved.starts_with(canonical_root) => Ok(()),
+        Ok(resolved) => Err(Escape::Outside(resolved)),
         Err(e) => Err(Escape::Unresolvable(e.to_string())),
     }
 }
