@@ -2,7 +2,9 @@
 //! its bytes (`ab/cdef…`: the first two hex digits are a directory). Blobs enter the store only
 //! through a rename of a file that was hashed as it was read, and leave it only through
 //! [`BlobStore::materialize`], which checks the hash again while copying: a blob whose bytes do not
-//! match its name is never written to the user's tree (DESIGN invariant 5). Every write is a temp
+//! match its name is never written to the user's tree (DESIGN invariant 5); it is moved to
+//! `.wanx/quarantine/` instead, so the next build sees it missing and generates the image again
+//! rather than failing on it forever. Every write is a temp
 //! file plus a rename, so no reader ever sees half a file (invariant 2).
 
 use std::fs::{self, File};
@@ -116,16 +118,62 @@ impl BlobStore {
         let actual = hasher.finalize().to_hex();
         if actual.as_str() != hash {
             // Dropping `tmp` deletes it.
+            drop(source);
+            let moved = match self.quarantine(hash) {
+                Ok(to) => format!(
+                    "; it was moved to `{}`, so the next build generates the image again (`wanx plan` shows the price)",
+                    to.display()
+                ),
+                Err(e) => format!("; moving it to quarantine failed: {e}"),
+            };
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "blob `{hash}` is corrupt (its bytes hash to `{actual}`); it was not copied to `{}`",
+                    "blob `{hash}` is corrupt (its bytes hash to `{actual}`) and was not copied to `{}`{moved}",
                     dest.display()
                 ),
             ));
         }
         tmp.persist(dest).map_err(|e| e.error)?;
         Ok(size)
+    }
+
+    /// The directory the blobs live in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where damaged or stray files are moved: `.wanx/quarantine`, beside the blobs.
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.dir
+            .parent()
+            .map_or_else(|| PathBuf::from("quarantine"), |p| p.join("quarantine"))
+    }
+
+    /// Moves blob `hash` out of the store into the quarantine (kept for inspection, never served),
+    /// returning where it went.
+    pub fn quarantine(&self, hash: &str) -> io::Result<PathBuf> {
+        if !is_hash(hash) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{hash}` is not a blake3 digest"),
+            ));
+        }
+        self.quarantine_file(&self.path(hash), hash)
+    }
+
+    /// Moves the file at `path` into the quarantine as `name` (`name.1`, `name.2`, … if taken).
+    pub fn quarantine_file(&self, path: &Path, name: &str) -> io::Result<PathBuf> {
+        let dir = self.quarantine_dir();
+        fs::create_dir_all(&dir)?;
+        let mut dest = dir.join(name);
+        let mut n = 0;
+        while fs::symlink_metadata(&dest).is_ok() {
+            n += 1;
+            dest = dir.join(format!("{name}.{n}"));
+        }
+        fs::rename(path, &dest)?;
+        Ok(dest)
     }
 
     /// Whether `dest` holds exactly the bytes named `hash`. Only called on inserts, which follow a
@@ -251,6 +299,12 @@ mod tests {
         assert_eq!(fs::read(&dest).unwrap(), b"old output");
         let names: Vec<_> = fs::read_dir(dest.parent().unwrap()).unwrap().collect();
         assert_eq!(names.len(), 1, "the temp file was deleted");
+
+        // The corrupt blob left the store for the quarantine, bytes intact.
+        assert!(!store.contains(&hash));
+        let quarantined = root.path().join(".wanx/quarantine").join(&hash);
+        assert_eq!(fs::read(&quarantined).unwrap(), b"bit rot");
+        assert!(err.to_string().contains("quarantine"), "{err}");
 
         let fresh = root.path().join("generated/b.png");
         assert!(store.materialize(&hash, &fresh).is_err());

@@ -37,6 +37,8 @@ pub async fn build(
     cancel: Arc<AtomicBool>,
 ) -> Result<Built> {
     let started_at = now_unix();
+    // One writer per project, held from before the journal and the snapshot to the last write.
+    let _project_lock = crate::project_lock::ProjectLock::for_build(project, args, printer).await?;
     if !args.dry_run && !args.locked {
         resume_journal(project, args, printer, &cancel).await?;
     }

@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
     long_about = "wanx reads image tasks from plan files, compiles each to the exact DashScope request, keys it by \
 content, and generates only the tasks whose requests changed. Everything else is fresh on disk or restored \
 from the local cache for free.\n\nThe project is the nearest `wanx.toml` above the current directory.",
-    after_help = "Examples:\n  wanx build --emulate        build everything against the local emulator (no API key, no cost)\n  wanx plan                    show what a build would do and what it would cost\n  wanx build hero banner       build two tasks\n  wanx build --locked          fail (exit 3) unless every image matches wanx.lock\n\nExit codes: 0 success, 1 a task failed, 2 invalid usage/manifest/plan, 3 --locked and not fresh, 4 over budget, 130 interrupted."
+    after_help = "Examples:\n  wanx build --emulate        build everything against the local emulator (no API key, no cost)\n  wanx plan                    show what a build would do and what it would cost\n  wanx build hero banner       build two tasks\n  wanx build --locked          fail (exit 3) unless every image matches wanx.lock\n\nExit codes: 0 success, 1 a task failed, 2 invalid usage/manifest/plan, 3 --locked and not fresh, 4 over budget, 5 another wanx holds the project (--no-wait), 130 interrupted."
 )]
 pub struct Cli {
     /// Run as if started in DIR.
@@ -39,6 +39,8 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Run the DashScope emulator on its own, for CI or other tools.
     Emulator(EmulatorArgs),
+    /// Rehash every output in `wanx.lock` and every cached blob; report (and with `--repair`, fix) damage.
+    Verify(VerifyArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -73,6 +75,9 @@ pub struct BuildArgs {
     /// Refuse to start if the planned generations cost more than this many CNY.
     #[arg(long, value_name = "CNY")]
     pub max_spend: Option<f64>,
+    /// If another wanx is using this project, stop at once (exit 5) instead of waiting for it.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -110,4 +115,14 @@ pub struct EmulatorArgs {
     /// Accept only these API keys (repeatable); by default any non-empty key is accepted.
     #[arg(long = "key", value_name = "KEY")]
     pub keys: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct VerifyArgs {
+    /// Restore missing or modified outputs from intact blobs, heal or quarantine damaged blobs.
+    #[arg(long)]
+    pub repair: bool,
+    /// If another wanx is using this project, stop at once (exit 5) instead of waiting for it.
+    #[arg(long)]
+    pub no_wait: bool,
 }

@@ -9,7 +9,7 @@ use crate::money::Money;
 /// Exit codes, documented in the README.
 pub mod exit {
     pub const SUCCESS: u8 = 0;
-    /// Some task failed; the others were built.
+    /// Some task failed; the others were built. Also: `wanx verify` found a problem it did not repair.
     pub const TASK_FAILED: u8 = 1;
     /// Invalid usage, manifest or plan; nothing was sent or written.
     pub const INVALID: u8 = 2;
@@ -17,6 +17,8 @@ pub mod exit {
     pub const NOT_LOCKED: u8 = 3;
     /// The planned generations cost more than the budget allows; nothing was sent.
     pub const OVER_BUDGET: u8 = 4;
+    /// `--no-wait` and another wanx holds the project (`.wanx/lock`); nothing was done.
+    pub const BUSY: u8 = 5;
     /// Interrupted (Ctrl-C).
     pub const INTERRUPTED: u8 = 130;
 }
@@ -70,6 +72,12 @@ pub enum Error {
     #[error("{failed} task{} failed", if *failed == 1 { "" } else { "s" })]
     TasksFailed { failed: usize },
 
+    #[error("another wanx{} is using this project", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Busy { pid: Option<u32> },
+
+    #[error("{problems} problem{} {}", if *problems == 1 { "" } else { "s" }, if *repair { "could not be repaired" } else { "found" })]
+    Unverified { problems: usize, repair: bool },
+
     #[error("interrupted")]
     Interrupted,
 
@@ -103,10 +111,12 @@ impl Error {
             Error::NotLocked { .. } => exit::NOT_LOCKED,
             Error::OverBudget { .. } => exit::OVER_BUDGET,
             Error::Interrupted => exit::INTERRUPTED,
+            Error::Busy { .. } => exit::BUSY,
             Error::Io { .. }
             | Error::Store { .. }
             | Error::ProviderFatal { .. }
             | Error::TasksFailed { .. }
+            | Error::Unverified { .. }
             | Error::Other(_) => exit::TASK_FAILED,
         }
     }
@@ -125,6 +135,9 @@ impl Error {
             Error::Store { .. } => Some("`.wanx/` is a cache: if it is damaged, move it away and build again (the lock and your images are kept)".to_owned()),
             Error::ProviderFatal { code, .. } => Some(provider_hint(code).to_owned()),
             Error::NotLocked { .. } => Some("run `wanx plan` to see what changed, then `wanx build` without `--locked` and commit `wanx.lock`".to_owned()),
+            Error::Unverified { repair: false, .. } => Some("`wanx verify --repair` restores outputs from intact blobs and quarantines damaged ones".to_owned()),
+            Error::Unverified { repair: true, .. } => Some("`wanx build` generates what the cache could not restore (`wanx plan` shows the price)".to_owned()),
+            Error::Busy { .. } => Some("nothing was sent or written; run again without `--no-wait` to wait for it to finish".to_owned()),
             Error::OverBudget { .. } => Some("raise `--max-spend` or `[build] max_spend`, or build fewer tasks (`wanx build ID…`)".to_owned()),
             _ => None,
         }

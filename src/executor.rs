@@ -149,7 +149,8 @@ impl Pacer {
     /// network jitter, and an event exactly on the window's edge would be throttled.
     fn new(per_second: u32) -> Pacer {
         Pacer {
-            spacing: Duration::from_secs(1) / per_second.max(1) * 103 / 100 + Duration::from_millis(2),
+            spacing: Duration::from_secs(1) / per_second.max(1) * 103 / 100
+                + Duration::from_millis(2),
             next: Mutex::new(Instant::now()),
         }
     }
@@ -930,6 +931,11 @@ async fn download_one(
     let mut last = String::new();
     for attempt in 0..3 {
         match client.download(url, &tmp, MAX_IMAGE_BYTES).await {
+            // A body cut short still starts with the magic: never cache it, fetch it again.
+            Ok(_) if !crate::image_check::is_complete(&tmp) => {
+                "the image ended early (truncated); it was not cached".clone_into(&mut last);
+                tokio::time::sleep(Duration::from_millis(300 << attempt)).await;
+            }
             Ok(_) => {
                 last.clear();
                 break;

@@ -1,9 +1,15 @@
 //! Byte spans of the values in a JSON document, keyed by JSON pointer (RFC 6901), so errors found after
 //! `serde_json` has parsed a seed plan can still point at the offending value. A small hand-written
 //! scanner: it expects JSON that `serde_json` already accepted, and never panics on anything else.
+//! Its recursion is bounded: values nested deeper than [`MAX_DEPTH`] are skipped by an iterative scan
+//! and get no span of their own (serde_json ignores values without a depth limit, so a 10,000-deep
+//! array can reach this scanner).
 
 use std::collections::HashMap;
 use std::ops::Range;
+
+/// How deep the scanner records spans (serde_json's own recursion limit is 128).
+pub const MAX_DEPTH: usize = 128;
 
 /// Maps every value's JSON pointer (`""` for the root, `/batches/0/tasks/2/parameters/size`) to the byte
 /// range of that value in `src` (strings include their quotes).
@@ -14,6 +20,7 @@ pub fn spans(src: &str) -> HashMap<String, Range<usize>> {
         pos: 0,
         pointer: String::new(),
         out: HashMap::new(),
+        depth: 0,
     };
     scanner.value();
     scanner.out
@@ -25,6 +32,8 @@ struct Scanner<'a> {
     pos: usize,
     pointer: String,
     out: HashMap<String, Range<usize>>,
+    /// Objects and arrays open around the cursor.
+    depth: usize,
 }
 
 impl Scanner<'_> {
@@ -44,8 +53,17 @@ impl Scanner<'_> {
         let start = self.pos;
         match self.peek() {
             None => return,
-            Some(b'{') => self.object(),
-            Some(b'[') => self.array(),
+            Some(b'{' | b'[') if self.depth >= MAX_DEPTH => self.skip_nested(),
+            Some(b'{') => {
+                self.depth += 1;
+                self.object();
+                self.depth -= 1;
+            }
+            Some(b'[') => {
+                self.depth += 1;
+                self.array();
+                self.depth -= 1;
+            }
             Some(b'"') => self.string(),
             Some(_) => {
                 while !matches!(
@@ -57,6 +75,29 @@ impl Scanner<'_> {
             }
         }
         self.out.insert(self.pointer.clone(), start..self.pos);
+    }
+
+    /// Moves past the object or array at the cursor without recursing or recording anything.
+    fn skip_nested(&mut self) {
+        let mut open = 0usize;
+        while let Some(b) = self.peek() {
+            match b {
+                b'"' => {
+                    self.string();
+                    continue;
+                }
+                b'{' | b'[' => open += 1,
+                b'}' | b']' => {
+                    open = open.saturating_sub(1);
+                    if open == 0 {
+                        self.pos += 1;
+                        return;
+                    }
+                }
+                _ => {}
+            }
+            self.pos += 1;
+        }
     }
 
     /// Moves past a string starting at the cursor's `"`.
@@ -183,6 +224,20 @@ mod tests {
         assert_eq!(text(src, &map, "/t~0"), "2");
         assert_eq!(text(src, &map, "/A"), "3");
         assert_eq!(text(src, &map, "/中文"), "\"值\"");
+    }
+
+    #[test]
+    fn deep_nesting_is_skipped_past_the_depth_limit_without_recursing() {
+        let depth = 100_000;
+        let src = format!(
+            "{{\"a\": {}{}, \"b\": 2}}",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        let map = spans(&src);
+        assert_eq!(text(&src, &map, "/b"), "2");
+        assert!(map.contains_key(&format!("/a{}", "/0".repeat(MAX_DEPTH - 2))));
+        assert!(!map.contains_key(&format!("/a{}", "/0".repeat(MAX_DEPTH + 1))));
     }
 
     #[test]

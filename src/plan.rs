@@ -953,6 +953,8 @@ struct Validator<'a> {
     canonical_root: Option<PathBuf>,
     /// `project.out_dir`, normalised once.
     default_dir: String,
+    /// Output directories already resolved against symlinks: dir → the problem, if any.
+    resolved_dirs: std::sync::Mutex<HashMap<String, Option<(String, String)>>>,
 }
 
 /// Per-task reporting: names fields through the task's [`FieldPaths`] and counts errors.
@@ -1023,7 +1025,35 @@ impl<'a> Validator<'a> {
             ids,
             canonical_root: std::fs::canonicalize(&manifest.root).ok(),
             default_dir: normalize_dir(&manifest.project.out_dir),
+            resolved_dirs: std::sync::Mutex::default(),
         }
+    }
+
+    /// Whether output directory `dir` (project-relative, `..`-free) stays inside the project once
+    /// symlinks are followed: `(message, hint)` when it does not. Resolved once per directory.
+    fn escapes(&self, dir: &str) -> Option<(String, String)> {
+        let root = self.canonical_root.as_ref()?;
+        let mut cache = self
+            .resolved_dirs
+            .lock()
+            .expect("the directory cache is never poisoned: nothing panics while it is held");
+        cache
+            .entry(dir.to_owned())
+            .or_insert_with(|| {
+                let hint = "outputs are written inside the project: point `out_dir` at a real directory there, or remove the symlink".to_owned();
+                match crate::project_path::check_inside(root, Path::new(dir)) {
+                    Ok(()) => None,
+                    Err(crate::project_path::Escape::Outside(real)) => Some((
+                        format!("the directory `{dir}` leads outside the project through a symlink (to `{}`)", real.display()),
+                        hint,
+                    )),
+                    Err(crate::project_path::Escape::Unresolvable(e)) => Some((
+                        format!("the directory `{dir}` cannot be resolved: {e}"),
+                        hint,
+                    )),
+                }
+            })
+            .clone()
     }
 
     /// The manifest's default output naming, checked once.
@@ -1048,6 +1078,14 @@ impl<'a> Validator<'a> {
                     Ok(())
                 }
             }) {
+                sink.errors.push(
+                    Diagnostic::error(manifest::FILE_NAME, message)
+                        .field(field)
+                        .hint(hint),
+                );
+            } else if field == "project.out_dir"
+                && let Some((message, hint)) = self.escapes(&self.default_dir)
+            {
                 sink.errors.push(
                     Diagnostic::error(manifest::FILE_NAME, message)
                         .field(field)
@@ -1830,6 +1868,7 @@ impl<'a> Validator<'a> {
         n: u32,
         c: &mut Check,
     ) -> Option<OutputSpec> {
+        let dir_span = out_dir.as_ref().map(Spanned::span);
         let dir = match out_dir {
             None => self.default_dir.clone(),
             Some(d) => match check_relative(d.get_ref(), true) {
@@ -1854,6 +1893,19 @@ impl<'a> Validator<'a> {
                 (pattern, Some(span))
             }
         };
+        // A symlinked directory on the way out (the manifest's default is checked once, on its own).
+        let fixed = static_dir(&dir, &pattern);
+        if (dir_span.is_some() || fixed != dir)
+            && let Some((message, hint)) = self.escapes(&fixed)
+        {
+            let (span, field) = match (dir_span, &span) {
+                (Some(s), _) => (s, "out_dir"),
+                (None, Some(s)) => (s.clone(), "filename"),
+                (None, None) => (c.at.clone(), "out_dir"),
+            };
+            c.err(span, field, message, Some(hint));
+            return None;
+        }
         let has_index = scan_placeholders(&pattern).unwrap_or(true);
         let filename = if n > 1 && !has_index {
             let with_index = add_index(&pattern);
@@ -2154,6 +2206,24 @@ fn normalize_colour(s: &str) -> Option<String> {
         ),
         _ => None,
     }
+}
+
+/// The part of an output path known before rendering: `dir` and the directories of `pattern` up to
+/// the first placeholder.
+fn static_dir(dir: &str, pattern: &str) -> String {
+    let mut out = dir.trim_end_matches('/').to_owned();
+    let mut parts: Vec<&str> = pattern.split('/').collect();
+    parts.pop();
+    for part in parts.into_iter().take_while(|p| !p.contains('{')) {
+        if part.is_empty() || part == "." {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push('/');
+        }
+        out.push_str(part);
+    }
+    out
 }
 
 /// A project-relative path: not absolute, no `..`, `/`-separated.

@@ -88,6 +88,7 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> Result<()> {
         }
         Command::Explain(args) => explain(dir, args, printer),
         Command::Emulator(args) => emulator(args, printer).await,
+        Command::Verify(args) => crate::verify::verify(dir, args.repair, !args.no_wait, printer),
     }
 }
 

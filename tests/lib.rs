@@ -4,7 +4,10 @@
 
 mod build;
 mod cli;
+mod integrity;
 mod invalid;
 mod locked;
+mod one_writer;
+mod paths;
 mod provider;
 mod util;

@@ -50,6 +50,31 @@ impl Run {
     }
 }
 
+/// A `wanx` started in the background.
+pub struct Running(std::process::Child);
+
+impl Running {
+    pub fn wait(self) -> Run {
+        self.0.wait_with_output().unwrap().into()
+    }
+}
+
+/// Starts a command with its output captured, without waiting for it.
+pub trait SpawnCaptured {
+    fn output_async(&mut self) -> Running;
+}
+
+impl SpawnCaptured for Command {
+    fn output_async(&mut self) -> Running {
+        Running(
+            self.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
 impl From<Output> for Run {
     fn from(o: Output) -> Run {
         Run {
