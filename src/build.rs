@@ -433,6 +433,29 @@ fn task_report(
 
 /// `wanx build`.
 pub async fn build(project: &Project, args: &BuildArgs, printer: &Printer) -> Result<Built> {
+    build_with(project, args, printer, &Hooks::default()).await
+}
+
+// --- hooks for `wanx watch` (src/watch.rs); a plain build uses none ---------------------------------
+
+/// What `wanx watch` attaches to a build: see each field. `Default` attaches nothing.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Called with the reconciled plan right before it is executed (after the budget checks).
+    pub on_plan: Option<Arc<dyn Fn(&Planned<'_>) + Send + Sync>>,
+    /// Called with every executor event, before it is printed.
+    pub on_event: Option<Arc<dyn Fn(&Event) + Send + Sync>>,
+    /// Passed to [`Executor::before_submit`].
+    pub before_submit: Option<crate::executor::SubmitGate>,
+}
+
+/// [`build`] with [`Hooks`].
+pub async fn build_with(
+    project: &Project,
+    args: &BuildArgs,
+    printer: &Printer,
+    hooks: &Hooks,
+) -> Result<Built> {
     let started_at = now_unix();
     let mut planned = plan(project, &args.selection, args.force)?;
     // Remember hashes computed while looking, so the next no-op hashes nothing.
@@ -507,6 +530,9 @@ pub async fn build(project: &Project, args: &BuildArgs, printer: &Printer) -> Re
         });
     }
 
+    if let Some(on_plan) = &hooks.on_plan {
+        on_plan(&planned);
+    }
     let needs_provider = totals.generate > 0;
     let mut emulator = None;
     let client = if needs_provider {
@@ -598,8 +624,13 @@ pub async fn build(project: &Project, args: &BuildArgs, printer: &Printer) -> Re
         })
         .collect();
     let printer_copy = *printer;
-    let on_event: Arc<dyn Fn(Event) + Send + Sync> =
-        Arc::new(move |event| print_event(&printer_copy, event));
+    let hook = hooks.on_event.clone();
+    let on_event: Arc<dyn Fn(Event) + Send + Sync> = Arc::new(move |event| {
+        if let Some(hook) = &hook {
+            hook(&event);
+        }
+        print_event(&printer_copy, event);
+    });
     let executor = Executor {
         root,
         store: Arc::clone(&store),
@@ -616,6 +647,7 @@ pub async fn build(project: &Project, args: &BuildArgs, printer: &Printer) -> Re
         task_timeout: task_timeout(project),
         jobs: args.jobs.or(project.manifest.build.jobs).unwrap_or(16),
         on_event,
+        before_submit: hooks.before_submit.clone(),
     };
     let execution = executor.run(jobs, &project.registry).await;
     if let Some(emu) = emulator {
@@ -755,6 +787,9 @@ fn print_event(printer: &Printer, event: Event) {
                     describe_outputs(&done.entry.outputs)
                 ),
             ),
+            Err(error) if error == crate::executor::NOT_SUBMITTED => {
+                printer.warn("Dropped", &format!("{}: {error}", outcome.id));
+            }
             Err(error) => printer.fail("Failed", &format!("{}: {error}", outcome.id)),
         },
     }

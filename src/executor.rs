@@ -140,7 +140,16 @@ pub struct Executor {
     pub task_timeout: Duration,
     pub jobs: usize,
     pub on_event: Arc<dyn Fn(Event) + Send + Sync>,
+    /// Asked right before a generation is submitted; `false` drops it unsubmitted (nothing is paid).
+    /// `wanx watch` drops the tasks a newer save made obsolete; `None` submits everything.
+    pub before_submit: Option<SubmitGate>,
 }
+
+/// See [`Executor::before_submit`].
+pub type SubmitGate = Arc<dyn Fn(&Job) -> bool + Send + Sync>;
+
+/// The error of a generation [`Executor::before_submit`] dropped before it was sent.
+pub const NOT_SUBMITTED: &str = "not submitted: a newer change made it obsolete";
 
 struct Shared {
     exec: Executor,
@@ -357,6 +366,11 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, String> {
         .acquire()
         .await
         .expect("model semaphores are never closed");
+    if let Some(gate) = &shared.exec.before_submit
+        && !gate(&job)
+    {
+        return Err(NOT_SUBMITTED.to_owned());
+    }
     let client = shared
         .exec
         .client

@@ -41,5 +41,8 @@ pub mod size;
 pub mod store;
 pub mod task;
 pub mod vocabulary;
+pub mod watch;
+pub mod watch_events;
+pub mod watch_set;
 
 pub use run::run;

@@ -75,6 +75,7 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> Result<()> {
             Ok(())
         }
         Command::Explain(args) => explain(dir, args, printer),
+        Command::Watch(args) => crate::watch::watch(dir, args, printer).await,
         Command::Emulator(args) => emulator(args, printer).await,
     }
 }
@@ -184,7 +185,8 @@ async fn emulator(args: &EmulatorArgs, printer: &Printer) -> Result<()> {
     Ok(())
 }
 
-fn report_error(printer: &Printer, e: &Error) {
+/// Prints an error once, with its diagnostics and hint (`wanx watch` reports its rebuilds' errors here too).
+pub(crate) fn report_error(printer: &Printer, e: &Error) {
     if let Error::Invalid { diagnostics, .. } = e {
         for d in diagnostics {
             printer.block(&d.render(printer.color), true);
