@@ -438,13 +438,16 @@ pub async fn build(project: &Project, args: &BuildArgs, printer: &Printer) -> Re
 
 // --- hooks for `wanx watch` (src/watch.rs); a plain build uses none ---------------------------------
 
-/// What `wanx watch` attaches to a build: see each field. `Default` attaches nothing.
+/// Called with the reconciled plan right before it is executed (after the budget checks).
+pub type OnPlan = Arc<dyn Fn(&Planned<'_>) + Send + Sync>;
+/// Called with every executor event, before it is printed.
+pub type OnEvent = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// What `wanx watch` attaches to a build. `Default` attaches nothing.
 #[derive(Clone, Default)]
 pub struct Hooks {
-    /// Called with the reconciled plan right before it is executed (after the budget checks).
-    pub on_plan: Option<Arc<dyn Fn(&Planned<'_>) + Send + Sync>>,
-    /// Called with every executor event, before it is printed.
-    pub on_event: Option<Arc<dyn Fn(&Event) + Send + Sync>>,
+    pub on_plan: Option<OnPlan>,
+    pub on_event: Option<OnEvent>,
     /// Passed to [`Executor::before_submit`].
     pub before_submit: Option<crate::executor::SubmitGate>,
 }

@@ -152,15 +152,13 @@ impl Watch<'_> {
             announced: false,
         });
         loop {
-            let change = match next.take() {
-                Some(change) => change,
-                None => match self.wait().await {
-                    Some(change) => change,
-                    None => {
-                        self.reporter.stopped(false, &self.session);
-                        return Ok(());
-                    }
-                },
+            let change = if let Some(change) = next.take() {
+                change
+            } else if let Some(change) = self.wait().await {
+                change
+            } else {
+                self.reporter.stopped(false, &self.session);
+                return Ok(());
             };
             let seq = self.seq;
             self.seq += 1;
@@ -280,8 +278,8 @@ impl Watch<'_> {
                     Some(Relevance::Changed(rel)) => Change::add(change, &rel, time),
                     Some(Relevance::Directory(rel)) => {
                         new_dirs = true;
-                        if self.set.holds_plans(&rel) {
-                            Change::add(change, &rel, time);
+                        for plan in self.set.plans_in(&rel) {
+                            Change::add(change, &plan, time);
                         }
                     }
                     None => {}
@@ -430,11 +428,10 @@ impl Gate {
 fn counts(kind: &notify::EventKind) -> bool {
     use notify::EventKind;
     use notify::event::ModifyKind;
-    match kind {
-        EventKind::Create(_) | EventKind::Remove(_) | EventKind::Any | EventKind::Other => true,
-        EventKind::Modify(ModifyKind::Metadata(_)) | EventKind::Access(_) => false,
-        EventKind::Modify(_) => true,
-    }
+    !matches!(
+        kind,
+        EventKind::Modify(ModifyKind::Metadata(_)) | EventKind::Access(_)
+    )
 }
 
 /// The manifest's location with default settings, while `wanx.toml` itself does not parse.

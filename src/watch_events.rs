@@ -30,6 +30,7 @@
 //! `saved` in a `built` event and in the session counts restores (images the cache supplied instead of
 //! the API); tasks that stayed fresh are not counted again on every save.
 
+use std::fmt::Write as _;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -260,13 +261,13 @@ impl Reporter {
             summary.generated, summary.restored, summary.fresh
         );
         if dropped > 0 {
-            text.push_str(&format!(", {dropped} dropped (obsolete, never sent)"));
+            let _ = write!(text, ", {dropped} dropped (obsolete, never sent)");
         }
-        text.push_str(&format!("; spent {}, saved {saved}", summary.spent));
+        let _ = write!(text, "; spent {}, saved {saved}", summary.spent);
         if let Some(ms) = since(timings.first_request) {
-            text.push_str(&format!(" (save → first request {ms} ms)"));
+            let _ = write!(text, " (save → first request {ms} ms)");
         } else if let Some(ms) = since(Some(timings.done)) {
-            text.push_str(&format!(" (save → done {ms} ms)"));
+            let _ = write!(text, " (save → done {ms} ms)");
         }
         self.printer.status("Built", &text);
         self.printer.status(

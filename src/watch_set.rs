@@ -180,22 +180,26 @@ impl WatchSet {
         None
     }
 
-    /// Whether the directory `rel` (project-relative) holds a plan file now.
-    pub fn holds_plans(&self, rel: &Path) -> bool {
-        fn walk(root: &Path, rel: &Path, set: &GlobSet, depth: usize) -> bool {
+    /// The plan files under the directory `rel` (project-relative) now: a new folder's files may
+    /// have been written before its watch was added.
+    pub fn plans_in(&self, rel: &Path) -> Vec<PathBuf> {
+        fn walk(root: &Path, rel: &Path, set: &GlobSet, depth: usize, found: &mut Vec<PathBuf>) {
             let Ok(entries) = std::fs::read_dir(root.join(rel)) else {
-                return false;
+                return;
             };
-            entries.filter_map(Result::ok).any(|e| {
+            for e in entries.filter_map(Result::ok) {
                 let path = rel.join(e.file_name());
                 match e.file_type() {
-                    Ok(t) if t.is_dir() => depth < 32 && walk(root, &path, set, depth + 1),
-                    Ok(_) => set.is_match(&path),
-                    Err(_) => false,
+                    Ok(t) if t.is_dir() && depth < 32 => walk(root, &path, set, depth + 1, found),
+                    Ok(_) if set.is_match(&path) => found.push(path),
+                    _ => {}
                 }
-            })
+            }
         }
-        walk(&self.root, rel, &self.plans, 0)
+        let mut found = Vec::new();
+        walk(&self.root, rel, &self.plans, 0, &mut found);
+        found.sort();
+        found
     }
 
     /// Plan files, `wanx.toml` and inputs, for the opening line.
@@ -286,8 +290,8 @@ mod tests {
             std::fs::write(full, text).unwrap();
         }
         let (manifest, registry) = Manifest::load(&dir.path().join("wanx.toml")).unwrap();
-        let loaded = crate::plan::load(&manifest, &registry).unwrap();
-        let set = WatchSet::new(&manifest, Some(&loaded));
+        let loaded = crate::plan::load(&manifest, &registry).ok();
+        let set = WatchSet::new(&manifest, loaded.as_ref());
         (dir, set)
     }
 
@@ -360,9 +364,12 @@ mod tests {
             set.classify(&root.join("plans")),
             Some(Relevance::Directory(PathBuf::from("plans")))
         );
-        assert!(!set.holds_plans(Path::new("plans")));
+        assert!(set.plans_in(Path::new("plans")).is_empty());
         std::fs::write(root.join("plans/b.toml"), "").unwrap();
-        assert!(set.holds_plans(Path::new("plans")));
+        assert_eq!(
+            set.plans_in(Path::new("plans")),
+            [PathBuf::from("plans/b.toml")]
+        );
     }
 
     #[test]
@@ -370,9 +377,9 @@ mod tests {
         let (dir, set) = project(&[
             (
                 "wanx.toml",
-                "[project]\nplans = [\"**/*.toml\"]\nout_dir = \"out\"\n",
+                "[project]\nplans = [\"**/*.json\"]\nout_dir = \"out\"\n",
             ),
-            ("art/a.toml", ""),
+            ("art/a.json", "{}"),
             ("out/x.png", ""),
             ("target/debug/x", ""),
         ]);
@@ -384,7 +391,11 @@ mod tests {
                 (root.join("art"), Depth::Recursive),
             ]
         );
-        assert_eq!(set.classify(&root.join("out/a.toml")), None);
-        assert_eq!(set.classify(&root.join("target/a.toml")), None);
+        assert_eq!(
+            set.classify(&root.join("art/new/b.json")),
+            Some(Relevance::Changed(PathBuf::from("art/new/b.json")))
+        );
+        assert_eq!(set.classify(&root.join("out/a.json")), None);
+        assert_eq!(set.classify(&root.join("target/a.json")), None);
     }
 }

@@ -7,3 +7,4 @@ mod cli;
 mod invalid;
 mod locked;
 mod util;
+mod watch;

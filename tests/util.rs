@@ -63,13 +63,18 @@ impl From<Output> for Run {
 impl Project {
     /// An empty project (`wanx.toml` empty) with an emulator of negligible latency.
     pub fn new() -> Project {
+        Project::with_latency(std::time::Duration::from_millis(20))
+    }
+
+    /// An empty project whose emulator takes `latency` from submission to result.
+    pub fn with_latency(latency: std::time::Duration) -> Project {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
         let config = EmulatorConfig {
-            latency: std::time::Duration::from_millis(20),
+            latency,
             ..EmulatorConfig::default()
         };
         let emulator = runtime
