@@ -423,14 +423,14 @@ impl Gate {
     }
 }
 
-/// Creations, content changes, removals and renames; not reads or metadata (a read by wanx itself,
-/// a `touch`: the content and so the keys are the same).
+/// Everything but reads: a read (by wanx itself, too) changes nothing. Metadata changes count, as
+/// `--poll` reports a new modification time as one; a mere `touch` costs a no-op build.
 fn counts(kind: &notify::EventKind) -> bool {
     use notify::EventKind;
-    use notify::event::ModifyKind;
+    use notify::event::{MetadataKind, ModifyKind};
     !matches!(
         kind,
-        EventKind::Modify(ModifyKind::Metadata(_)) | EventKind::Access(_)
+        EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)) | EventKind::Access(_)
     )
 }
 
@@ -464,7 +464,11 @@ impl FsWatch {
             let _ = tx.blocking_send(batch);
         };
         let backend = if poll {
-            let config = notify::Config::default().with_poll_interval(POLL_INTERVAL);
+            // Modification times are compared in whole seconds: compare contents too, so two saves
+            // within a second are both seen.
+            let config = notify::Config::default()
+                .with_poll_interval(POLL_INTERVAL)
+                .with_compare_contents(true);
             Backend::Poll(
                 new_debouncer_opt(DEBOUNCE, Some(TICK), handler, NoCache::new(), config)
                     .map_err(|e| watch_error(&e, Path::new("."), poll))?,
