@@ -36,6 +36,33 @@ pub async fn build(
     printer: &Printer,
     cancel: Arc<AtomicBool>,
 ) -> Result<Built> {
+    build_with(project, args, printer, cancel, &Hooks::default()).await
+}
+
+// --- hooks for `wanx watch` (src/watch.rs); a plain build uses none ---------------------------------
+
+/// Called with the reconciled plan right before it is executed (after the budget checks).
+pub type OnPlan = Arc<dyn Fn(&Planned<'_>) + Send + Sync>;
+/// Called with every executor event, before it is printed.
+pub type OnEvent = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// What `wanx watch` attaches to a build. `Default` attaches nothing.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    pub on_plan: Option<OnPlan>,
+    pub on_event: Option<OnEvent>,
+    /// Passed to [`Executor::before_submit`].
+    pub before_submit: Option<crate::executor::SubmitGate>,
+}
+
+/// [`build`] with [`Hooks`].
+pub async fn build_with(
+    project: &Project,
+    args: &BuildArgs,
+    printer: &Printer,
+    cancel: Arc<AtomicBool>,
+    hooks: &Hooks,
+) -> Result<Built> {
     let started_at = now_unix();
     // One writer per project, held from before the journal and the snapshot to the last write.
     let _project_lock = crate::project_lock::ProjectLock::for_build(project, args, printer).await?;
@@ -97,7 +124,19 @@ pub async fn build(
                 ),
             );
         }
-        let waiting = run_round(project, args, printer, &cancel, planned, &mut session).await?;
+        if let Some(on_plan) = &hooks.on_plan {
+            on_plan(&planned);
+        }
+        let waiting = run_round(
+            project,
+            args,
+            printer,
+            &cancel,
+            hooks,
+            planned,
+            &mut session,
+        )
+        .await?;
         if waiting.is_empty() {
             break;
         }
@@ -322,6 +361,7 @@ async fn run_round(
     args: &BuildArgs,
     printer: &Printer,
     cancel: &Arc<AtomicBool>,
+    hooks: &Hooks,
     planned: Planned<'_>,
     session: &mut Session,
 ) -> Result<Vec<(String, Vec<String>)>> {
@@ -411,9 +451,10 @@ async fn run_round(
         },
         task_timeout: task_timeout(project),
         jobs: args.jobs.or(project.manifest.build.jobs).unwrap_or(16),
-        on_event: event_printer(printer),
+        on_event: with_hook(event_printer(printer), hooks.on_event.clone()),
         cancel: Arc::clone(cancel),
         latency_history,
+        before_submit: hooks.before_submit.clone(),
     };
     let execution = executor.run(jobs, &project.registry).await;
     // Stale entries are gone and fresh ones unchanged: write once more so a build with nothing to do
@@ -563,6 +604,7 @@ async fn resume_journal(
         on_event: event_printer(printer),
         cancel: Arc::clone(cancel),
         latency_history,
+        before_submit: None,
     };
     for resumed in executor.resume(entries, &project.registry).await {
         match resumed {
@@ -592,6 +634,20 @@ fn latency_history(store: &Store, models: &[&str]) -> Result<HashMap<String, Vec
         }
     }
     Ok(history)
+}
+
+/// Calls `hook` with each event before `print`.
+fn with_hook(
+    print: Arc<dyn Fn(Event) + Send + Sync>,
+    hook: Option<OnEvent>,
+) -> Arc<dyn Fn(Event) + Send + Sync> {
+    match hook {
+        None => print,
+        Some(hook) => Arc::new(move |event| {
+            hook(&event);
+            print(event);
+        }),
+    }
 }
 
 fn event_printer(printer: &Printer) -> Arc<dyn Fn(Event) + Send + Sync> {
@@ -639,6 +695,12 @@ fn print_event(printer: &Printer, event: Event) {
                     describe_outputs(&done.entry.outputs)
                 ),
             ),
+            Err(error) if error.message == crate::executor::NOT_SUBMITTED => {
+                printer.warn("Dropped", &format!("{}: {error}", outcome.id));
+            }
+            Err(error) if error.skipped => {
+                printer.warn("Skipped", &format!("{}: {error}", outcome.id));
+            }
             Err(error) => printer.fail("Failed", &format!("{}: {error}", outcome.id)),
         },
     }

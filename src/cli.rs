@@ -1,4 +1,4 @@
-//! The command line: `wanx build`, `wanx plan`, `wanx explain`, `wanx emulator`. Parsing only; `run`
+//! The command line: `wanx build`, `wanx plan`, `wanx explain`, `wanx watch`, `wanx emulator`. Parsing only; `run`
 //! dispatches.
 
 use std::path::PathBuf;
@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
     long_about = "wanx reads image tasks from plan files, compiles each to the exact DashScope request, keys it by \
 content, and generates only the tasks whose requests changed. Everything else is fresh on disk or restored \
 from the local cache for free.\n\nThe project is the nearest `wanx.toml` above the current directory.",
-    after_help = "Examples:\n  wanx build --emulate        build everything against the local emulator (no API key, no cost)\n  wanx plan                    show what a build would do and what it would cost\n  wanx build hero banner       build two tasks\n  wanx build --locked          fail (exit 3) unless every image matches wanx.lock\n\nExit codes: 0 success, 1 a task failed, 2 invalid usage/manifest/plan, 3 --locked and not fresh, 4 over budget, 5 another wanx holds the project (--no-wait), 130 interrupted."
+    after_help = "Examples:\n  wanx build --emulate        build everything against the local emulator (no API key, no cost)\n  wanx plan                    show what a build would do and what it would cost\n  wanx build hero banner       build two tasks\n  wanx build --locked          fail (exit 3) unless every image matches wanx.lock\n  wanx watch --emulate         rebuild what changed on every save\n\nExit codes: 0 success, 1 a task failed, 2 invalid usage/manifest/plan, 3 --locked and not fresh, 4 over budget, 5 another wanx holds the project (--no-wait), 130 interrupted."
 )]
 pub struct Cli {
     /// Run as if started in DIR.
@@ -37,6 +37,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Print a task's compiled request, its inputs and its key; without a task, the lowering table.
     Explain(ExplainArgs),
+    /// Build, then rebuild what changed on every save of `wanx.toml`, a plan file or a local input.
+    Watch(WatchArgs),
     /// Run the DashScope emulator on its own, for CI or other tools.
     Emulator(EmulatorArgs),
     /// Rehash every output in `wanx.lock` and every cached blob; report (and with `--repair`, fix) damage.
@@ -78,6 +80,24 @@ pub struct BuildArgs {
     /// If another wanx is using this project, stop at once (exit 5) instead of waiting for it.
     #[arg(long)]
     pub no_wait: bool,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Poll the files instead of using OS notifications (network mounts, some containers).
+    #[arg(long)]
+    pub poll: bool,
+    /// Print one JSON object per event on stdout (see the README's Watch section).
+    #[arg(long)]
+    pub json: bool,
+    /// Tasks in flight at once (each model also keeps its own quota).
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Refuse any rebuild whose generations cost more than this many CNY.
+    #[arg(long, value_name = "CNY")]
+    pub max_spend: Option<f64>,
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -290,7 +290,16 @@ pub struct Executor {
     pub cancel: Arc<AtomicBool>,
     /// Past latencies (seconds) per model, oldest first, to aim the polling.
     pub latency_history: HashMap<String, Vec<f64>>,
+    /// Asked right before a generation is submitted; `false` drops it unsubmitted (nothing is paid).
+    /// `wanx watch` drops the tasks a newer save made obsolete; `None` submits everything.
+    pub before_submit: Option<SubmitGate>,
 }
+
+/// See [`Executor::before_submit`].
+pub type SubmitGate = Arc<dyn Fn(&Job) -> bool + Send + Sync>;
+
+/// The error of a generation [`Executor::before_submit`] dropped before it was sent.
+pub const NOT_SUBMITTED: &str = "not submitted: a newer change made it obsolete";
 
 /// Task queries per second across the whole build (DashScope's documented limit is 20).
 const QUERIES_PER_SECOND: u32 = 20;
@@ -641,6 +650,11 @@ async fn run_remote_task(
         .expect("model semaphores are never closed");
     if let Some(reason) = shared.halted() {
         return Err(Failure::skipped(reason));
+    }
+    if let Some(gate) = &shared.exec.before_submit
+        && !gate(job)
+    {
+        return Err(Failure::skipped(NOT_SUBMITTED));
     }
     let journal_id = with_store(shared, move |s| s.journal_begin(&intent)).await?;
     let remote = match submit_with_retries(shared, client, limit, job, sent, &body).await {

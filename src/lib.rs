@@ -49,5 +49,8 @@ pub mod store;
 pub mod task;
 pub mod verify;
 pub mod vocabulary;
+pub mod watch;
+pub mod watch_events;
+pub mod watch_set;
 
 pub use run::run;

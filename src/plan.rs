@@ -80,7 +80,7 @@ const DEFAULT_EDIT_MODEL: &str = "wanx2.1-imageedit";
 /// The edit model used for `style_transfer` with a `style_reference` (it takes several images).
 const STYLE_TRANSFER_MODEL: &str = "wan2.5-i2i-preview";
 /// Directories never searched for plan files.
-const SKIP_DIRS: [&str; 4] = [".git", ".wanx", "target", "node_modules"];
+pub(crate) const SKIP_DIRS: [&str; 4] = [".git", ".wanx", "target", "node_modules"];
 /// The service keeps this many characters of a negative prompt (protocol §2).
 const NEGATIVE_PROMPT_LIMIT: usize = 500;
 
@@ -177,7 +177,7 @@ fn discover(manifest: &Manifest, diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
 }
 
 /// The directory part of a glob before its first wildcard: only that subtree can match.
-fn glob_base(pattern: &str) -> PathBuf {
+pub(crate) fn glob_base(pattern: &str) -> PathBuf {
     let mut base = PathBuf::new();
     let parts: Vec<&str> = pattern.split('/').collect();
     for (i, part) in parts.iter().enumerate() {

@@ -87,6 +87,7 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> Result<()> {
             Ok(())
         }
         Command::Explain(args) => explain(dir, args, printer),
+        Command::Watch(args) => crate::watch::watch(dir, args, printer).await,
         Command::Emulator(args) => emulator(args, printer).await,
         Command::Verify(args) => crate::verify::verify(dir, args.repair, !args.no_wait, printer),
     }
@@ -240,7 +241,8 @@ async fn watch_interrupts(cancel: Arc<AtomicBool>, printer: Printer) {
     }
 }
 
-fn report_error(printer: &Printer, e: &Error) {
+/// Prints an error once, with its diagnostics and hint (`wanx watch` reports its rebuilds' errors here too).
+pub(crate) fn report_error(printer: &Printer, e: &Error) {
     if let Error::Invalid { diagnostics, .. } = e {
         for d in diagnostics {
             printer.block(&d.render(printer.color), true);

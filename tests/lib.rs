@@ -11,3 +11,4 @@ mod one_writer;
 mod paths;
 mod provider;
 mod util;
+mod watch;

@@ -107,6 +107,14 @@ impl Project {
         )
     }
 
+    /// An empty project whose emulator takes `latency` from submission to result.
+    pub fn with_latency(latency: std::time::Duration) -> Project {
+        Project::with_emulator(EmulatorConfig {
+            latency,
+            ..EmulatorConfig::default()
+        })
+    }
+
     pub fn with_emulator(config: EmulatorConfig) -> Project {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

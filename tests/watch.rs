@@ -1,0 +1,315 @@
+//! `wanx watch --json` end to end: a child process watching a temp project, driven by real file edits,
+//! read through its JSON event lines (every wait is for an event, bounded by one overall deadline), and
+//! checked against what the test's own emulator received.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::{Project, TWO_TASKS};
+
+/// How long a whole test may wait for the events it expects.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A running `wanx watch --json`.
+struct Watcher {
+    child: Child,
+    events: mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+    deadline: Instant,
+}
+
+impl Watcher {
+    fn start(p: &Project, extra: &[&str]) -> Watcher {
+        let mut args = vec!["watch", "--json"];
+        args.extend_from_slice(extra);
+        let mut child = p
+            .command(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        Watcher {
+            child,
+            events,
+            seen: Vec::new(),
+            deadline: Instant::now() + DEADLINE,
+        }
+    }
+
+    /// The next event matching `want`, waiting for it (events before it are kept in `seen`).
+    #[track_caller]
+    fn wait_for(&mut self, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(event) => {
+                    self.seen.push(event.clone());
+                    if want(&event) {
+                        return event;
+                    }
+                }
+                Err(e) => panic!(
+                    "no {what} ({e}); events so far:\n{}",
+                    self.seen
+                        .iter()
+                        .map(Value::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The `built` event of build `seq`.
+    #[track_caller]
+    fn built(&mut self, seq: u64) -> Value {
+        let built = self.wait_for(&format!("build {seq}"), |e| {
+            e["event"] == "built" && e["seq"] == seq
+        });
+        eprintln!(
+            "build {seq}: latency {} (ms from the first file event)",
+            built["latency_ms"]
+        );
+        built
+    }
+
+    /// Events of one type for build `seq`, among those seen.
+    fn seen(&self, event: &str, seq: u64) -> Vec<&Value> {
+        self.seen
+            .iter()
+            .filter(|e| e["event"] == event && e["seq"] == seq)
+            .collect()
+    }
+
+    #[track_caller]
+    fn assert_running(&mut self) {
+        assert!(
+            self.child.try_wait().unwrap().is_none(),
+            "wanx watch exited"
+        );
+    }
+
+    /// Sends SIGINT and returns the exit code.
+    fn interrupt(&mut self) -> i32 {
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.wait_for("the stopped event", |e| e["event"] == "stopped");
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < self.deadline, "wanx watch did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn count(v: &Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no `{field}` in {v}"))
+}
+
+#[test]
+fn watch_rebuilds_exactly_what_each_save_changed_and_never_its_own_writes() {
+    let p = Project::new();
+    p.file("plans/a.toml", TWO_TASKS);
+    let mut w = Watcher::start(&p, &[]);
+
+    let built = w.built(0);
+    assert_eq!(count(&built, "generated"), 2, "{built}");
+    assert_eq!(p.ledger().submissions, 2);
+    let original = std::fs::read(p.path("generated/lighthouse.png")).unwrap();
+
+    // An edited prompt: exactly that task is regenerated.
+    p.edit(
+        "plans/a.toml",
+        "a lighthouse at dusk",
+        "a lighthouse at dawn",
+    );
+    let built = w.built(1);
+    assert_eq!(
+        (count(&built, "generated"), count(&built, "fresh")),
+        (1, 1),
+        "{built}"
+    );
+    let results = w.seen("result", 1);
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(results[0]["id"], "lighthouse");
+    let ledger = p.ledger();
+    assert_eq!(ledger.submissions, 3);
+    assert_eq!(
+        ledger.requests[2].body["input"]["prompt"],
+        "a lighthouse at dawn"
+    );
+
+    // The undo: restored from the cache, nothing sent.
+    p.edit(
+        "plans/a.toml",
+        "a lighthouse at dawn",
+        "a lighthouse at dusk",
+    );
+    let built = w.built(2);
+    assert_eq!(
+        (count(&built, "generated"), count(&built, "restored")),
+        (0, 1),
+        "{built}"
+    );
+    assert_eq!(count(&built, "submissions"), 0);
+    assert_eq!(p.ledger().submissions, 3, "the undo sent nothing");
+    assert_eq!(
+        std::fs::read(p.path("generated/lighthouse.png")).unwrap(),
+        original
+    );
+
+    // A broken save: the diagnostics, and the watch goes on.
+    let good = p.read("plans/a.toml");
+    p.file("plans/a.toml", &format!("{good}\nbroken = [\n"));
+    let invalid = w.wait_for("the invalid event", |e| e["event"] == "invalid");
+    assert_eq!(invalid["seq"], 3);
+    let d = &invalid["diagnostics"][0];
+    assert_eq!(d["file"], "plans/a.toml", "{invalid}");
+    assert!(count(d, "line") > 0, "{invalid}");
+    w.assert_running();
+
+    // The fix builds (nothing changed since the last good plan: all fresh, nothing sent).
+    p.file("plans/a.toml", &good);
+    let built = w.built(4);
+    assert_eq!(
+        (count(&built, "fresh"), count(&built, "generated")),
+        (2, 0),
+        "{built}"
+    );
+
+    // A new plan file: its task is built.
+    p.file(
+        "plans/more/b.toml",
+        "[[task]]\nid = \"boat\"\nmodel = \"wan2.2-t2i-flash\"\nsize = \"512*512\"\nprompt = \"a red boat\"\n",
+    );
+    let built = w.built(5);
+    assert_eq!(
+        (count(&built, "generated"), count(&built, "fresh")),
+        (1, 2),
+        "{built}"
+    );
+    assert_eq!(p.png_size("generated/boat.png"), (512, 512));
+    assert_eq!(p.ledger().submissions, 4);
+
+    // wanx's own writes (outputs, wanx.lock, .wanx/) caused no change: a last edit to wanx.toml is
+    // the next change seen, and every change seen was one of ours.
+    p.file("wanx.toml", "# touched\n");
+    let change = w.wait_for("the wanx.toml change", |e| {
+        e["event"] == "change" && e["seq"] == 6
+    });
+    assert_eq!(change["paths"], serde_json::json!(["wanx.toml"]));
+    w.built(6);
+    let changes: Vec<&Value> = w.seen.iter().filter(|e| e["event"] == "change").collect();
+    let paths: Vec<String> = changes.iter().map(|c| c["paths"].to_string()).collect();
+    assert_eq!(
+        paths,
+        [
+            "[]",
+            r#"["plans/a.toml"]"#,
+            r#"["plans/a.toml"]"#,
+            r#"["plans/a.toml"]"#,
+            r#"["plans/a.toml"]"#,
+            r#"["plans/more/b.toml"]"#,
+            r#"["wanx.toml"]"#,
+        ]
+    );
+    assert_eq!(p.ledger().submissions, 4);
+
+    assert_eq!(w.interrupt(), 0);
+    let stopped = w.seen.last().unwrap();
+    assert_eq!(stopped["session"]["builds"], 6);
+}
+
+#[test]
+fn a_save_during_a_build_drops_only_the_unsubmitted_tasks_it_made_obsolete() {
+    // One task at a time, each taking 1.5 s: `b` and `c` wait while `a` runs.
+    let p = Project::with_latency(Duration::from_millis(1500));
+    p.file(
+        "plans/a.toml",
+        "[defaults]\nmodel = \"wan2.2-t2i-flash\"\nsize = \"512*512\"\n\n\
+         [[task]]\nid = \"a\"\nprompt = \"first\"\n\n\
+         [[task]]\nid = \"b\"\nprompt = \"second\"\n\n\
+         [[task]]\nid = \"c\"\nprompt = \"third\"\n",
+    );
+    let mut w = Watcher::start(&p, &["-j", "1"]);
+    let first = w.wait_for("the first submission", |e| e["event"] == "submitted");
+    // Which task goes first is up to the scheduler; edit another one, still waiting for its turn.
+    let (edited, old_prompt) = if first["id"] == "b" {
+        ("c", "third")
+    } else {
+        ("b", "second")
+    };
+    let new_prompt = format!("{old_prompt}, edited");
+    p.edit(
+        "plans/a.toml",
+        &format!("\"{old_prompt}\""),
+        &format!("\"{new_prompt}\""),
+    );
+    let change = w.wait_for("the change", |e| e["event"] == "change" && e["seq"] == 1);
+    assert_eq!(change["during_build"], true);
+
+    let built = w.built(0);
+    assert_eq!(
+        (count(&built, "generated"), count(&built, "dropped")),
+        (2, 1),
+        "{built}"
+    );
+    let dropped: Vec<&Value> = w
+        .seen("result", 0)
+        .into_iter()
+        .filter(|r| r["status"] == "dropped")
+        .collect();
+    assert_eq!(dropped.len(), 1);
+    assert_eq!(dropped[0]["id"], edited);
+
+    let built = w.built(1);
+    assert_eq!(
+        (count(&built, "generated"), count(&built, "fresh")),
+        (1, 2),
+        "{built}"
+    );
+    let mut prompts: Vec<String> = p
+        .ledger()
+        .requests
+        .iter()
+        .map(|r| r.body["input"]["prompt"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(prompts.pop().as_deref(), Some(new_prompt.as_str()));
+    prompts.sort();
+    let mut expected = vec!["first", "second", "third"];
+    expected.retain(|p| *p != old_prompt);
+    assert_eq!(
+        prompts, expected,
+        "the obsolete `{old_prompt}` was never sent"
+    );
+}
