@@ -3,6 +3,7 @@
 //! and what the emulator was asked for and billed.
 
 mod build;
+mod chain;
 mod cli;
 mod integrity;
 mod invalid;
