@@ -115,9 +115,10 @@ pub async fn build_with(
             printer.status(
                 "Planning",
                 &format!(
-                    "{} to generate ({} images, {}{label}), {} to restore, {} fresh",
+                    "{} to generate ({} image{}, {}{label}), {} to restore, {} fresh",
                     totals.generate,
                     totals.images_to_generate,
+                    if totals.images_to_generate == 1 { "" } else { "s" },
                     totals.cost,
                     totals.restore,
                     totals.fresh

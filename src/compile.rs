@@ -113,7 +113,7 @@ pub const LOWERING: &[Rule] = &[
     Rule {
         seed: "input / style_reference / mask",
         models: "edit models",
-        wire: "input.base_image_url / input.images / input.mask_image_url (URL as written; local files and task outputs as data URIs)",
+        wire: "input.base_image_url / input.images / input.mask_image_url / input.ref_img: a URL as written; a local file or another task's image inline as a data URI on edit models, through temporary storage (oss://, with X-DashScope-OssResourceResolve) otherwise",
     },
     Rule {
         seed: "extra_input / extra_parameters",
