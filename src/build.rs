@@ -457,13 +457,16 @@ async fn run_round(
         latency_history,
         before_submit: hooks.before_submit.clone(),
     };
+    // The executor writes the lock after each task; only pruning (or a first, empty lock) is left to
+    // write here. A round with nothing to do touches nothing: a no-op must stay as cheap as ninja's.
+    let prune = !stale_lock_entries.is_empty() || !project.manifest.lock_path().exists();
     let execution = executor.run(jobs, &project.registry).await;
-    // Stale entries are gone and fresh ones unchanged: write once more so a build with nothing to do
-    // still prunes; write_atomic skips identical content.
-    lock.lock()
-        .expect("never poisoned")
-        .write_atomic(&project.manifest.lock_path())
-        .map_err(|e| Error::io("could not write", project.manifest.lock_path(), e))?;
+    if prune {
+        lock.lock()
+            .expect("never poisoned")
+            .write_atomic(&project.manifest.lock_path())
+            .map_err(|e| Error::io("could not write", project.manifest.lock_path(), e))?;
+    }
     if session.fatal.is_none() {
         session.fatal = execution.fatal;
     }
