@@ -118,7 +118,11 @@ pub async fn build_with(
                     "{} to generate ({} image{}, {}{label}), {} to restore, {} fresh",
                     totals.generate,
                     totals.images_to_generate,
-                    if totals.images_to_generate == 1 { "" } else { "s" },
+                    if totals.images_to_generate == 1 {
+                        ""
+                    } else {
+                        "s"
+                    },
                     totals.cost,
                     totals.restore,
                     totals.fresh
@@ -430,6 +434,13 @@ async fn run_round(
             })
         })
         .collect();
+    let job_count = jobs.len();
+    if job_count > 0 {
+        printer.progress(&format!(
+            "    Building [{}] 0/{job_count} tasks",
+            " ".repeat(24)
+        ));
+    }
     let models: Vec<&str> = jobs
         .iter()
         .filter(|j| matches!(j.kind, JobKind::Generate))
@@ -452,7 +463,7 @@ async fn run_round(
         },
         task_timeout: task_timeout(project),
         jobs: args.jobs.or(project.manifest.build.jobs).unwrap_or(16),
-        on_event: with_hook(event_printer(printer), hooks.on_event.clone()),
+        on_event: with_hook(progress_printer(printer, job_count), hooks.on_event.clone()),
         cancel: Arc::clone(cancel),
         latency_history,
         before_submit: hooks.before_submit.clone(),
@@ -657,6 +668,37 @@ fn with_hook(
 fn event_printer(printer: &Printer) -> Arc<dyn Fn(Event) + Send + Sync> {
     let printer = *printer;
     Arc::new(move |event| print_event(&printer, event))
+}
+
+/// Prints events, and on a terminal keeps a progress line: tasks done of `total`, money spent.
+fn progress_printer(printer: &Printer, total: usize) -> Arc<dyn Fn(Event) + Send + Sync> {
+    let printer = *printer;
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let spent = Mutex::new(Money::ZERO);
+    Arc::new(move |event| {
+        if let Event::Finished(outcome) = &event {
+            let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
+            let mut spent = spent.lock().expect("never poisoned");
+            if let Ok(d) = &outcome.result {
+                *spent += d.spent;
+            }
+            print_event(&printer, event);
+            if finished < total {
+                let width = 24;
+                let filled = finished * width / total.max(1);
+                printer.progress(&format!(
+                    "    Building [{}{}] {finished}/{total} tasks, {} spent",
+                    "=".repeat(filled),
+                    " ".repeat(width - filled),
+                    *spent
+                ));
+            } else {
+                printer.clear_progress();
+            }
+        } else {
+            print_event(&printer, event);
+        }
+    })
 }
 
 /// A finished build: its summary, and the stop-class provider error that cut it short, if any.

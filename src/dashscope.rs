@@ -158,7 +158,12 @@ pub struct Client {
 
 impl Client {
     pub fn new(base_url: &str, key: ApiKey, workspace: Option<String>) -> Result<Client, String> {
-        let http = reqwest::Client::builder()
+        // Proxies come from the environment (HTTPS_PROXY, NO_PROXY, …), except for a loopback emulator.
+        let mut builder = reqwest::Client::builder();
+        if crate::cache_key::Provider::from_base_url(base_url).is_emulated() {
+            builder = builder.no_proxy();
+        }
+        let http = builder
             .connect_timeout(Duration::from_secs(15))
             .timeout(Duration::from_secs(120))
             .user_agent(concat!("wanx/", env!("CARGO_PKG_VERSION")))

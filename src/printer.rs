@@ -1,7 +1,12 @@
 //! `Printer`: all human output goes through here, to stderr; stdout carries only data (`--json`).
-//! Respects `--quiet`, `-v`, `NO_COLOR` and whether stderr is a terminal.
+//! Respects `--quiet`, `-v`, `NO_COLOR` and whether stderr is a terminal. On a terminal, a build also
+//! keeps one live progress line at the bottom, redrawn under each status line.
 
 use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+
+/// The live progress line, if one is showing (terminal only).
+static PROGRESS: Mutex<Option<String>> = Mutex::new(None);
 
 #[derive(Clone, Copy, Debug)]
 pub struct Printer {
@@ -35,7 +40,7 @@ impl Printer {
         } else {
             ("", "")
         };
-        eprintln_safe(&format!("{on}{verb:>12}{off} {text}"));
+        self.line(&format!("{on}{verb:>12}{off} {text}"));
     }
 
     /// A status line in the warning colour.
@@ -48,7 +53,7 @@ impl Printer {
         } else {
             ("", "")
         };
-        eprintln_safe(&format!("{on}{verb:>12}{off} {text}"));
+        self.line(&format!("{on}{verb:>12}{off} {text}"));
     }
 
     /// A failure line: shown even with `--quiet`.
@@ -58,7 +63,40 @@ impl Printer {
         } else {
             ("", "")
         };
-        eprintln_safe(&format!("{on}{verb:>12}{off} {text}"));
+        self.line(&format!("{on}{verb:>12}{off} {text}"));
+    }
+
+    /// Shows (or replaces) the live progress line; a no-op unless stderr is a terminal.
+    pub fn progress(&self, text: &str) {
+        if self.quiet || !self.tty {
+            return;
+        }
+        let mut progress = PROGRESS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        eprint_safe(&format!("\r\x1b[2K{text}"));
+        *progress = Some(text.to_owned());
+    }
+
+    /// Removes the live progress line.
+    pub fn clear_progress(&self) {
+        let mut progress = PROGRESS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if progress.take().is_some() {
+            eprint_safe("\r\x1b[2K");
+        }
+    }
+
+    /// One line on stderr, keeping the progress line below it.
+    fn line(&self, line: &str) {
+        let progress = PROGRESS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match progress.as_deref() {
+            Some(bar) => eprint_safe(&format!("\r\x1b[2K{line}\n{bar}")),
+            None => eprintln_safe(line),
+        }
     }
 
     /// Detail shown with `-v`.
