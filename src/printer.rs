@@ -40,7 +40,7 @@ impl Printer {
         } else {
             ("", "")
         };
-        self.line(&format!("{on}{verb:>12}{off} {text}"));
+        Self::line(&format!("{on}{verb:>12}{off} {text}"));
     }
 
     /// A status line in the warning colour.
@@ -53,7 +53,7 @@ impl Printer {
         } else {
             ("", "")
         };
-        self.line(&format!("{on}{verb:>12}{off} {text}"));
+        Self::line(&format!("{on}{verb:>12}{off} {text}"));
     }
 
     /// A failure line: shown even with `--quiet`.
@@ -63,7 +63,7 @@ impl Printer {
         } else {
             ("", "")
         };
-        self.line(&format!("{on}{verb:>12}{off} {text}"));
+        Self::line(&format!("{on}{verb:>12}{off} {text}"));
     }
 
     /// Shows (or replaces) the live progress line; a no-op unless stderr is a terminal.
@@ -89,7 +89,7 @@ impl Printer {
     }
 
     /// One line on stderr, keeping the progress line below it.
-    fn line(&self, line: &str) {
+    fn line(line: &str) {
         let progress = PROGRESS
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
