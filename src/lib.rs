@@ -29,6 +29,7 @@ pub mod manifest;
 pub mod media;
 pub mod money;
 pub mod output_name;
+mod par;
 pub mod placeholder_png;
 pub mod plan;
 pub mod plan_json;

@@ -18,6 +18,7 @@ use toml::Spanned;
 use crate::diagnostic::{self, Diagnostic, Severity, did_you_mean};
 use crate::error::Error;
 use crate::manifest::{self, Manifest};
+use crate::par::par_map;
 use crate::registry::{Family, ModelSpec, Registry, SizeRule};
 use crate::size::Size;
 use crate::task::{
@@ -733,47 +734,6 @@ fn check_unique_id(
         return;
     }
     ids.insert(value.clone(), (file, span));
-}
-
-/// Maps `f` over `items` on up to one thread per core, keeping the order.
-fn par_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZero::get)
-        .min(items.len());
-    if threads <= 1 {
-        return items.into_iter().map(f).collect();
-    }
-    let len = items.len();
-    let mut buckets: Vec<Vec<(usize, T)>> = (0..threads).map(|_| Vec::new()).collect();
-    for (i, item) in items.into_iter().enumerate() {
-        buckets[i % threads].push((i, item));
-    }
-    let mut out: Vec<Option<R>> = (0..len).map(|_| None).collect();
-    let f = &f;
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = buckets
-            .into_iter()
-            .map(|bucket| {
-                scope.spawn(move || {
-                    bucket
-                        .into_iter()
-                        .map(|(i, item)| (i, f(item)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for worker in workers {
-            let done = worker
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            for (i, result) in done {
-                out[i] = Some(result);
-            }
-        }
-    });
-    out.into_iter()
-        .map(|r| r.expect("every item was given to a worker"))
-        .collect()
 }
 
 /// The file a task is validated in.

@@ -21,6 +21,7 @@ use crate::lock::LockFile;
 use crate::manifest::{self, Manifest};
 use crate::money::Money;
 use crate::output_name::now_unix;
+use crate::par::par_map;
 use crate::plan::{self, Loaded};
 use crate::printer::Printer;
 use crate::reconcile::{self, Action, Decision, Item, Recorded, Snapshot};
@@ -231,21 +232,28 @@ pub fn plan<'a>(
         tasks.iter().partition(|t| upstream_ids(t).next().is_some());
     let mut units = Vec::with_capacity(plain.len());
     let mut errors = Vec::new();
-    for task in plain {
+    // Compiling and keying are pure and per task: spread over the cores for large projects.
+    let keyed = par_map(plain, |task| {
         let compiled = compile(task, &project.registry);
         match resolve_media(root, task, &compiled, &HashMap::new()) {
             Ok(Resolution::Ready(digests, media)) => {
                 let key = CacheKey::new(&provider, &compiled, &digests);
-                units.push(Unit {
+                Ok(Unit {
                     task,
                     compiled,
                     key,
                     media,
-                });
+                })
             }
             Ok(Resolution::Waits(_)) => {
                 unreachable!("a task without task inputs waits for nothing")
             }
+            Err(d) => Err(d),
+        }
+    });
+    for result in keyed {
+        match result {
+            Ok(unit) => units.push(unit),
             Err(d) => errors.push(*d),
         }
     }
@@ -451,21 +459,37 @@ fn decide(
     forced: &HashSet<String>,
 ) -> Result<Vec<Decision>> {
     let mut snapshot = Snapshot::default();
+    // Outputs the lock records under the current key: stat them (on every core), hashing only what the
+    // stat cache cannot vouch for.
+    let locked: Vec<&crate::lock::LockOutput> = units
+        .iter()
+        .filter_map(|u| {
+            cx.lock
+                .tasks
+                .get(&u.task.id)
+                .filter(|e| e.key == u.key.hex())
+        })
+        .flat_map(|e| &e.outputs)
+        .collect();
+    let (root, stat_cache) = (cx.root, &cx.stat_cache);
+    let observed = par_map(locked, |output| {
+        let mut fresh_stat = Vec::new();
+        let hash = observe(
+            root,
+            &output.path,
+            stat_cache.get(&output.path),
+            &mut fresh_stat,
+        );
+        (output.path.clone(), hash, fresh_stat)
+    });
+    for (path, hash, fresh_stat) in observed {
+        snapshot.disk.insert(path, hash);
+        cx.new_stats.extend(fresh_stat);
+    }
     for unit in units {
         let Some(entry) = cx.lock.tasks.get(&unit.task.id) else {
             continue;
         };
-        if entry.key == unit.key.hex() {
-            for output in &entry.outputs {
-                let observed = observe(
-                    cx.root,
-                    &output.path,
-                    cx.stat_cache.get(&output.path),
-                    &mut cx.new_stats,
-                );
-                snapshot.disk.insert(output.path.clone(), observed);
-            }
-        }
         snapshot.lock.insert(
             unit.task.id.clone(),
             Recorded {
