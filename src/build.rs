@@ -111,23 +111,7 @@ pub async fn build_with(
     loop {
         let totals = planned.totals();
         if totals.generate > 0 && session.rounds == 0 {
-            let label = if emulated { " (emulated)" } else { "" };
-            printer.status(
-                "Planning",
-                &format!(
-                    "{} to generate ({} image{}, {}{label}), {} to restore, {} fresh",
-                    totals.generate,
-                    totals.images_to_generate,
-                    if totals.images_to_generate == 1 {
-                        ""
-                    } else {
-                        "s"
-                    },
-                    totals.cost,
-                    totals.restore,
-                    totals.fresh
-                ),
-            );
+            printer.status("Planning", &totals.describe(emulated));
         }
         if let Some(on_plan) = &hooks.on_plan {
             on_plan(&planned);

@@ -510,7 +510,7 @@ fn uuid_like(hash: &blake3::Hash) -> String {
 pub(crate) fn format_time(time: SystemTime) -> String {
     let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since_epoch.as_secs();
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let (year, month, day) = crate::output_name::civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
     format!(
         "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}",
@@ -519,20 +519,6 @@ pub(crate) fn format_time(time: SystemTime) -> String {
         rem % 60,
         since_epoch.subsec_millis()
     )
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
@@ -546,8 +532,8 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_millis(1_709_314_704_817);
         assert_eq!(format_time(t), "2024-03-01 17:38:24.817");
         assert_eq!(format_time(UNIX_EPOCH), "1970-01-01 00:00:00.000");
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(crate::output_name::civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(crate::output_name::civil_from_days(-1), (1969, 12, 31));
     }
 
     #[test]

@@ -658,23 +658,9 @@ pub fn print_plan(planned: &Planned<'_>, printer: &Printer, json: bool) {
             price,
         );
     }
-    let label = if planned.provider.is_emulated() {
-        " (emulated)"
-    } else {
-        ""
-    };
     printer.data(&format!(
-        "\n{} to generate ({} image{}, {}{label}), {} to restore, {} fresh; saving {}",
-        totals.generate,
-        totals.images_to_generate,
-        if totals.images_to_generate == 1 {
-            ""
-        } else {
-            "s"
-        },
-        totals.cost,
-        totals.restore,
-        totals.fresh,
+        "\n{}; saving {}",
+        totals.describe(planned.provider.is_emulated()),
         totals.saved
     ));
     if !planned.waiting.is_empty() {

@@ -216,6 +216,22 @@ pub struct Totals {
     pub saved: Money,
 }
 
+impl Totals {
+    /// `2 to generate (3 images, ¥0.42 (emulated)), 1 to restore, 4 fresh`.
+    pub fn describe(&self, emulated: bool) -> String {
+        let label = if emulated { " (emulated)" } else { "" };
+        let plural = if self.images_to_generate == 1 {
+            ""
+        } else {
+            "s"
+        };
+        format!(
+            "{} to generate ({} image{plural}, {}{label}), {} to restore, {} fresh",
+            self.generate, self.images_to_generate, self.cost, self.restore, self.fresh
+        )
+    }
+}
+
 pub fn totals<'a>(decisions: impl IntoIterator<Item = (&'a Decision, u32)>) -> Totals {
     let mut t = Totals::default();
     for (d, n) in decisions {
