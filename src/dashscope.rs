@@ -440,13 +440,6 @@ fn transport_error(e: reqwest::Error) -> ProviderError {
     }
 }
 
-/// The image formats DashScope returns; anything else is not an image.
-pub fn looks_like_image(head: &[u8]) -> bool {
-    head.starts_with(b"\x89PNG\r\n\x1a\n")
-        || head.starts_with(b"\xff\xd8\xff")
-        || (head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WEBP")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,13 +478,5 @@ mod tests {
             classify(503, "ModelUnavailable", "", None),
             ProviderError::Transient { .. }
         ));
-    }
-
-    #[test]
-    fn recognises_image_magic() {
-        assert!(looks_like_image(b"\x89PNG\r\n\x1a\n...."));
-        assert!(looks_like_image(b"\xff\xd8\xff\xe0"));
-        assert!(looks_like_image(b"RIFF\0\0\0\0WEBPVP8 "));
-        assert!(!looks_like_image(b"<html>"));
     }
 }

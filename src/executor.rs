@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use crate::blob_store::BlobStore;
 use crate::cache_key::CacheKey;
 use crate::compile::Compiled;
-use crate::dashscope::{Client, ProviderError, TaskState, looks_like_image};
+use crate::dashscope::{Client, ProviderError, TaskState};
 use crate::lock::{LockEntry, LockFile, LockOutput};
 use crate::money::Money;
 use crate::output_name;
@@ -967,12 +967,9 @@ async fn download_one(
     let blobs = Arc::clone(&shared.exec.blobs);
     let path = tmp.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let mut head = [0u8; 16];
-        let n = std::io::Read::read(&mut std::fs::File::open(&path).map_err(|e| e.to_string())?, &mut head).map_err(|e| e.to_string())?;
-        if !looks_like_image(&head[..n]) {
-            return Err("the result is not a PNG, JPEG or WebP image (empty or truncated?); it was not cached".to_owned());
-        }
-        let stored = blobs.insert_file(&path).map_err(|e| format!("could not store the image: {e}"))?;
+        let stored = blobs
+            .insert_file(&path)
+            .map_err(|e| format!("could not store the image: {e}"))?;
         drop(tmp);
         Ok(stored)
     })
