@@ -4,6 +4,7 @@
 
 mod build;
 mod cli;
+mod crash;
 mod integrity;
 mod invalid;
 mod locked;
