@@ -173,18 +173,22 @@ impl Rng {
     }
 }
 
-/// Tasks in the kill test, and the ones among them with `n = 2`.
+/// Tasks in the kill test.
 const KILL_TASKS: usize = 60;
+
+/// The `n` of kill-test task `index`: every sixth has two images.
 fn images_of(index: usize) -> u32 {
-    if index % 6 == 0 { 2 } else { 1 }
+    if index.is_multiple_of(6) { 2 } else { 1 }
 }
 
 fn kill_plan() -> String {
+    use std::fmt::Write as _;
     let mut plan = String::from("[defaults]\nmodel = \"wan2.2-t2i-flash\"\nsize = \"512*512\"\n");
     for i in 0..KILL_TASKS {
-        plan.push_str(&format!(
+        let _ = write!(
+            plan,
             "\n[[task]]\nid = \"t{i:02}\"\nprompt = \"scene [t{i:02}] of the kill test\"\n"
-        ));
+        );
         if images_of(i) == 2 {
             plan.push_str("n = 2\nfilename = \"{id}_{index}.png\"\n");
         }
@@ -268,7 +272,10 @@ submit_rps = 20
     let last = p.wanx(&["build"]);
     stderr.push_str(&last.stderr);
     last.success();
-    assert!(kills >= 10, "only {kills} kills landed before the build finished");
+    assert!(
+        kills >= 10,
+        "only {kills} kills landed before the build finished"
+    );
 
     for i in 0..KILL_TASKS {
         for rel in outputs_of(i) {
@@ -349,7 +356,7 @@ fn first_submitted(stderr: &str) -> String {
 
 #[test]
 fn ctrl_c_finishes_the_task_in_flight_submits_nothing_more_and_exits_130() {
-    let p = Project::with_latency(Duration::from_millis(1000));
+    let p = Project::with_latency(Duration::from_secs(1));
     p.file("plans/a.toml", THREE_TASKS);
     let mut live = Live::start(p.command(&["-v", "build", "-j", "1"]));
     live.wait_for_stderr("Submitted");
@@ -377,7 +384,7 @@ fn ctrl_c_finishes_the_task_in_flight_submits_nothing_more_and_exits_130() {
 
 #[test]
 fn a_second_ctrl_c_exits_at_once_and_the_next_build_recovers_the_task_in_flight() {
-    let p = Project::with_latency(Duration::from_millis(2000));
+    let p = Project::with_latency(Duration::from_secs(2));
     p.file("plans/a.toml", TWO_TASKS);
     let mut live = Live::start(p.command(&["-v", "build", "-j", "1"]));
     live.wait_for_stderr("Submitted");
@@ -417,7 +424,7 @@ fn a_second_ctrl_c_exits_at_once_and_the_next_build_recovers_the_task_in_flight(
 
 #[test]
 fn killed_after_submission_before_download_the_next_build_recovers_without_paying_again() {
-    let p = Project::with_latency(Duration::from_millis(2000));
+    let p = Project::with_latency(Duration::from_secs(2));
     p.file(
         "plans/a.toml",
         "[[task]]\nid = \"lighthouse\"\nmodel = \"wan2.2-t2i-flash\"\nsize = \"512*512\"\nprompt = \"a lighthouse at dusk\"\n",
@@ -493,4 +500,58 @@ fn over_budget_exits_4_naming_the_costliest_tasks_and_sends_nothing() {
     p.wanx(&["build", "--max-spend", "0.50"]).success();
     assert_eq!(p.ledger().images_billed, 3);
     assert_eq!(decode_png(&p, "generated/harbor_2.png"), (512, 512));
+}
+
+/// Regression: the "may have been billed twice" warning was printed only after every other
+/// journaled task had been resumed, but its journal entry was closed at once; a crash in between
+/// lost the warning for good and the next build paid again without a word.
+#[test]
+fn a_crash_while_resuming_never_loses_the_billed_twice_warning() {
+    let p = Project::with_latency(Duration::from_secs(2));
+    p.file("plans/a.toml", TWO_TASKS);
+    // An earlier build killed while `lighthouse` runs remotely (journaled with its remote id)...
+    let mut live = Live::start(p.command(&["-v", "build", "-j", "1", "lighthouse"]));
+    live.wait_for_stderr("Submitted");
+    live.kill();
+    // ...and while submitting `harbor` (journaled without one).
+    let mut store = wanx::store::Store::open(&p.path(".wanx")).unwrap();
+    store
+        .journal_begin(&wanx::store::JournalIntent {
+            key: "0".repeat(64),
+            task_id: "harbor".to_owned(),
+            model: "wan2.2-t2i-flash".to_owned(),
+            request_json: "{}".to_owned(),
+            images: 2,
+            created_at: wanx::output_name::now_unix(),
+        })
+        .unwrap();
+
+    // The next build resumes `lighthouse` for about two seconds; it is killed the moment it has
+    // forgotten `harbor`'s entry.
+    let live = Live::start(p.command(&["build"]));
+    let deadline = Instant::now() + PATIENCE;
+    while store
+        .journal_open()
+        .unwrap()
+        .iter()
+        .any(|e| e.task_id == "harbor")
+    {
+        assert!(Instant::now() < deadline, "harbor's entry was never closed");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let killed = live.kill();
+    assert!(
+        reported_duplicates(&killed.stderr).contains(&"harbor".to_owned()),
+        "the entry was closed before the warning was printed:\n{}",
+        killed.stderr
+    );
+
+    let last = p.wanx(&["build"]);
+    last.success();
+    assert!(last.stderr.contains("Recovered"), "{}", last.stderr);
+    assert_eq!(
+        p.ledger().submissions,
+        2,
+        "lighthouse was not submitted again"
+    );
 }
