@@ -658,6 +658,9 @@ async fn run_remote_task(
         .acquire()
         .await
         .expect("model semaphores are never closed");
+    // Wait for the first submission's turn before journaling it: an entry without a remote id
+    // warns "may have been billed twice", so a crash during this wait must leave none.
+    limit.pacer.wait().await;
     if let Some(reason) = shared.halted() {
         return Err(Failure::skipped(reason));
     }
@@ -736,7 +739,10 @@ async fn submit_with_retries(
         if let Some(reason) = shared.halted() {
             return Err(Failure::skipped(reason));
         }
-        limit.pacer.wait().await;
+        // The first attempt's turn was taken before journaling (`run_remote_task`).
+        if attempt > 1 {
+            limit.pacer.wait().await;
+        }
         match client.submit(sent, body).await {
             Ok(remote) => {
                 limit.recover_once();

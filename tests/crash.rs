@@ -284,6 +284,17 @@ submit_rps = 20
     }
     let lock = LockFile::parse(&p.read("wanx.lock"), "wanx.lock".as_ref()).unwrap();
     assert_eq!(lock.tasks.len(), KILL_TASKS);
+    // A kill mid-write leaves a temp file beside the outputs, never a half-written output.
+    let expected: Vec<String> = (0..KILL_TASKS).flat_map(outputs_of).collect();
+    let strays: Vec<String> = p
+        .snapshot()
+        .into_keys()
+        .filter(|f| f.starts_with("generated/") && !expected.contains(f))
+        .collect();
+    assert!(
+        strays.iter().all(|f| f.ends_with(".tmp")),
+        "unexpected files: {strays:?}"
+    );
     p.wanx(&["build", "--locked"]).success();
     p.wanx(&["verify"]).success();
 
@@ -296,11 +307,12 @@ submit_rps = 20
     let reported = reported_duplicates(&stderr);
     let reported_images: u64 = reported.iter().map(|id| u64::from(n_of[id])).sum();
     eprintln!(
-        "kill test: {kills} kills in {:.1}s; {} submissions; {} duplicates reported ({reported_images} images); {} images billed for {needed} needed",
+        "kill test: {kills} kills in {:.1}s; {} submissions; {} duplicates reported ({reported_images} images); {} images billed for {needed} needed; {} temp files left",
         started.elapsed().as_secs_f64(),
         ledger.submissions,
         reported.len(),
-        ledger.images_billed
+        ledger.images_billed,
+        strays.len()
     );
     // Per task: every submission after the first was warned about.
     let mut submitted: BTreeMap<&str, u32> = BTreeMap::new();
