@@ -562,7 +562,7 @@ async fn resume_journal(
     if !state_dir.join(crate::store::DB_FILE).exists() {
         return Ok(());
     }
-    let store = Store::open(&state_dir)?;
+    let mut store = Store::open(&state_dir)?;
     let entries = store.journal_open()?;
     if entries.is_empty() {
         return Ok(());
@@ -571,6 +571,19 @@ async fn resume_journal(
         "Resuming",
         &format!("{} task(s) journaled by an earlier build", entries.len()),
     );
+    // Warn first, then forget: a crash in between repeats the warning instead of losing it (the
+    // executor would close these entries at once but their warnings print only after every other
+    // journaled task has been resumed).
+    let (unsent, entries): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .partition(|e| e.remote_task_id.is_none());
+    for entry in unsent {
+        warn_billed_twice(printer, &entry.task_id);
+        store.journal_finish(entry.id)?;
+    }
+    if entries.is_empty() {
+        return Ok(());
+    }
     let (client, emulator) = match connect(project, args.selection.emulate, printer).await {
         Ok(connected) => connected,
         Err(e) => {
@@ -608,20 +621,31 @@ async fn resume_journal(
     for resumed in executor.resume(entries, &project.registry).await {
         match resumed {
             Resumed::Recovered { task_id, images } => {
-                printer.status("Recovered", &format!("{task_id}: {images} image(s) paid for by an earlier build"));
+                printer.status(
+                    "Recovered",
+                    &format!("{task_id}: {images} image(s) paid for by an earlier build"),
+                );
             }
-            Resumed::Lost { task_id, reason } => printer.warn("Lost", &format!("{task_id}: {reason}")),
-            Resumed::MaybeBilledTwice { task_id } => printer.warn(
-                "Warning",
-                &format!("{task_id}: an earlier build was stopped while submitting it; it may have been billed twice"),
-            ),
-            Resumed::Pending { task_id, reason } => printer.warn("Pending", &format!("{task_id}: {reason}; still journaled")),
+            Resumed::Lost { task_id, reason } => {
+                printer.warn("Lost", &format!("{task_id}: {reason}"));
+            }
+            Resumed::MaybeBilledTwice { task_id } => warn_billed_twice(printer, &task_id),
+            Resumed::Pending { task_id, reason } => {
+                printer.warn("Pending", &format!("{task_id}: {reason}; still journaled"));
+            }
         }
     }
     if let Some(emu) = emulator {
         emu.shutdown().await;
     }
     Ok(())
+}
+
+fn warn_billed_twice(printer: &Printer, task_id: &str) {
+    printer.warn(
+        "Warning",
+        &format!("{task_id}: an earlier build was stopped while submitting it; it may have been billed twice"),
+    );
 }
 
 /// Recent latencies per model, for aiming the polling.

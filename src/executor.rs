@@ -548,6 +548,8 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
     let mut images: Vec<StoredImage> = Vec::new();
     let mut billed = 0u32;
     let mut remote_ids = Vec::new();
+    // The journal entries of the rounds so far: open until the result is stored.
+    let mut journal = Vec::new();
     for round in 0..=MAX_FOLLOW_UPS {
         let missing = job.compiled.n - images.len() as u32;
         if missing == 0 {
@@ -569,8 +571,15 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
         let sent = sent.as_ref().expect("prepared just above");
         let mut body = sent.body.clone();
         body["parameters"]["n"] = Value::from(missing);
-        let (remote, got, count, took) =
-            run_remote_task(shared, &client, &limit, &job, sent, body, missing).await?;
+        let (remote, got, count, took, journal_id) =
+            match run_remote_task(shared, &client, &limit, &job, sent, body, missing).await {
+                Ok(done) => done,
+                Err(e) => {
+                    let _ = finish_journals(shared, journal).await;
+                    return Err(e);
+                }
+            };
+        journal.push(journal_id);
         latency.get_or_insert(took);
         remote_ids.push(remote);
         billed += count;
@@ -578,6 +587,7 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
     }
     let cost = job.compiled.price.times(billed);
     if images.len() as u32 != job.compiled.n {
+        finish_journals(shared, journal).await?;
         return Err(Failure::from(format!(
             "only {} of {} images were produced after {} follow-up requests (paid {cost}); nothing was cached",
             images.len(),
@@ -599,7 +609,7 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
     };
     let model = job.compiled.model.clone();
     with_store(shared, move |s| {
-        s.put_result(&result)?;
+        s.put_result_closing(&result, &journal)?;
         match latency {
             Some(seconds) => s.record_latency(&model, seconds),
             None => Ok(()),
@@ -632,7 +642,7 @@ async fn run_remote_task(
     sent: &Compiled,
     body: Value,
     n: u32,
-) -> Result<(String, Vec<StoredImage>, u32, f64), Failure> {
+) -> Result<(String, Vec<StoredImage>, u32, f64, i64), Failure> {
     let intent = JournalIntent {
         key: job.key.hex(),
         task_id: job.id.clone(),
@@ -648,6 +658,9 @@ async fn run_remote_task(
         .acquire()
         .await
         .expect("model semaphores are never closed");
+    // Wait for the first submission's turn before journaling it: an entry without a remote id
+    // warns "may have been billed twice", so a crash during this wait must leave none.
+    limit.pacer.wait().await;
     if let Some(reason) = shared.halted() {
         return Err(Failure::skipped(reason));
     }
@@ -682,14 +695,27 @@ async fn run_remote_task(
         }
     };
     let (images, billed) = download_all(shared, client, &results).await;
-    // The task is over whatever the downloads did: the service will not bill it again.
-    with_store(shared, move |s| s.journal_finish(journal_id)).await?;
-    let images = images.map_err(|e| {
-        format!(
-            "{e}; the service billed {billed} image(s) for task `{remote}` that could not be saved"
-        )
-    })?;
-    Ok((remote, images, billed, took))
+    let images = match images {
+        Ok(images) => images,
+        Err(e) => {
+            // The task is over whatever the downloads did: the service will not bill it again.
+            with_store(shared, move |s| s.journal_finish(journal_id)).await?;
+            return Err(format!(
+                "{e}; the service billed {billed} image(s) for task `{remote}` that could not be saved"
+            )
+            .into());
+        }
+    };
+    // Still journaled: `generate` closes the entry in the transaction that stores the result.
+    Ok((remote, images, billed, took, journal_id))
+}
+
+/// Closes journal entries whose images will not be cached (the task failed as a whole).
+async fn finish_journals(shared: &Arc<Shared>, journal: Vec<i64>) -> Result<(), String> {
+    with_store(shared, move |s| {
+        journal.iter().try_for_each(|id| s.journal_finish(*id))
+    })
+    .await
 }
 
 /// How a remote task ended.
@@ -713,7 +739,10 @@ async fn submit_with_retries(
         if let Some(reason) = shared.halted() {
             return Err(Failure::skipped(reason));
         }
-        limit.pacer.wait().await;
+        // The first attempt's turn was taken before journaling (`run_remote_task`).
+        if attempt > 1 {
+            limit.pacer.wait().await;
+        }
         match client.submit(sent, body).await {
             Ok(remote) => {
                 limit.recover_once();
@@ -1050,10 +1079,10 @@ async fn resume_one(shared: &Arc<Shared>, entry: JournalEntry, price: Money) -> 
             Err(reason) => return Resumed::Pending { task_id, reason },
         };
     let (images, billed) = download_all(shared, &client, &results).await;
-    let _ = close(shared).await;
     let images = match images {
         Ok(images) if images.len() as u32 == entry.images => images,
         Ok(images) => {
+            let _ = close(shared).await;
             return Resumed::Lost {
                 task_id,
                 reason: format!(
@@ -1064,6 +1093,7 @@ async fn resume_one(shared: &Arc<Shared>, entry: JournalEntry, price: Money) -> 
             };
         }
         Err(e) => {
+            let _ = close(shared).await;
             return Resumed::Lost {
                 task_id,
                 reason: format!("{e} (billed {billed} images)"),
@@ -1083,12 +1113,17 @@ async fn resume_one(shared: &Arc<Shared>, entry: JournalEntry, price: Money) -> 
         generated_at: output_name::now_unix(),
     };
     let model = entry.model.clone();
-    match with_store(shared, move |s| {
-        s.put_result(&result)?;
+    // The entry closes in the transaction that stores the result: a crash between the two would
+    // forget images already paid for.
+    let stored = with_store(shared, move |s| {
+        s.put_result_closing(&result, &[id])?;
         s.record_latency(&model, took)
     })
-    .await
-    {
+    .await;
+    if stored.is_err() {
+        let _ = close(shared).await;
+    }
+    match stored {
         Ok(()) => Resumed::Recovered {
             task_id,
             images: count,

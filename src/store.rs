@@ -295,9 +295,20 @@ impl Store {
     /// Records a result and indexes its images as blobs, in one transaction. Replaces any earlier
     /// result for the same key. The caller stores only complete generations (invariant 6).
     pub fn put_result(&mut self, r: &StoredResult) -> Result<()> {
+        self.put_result_closing(r, &[])
+    }
+
+    /// [`Store::put_result`] and [`Store::journal_finish`] of the entries that paid for it, in one
+    /// transaction: a crash leaves the images either recorded or still journaled (the next build
+    /// resumes them, free), never paid for and forgotten.
+    pub fn put_result_closing(&mut self, r: &StoredResult, journal: &[i64]) -> Result<()> {
         let images = serde_json::to_string(&r.images)
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)));
         self.write(|tx| {
+            let mut close = tx.prepare_cached(&format!("DELETE FROM {JOURNAL} WHERE id = ?1"))?;
+            for id in journal {
+                close.execute([id])?;
+            }
             tx.prepare_cached(&format!(
                 "INSERT INTO {RESULTS} (key, task_id, model, provider, request_json,
                    remote_task_id, cost, generated_at, images)

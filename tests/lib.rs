@@ -5,6 +5,7 @@
 mod build;
 mod chain;
 mod cli;
+mod crash;
 mod integrity;
 mod invalid;
 mod locked;
