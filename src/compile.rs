@@ -581,4 +581,94 @@ pub(crate) mod tests {
         assert_eq!(c.body["parameters"]["size"], "1280*720");
         assert_eq!(c.body["input"]["new_field"], true);
     }
+
+    fn edit_task(kind: EditKind, model: &str, reference: Option<&str>) -> Task {
+        let mut t = task("e", model, "");
+        t.size = None;
+        t.edit = Some(Edit {
+            kind,
+            input: InputRef::Url("https://example.com/in.png".into()),
+            extend: None,
+            style_reference: reference.map(|r| InputRef::Url(r.into())),
+            mask: None,
+            strength: None,
+        });
+        t
+    }
+
+    #[test]
+    fn each_seed_edit_type_compiles_to_the_documented_request() {
+        let r = Registry::builtin();
+        let function = |kind: EditKind| {
+            let c = compile(&edit_task(kind, "wanx2.1-imageedit", None), &r);
+            assert_eq!(c.endpoint, crate::registry::IMAGE2IMAGE);
+            assert_eq!(
+                c.body["input"]["base_image_url"],
+                "https://example.com/in.png"
+            );
+            c.body
+        };
+        assert_eq!(
+            function(EditKind::RemoveWatermark)["input"]["function"],
+            "remove_watermark"
+        );
+        assert_eq!(
+            function(EditKind::StyleTransfer)["input"]["function"],
+            "stylization_all"
+        );
+        let repair = function(EditKind::Repair);
+        assert_eq!(repair["input"]["function"], "description_edit");
+        assert!(
+            repair["input"]["prompt"]
+                .as_str()
+                .unwrap()
+                .starts_with("Repair")
+        );
+        let beautify = function(EditKind::Beautify);
+        assert_eq!(beautify["input"]["function"], "super_resolution");
+        assert_eq!(beautify["parameters"]["upscale_factor"], 1);
+        assert_eq!(
+            function(EditKind::Function("colorization".into()))["input"]["function"],
+            "colorization"
+        );
+
+        let restyle = compile(
+            &edit_task(
+                EditKind::StyleTransfer,
+                "wan2.5-i2i-preview",
+                Some("https://example.com/style.png"),
+            ),
+            &r,
+        );
+        assert_eq!(restyle.endpoint, crate::registry::IMAGE2IMAGE);
+        assert_eq!(
+            restyle.body["input"]["images"],
+            json!([
+                "https://example.com/in.png",
+                "https://example.com/style.png"
+            ])
+        );
+        assert!(restyle.body["input"].get("function").is_none());
+    }
+
+    #[test]
+    fn local_and_upstream_inputs_become_media_slots() {
+        let mut t = edit_task(EditKind::RemoveWatermark, "wanx2.1-imageedit", None);
+        t.edit.as_mut().unwrap().input = InputRef::Task {
+            id: "castle".into(),
+            index: None,
+        };
+        let c = compile(&t, &Registry::builtin());
+        assert_eq!(c.body["input"]["base_image_url"], Value::Null);
+        assert_eq!(
+            c.media,
+            vec![MediaSlot {
+                pointer: "/input/base_image_url".into(),
+                source: InputRef::Task {
+                    id: "castle".into(),
+                    index: None
+                }
+            }]
+        );
+    }
 }
