@@ -224,8 +224,8 @@ def bench_noop(args, tmp, sizes, runs):
                                 "plan_files": len(plans)}
         print(f"  {'':<44} per task: wanx {wm * 1000 / n:.1f} µs, ninja {nm * 1000 / n:.1f} µs; "
               f"{len(plans)} plan files", flush=True)
-        if n == 10_000:
-            RESULTS["noop_project"] = proj
+        if n <= 10_000:
+            RESULTS["noop_project"] = proj  # the largest up to 10,000: profiled and watched
         if args.keep_going_on_size and setup > args.setup_budget:
             log(f"no-op: setup of {n} took {setup:.0f} s > {args.setup_budget} s: skipping larger sizes")
             break
@@ -249,21 +249,40 @@ def profile_noop(args, tmp):
     if rec.returncode != 0:
         log(f"profile: perf record failed: {rec.stderr.decode(errors='replace')[-500:]}")
         return
-    rep = subprocess.run(["perf", "report", "-i", data, "--children", "--stdio", "--no-demangle",
-                          "-g", "none", "--percent-limit", "1.5", "--sort", "symbol"],
-                         capture_output=True, text=True)
-    lines = []
+    rep = subprocess.run(["perf", "report", "-i", data, "--children", "--stdio", "-g", "none",
+                          "--percent-limit", "0.3", "--sort", "symbol"], capture_output=True, text=True)
+    entries = []
     for line in rep.stdout.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        lines.append(line.rstrip())
-    section("1b. profile of the 10,000-task no-op (perf, inclusive %, self %, symbol)")
-    keep = [l for l in lines if "wanx::" in l or "sqlite" in l or "blake3" in l or "toml" in l or "serde" in l
-            or "statx" in l or "lstat" in l or "__libc_start" in l or "malloc" in l or "memcpy" in l]
-    for line in keep[:45]:
-        print("  " + line[:160])
+        parts = line.split(None, 3)
+        if len(parts) == 4 and parts[0].endswith("%") and parts[1].endswith("%"):
+            entries.append((float(parts[0][:-1]), float(parts[1][:-1]), parts[3].strip()))
     with open(os.path.join(args.out_dir, "noop-profile.txt"), "w") as f:
-        f.write("\n".join(lines))
+        f.write(rep.stdout)
+    section("1b. profile of the %s-task no-op (perf, share of all CPU samples, inclusive)"
+            % f"{int(proj.rsplit('-', 1)[1]):,}")
+    phases = [
+        ("load the project: manifest, find + parse + validate plans", "wanx::planner::Project::load"),
+        ("  parse plan TOML", "wanx::plan_toml::parse"),
+        ("plan: compile, key, read lock, stat cache, stats, reconcile", "wanx::planner::plan"),
+        ("  compile tasks to requests", "wanx::compile::"),
+        ("  cache keys (canonical JSON + blake3)", "wanx::cache_key::"),
+        ("  read wanx.lock", "wanx::lock::LockFile::read"),
+        ("  load the stat cache (SQLite)", "wanx::store::Store::stat_cache"),
+        ("  stat outputs (statx)", "statx"),
+        ("open SQLite (open, pragmas, migrations)", "wanx::store::Store::open"),
+        ("take the project lock", "wanx::project_lock::"),
+        ("resume the journal", "wanx::build::resume_journal"),
+        ("rewrite check of wanx.lock", "wanx::lock::LockFile::write_atomic"),
+        ("  serialize wanx.lock", "wanx::lock::LockFile::to_toml"),
+        ("record the run (SQLite)", "wanx::store::Store::record_run"),
+        ("malloc/free (anywhere)", "malloc"),
+    ]
+    for label, pattern in phases:
+        share = max((c for c, _, sym in entries if pattern in sym), default=0.0)
+        print(f"  {label:<62} {share:5.1f} %", flush=True)
+    print("  hottest functions (self %):")
+    for c, own, sym in sorted(entries, key=lambda e: -e[1])[:12]:
+        print(f"    {own:5.1f} %  {sym[:110]}", flush=True)
     log(f"profile: full report in {os.path.join(args.out_dir, 'noop-profile.txt')}")
 
 
@@ -289,7 +308,20 @@ submit_rps = 10
         failed = n - ledger["submissions"]
         print(f"  {'':<44} throttled {per['throttled']}, max in flight {per['max_in_flight']}, "
               f"accepted {ledger['submissions']} of {n}, rejected {ledger['rejected']}", flush=True)
-        RESULTS["quota"] = {"n": n, "k": k, "latency_ms": latency_ms, "wall_s": wall, "ideal_s": ideal,
+        # Where the time beyond ceil(N/K)·L goes: the stagger of the first K submissions (submission
+        # pacing), and each slot's idle gap between a task's end and the next submission (detection by
+        # polling, download, bookkeeping).
+        spans = per["timeline"]
+        subs = sorted(s["submitted_ms"] for s in spans)
+        ends = sorted(s["finished_ms"] for s in spans if s["finished_ms"] is not None)
+        gaps = [subs[i] - ends[i - k] for i in range(k, len(subs))]
+        stagger = subs[k - 1] - subs[0] if len(subs) >= k else 0
+        tail = wall * 1000 - (ends[-1] - subs[0]) if ends else 0
+        print(f"  {'':<44} first-wave stagger {stagger} ms; slot idle gap (end → next submission) "
+              f"median {statistics.median(gaps):.0f} ms, mean {statistics.mean(gaps):.0f} ms over "
+              f"{len(gaps)} refills; process start + last detection/download {tail:.0f} ms", flush=True)
+        RESULTS["quota"] = {"stagger_ms": stagger, "gap_median_ms": statistics.median(gaps),
+                            "gap_mean_ms": statistics.mean(gaps), "outside_ms": tail,"n": n, "k": k, "latency_ms": latency_ms, "wall_s": wall, "ideal_s": ideal,
                             "ratio": ratio, "throttled": per["throttled"], "max_in_flight": per["max_in_flight"],
                             "submissions": ledger["submissions"], "not_accepted": failed, "rss_mb": rss}
     finally:
@@ -642,16 +674,18 @@ def main():
                    help="comma-separated parts to run")
     p.add_argument("--sizes", help="no-op sizes, e.g. 1000,10000,100000")
     p.add_argument("--runs", type=int, help="runs per no-op median")
+    p.add_argument("--watch-tasks", type=int, default=1000, help="tasks in the small watched project")
     p.add_argument("--setup-budget", type=float, default=600,
                    help="seconds: skip larger no-op sizes once a setup build took longer")
     p.add_argument("--out-dir", default=os.path.join(tempfile.gettempdir(), "wanx-bench"),
                    help="where the JSON results and the profile go")
     args = p.parse_args()
+    args.bin = os.path.abspath(args.bin)
     args.keep_going_on_size = True
     os.makedirs(args.out_dir, exist_ok=True)
     parts = set(args.only.split(","))
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else \
-        ([1000, 10000] if args.quick else [1000, 10000, 100000])
+        ([1000] if args.quick else [1000, 10000])
     runs = args.runs or (3 if args.quick else 7)
     started = time.time()
     print(f"wanx benchmarks ({'quick' if args.quick else 'full'}): {machine()}", flush=True)
@@ -660,13 +694,13 @@ def main():
     try:
         if "noop" in parts:
             bench_noop(args, tmp, sizes, runs)
-        if "profile" in parts and not args.quick:
+        if "profile" in parts:
             profile_noop(args, tmp)
         if "quota" in parts:
             if args.quick:
                 bench_quota(args, tmp, 16, 4, 1000)
             else:
-                bench_quota(args, tmp, 48, 4, 2000)
+                bench_quota(args, tmp, 40, 4, 2000)
         if "polling" in parts:
             if args.quick:
                 bench_polling(args, tmp, 8, 2000, 4000)
@@ -674,12 +708,13 @@ def main():
                 bench_polling(args, tmp, 24, 3000, 9000)
         if "watch" in parts:
             section("4. wanx watch latency")
-            small = os.path.join(tmp, "watch-1000")
-            make_project(small, 1000)
+            small = os.path.join(tmp, "watch-small")
+            make_project(small, args.watch_tasks)
             run_timed([args.bin, "build", "--emulate", "-q"], small, wanx_env())
-            bench_watch(args, tmp, small, 5 if args.quick else 10, "1,000-task project")
-            if RESULTS.get("noop_project") and not args.quick:
-                bench_watch(args, tmp, RESULTS["noop_project"], 10, "10,000-task project")
+            bench_watch(args, tmp, small, 5 if args.quick else 10, f"{args.watch_tasks:,}-task project")
+            big = RESULTS.get("noop_project")
+            if big and not args.quick and big != small:
+                bench_watch(args, tmp, big, 10, f"{int(big.rsplit('-', 1)[1]):,}-task project")
         if "memory" in parts:
             bench_memory(args, tmp, 100)
     finally:
