@@ -62,19 +62,23 @@ def fmt(value, unit):
 # --- processes ---------------------------------------------------------------------------------------
 
 def run_timed(cmd, cwd, env=None, stdout=subprocess.DEVNULL, check=True):
-    """Runs `cmd`; returns (wall seconds, max RSS in MB, exit code). RSS from wait4's rusage."""
+    """Runs `cmd`; returns (wall seconds, exit code)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=stdout, stderr=subprocess.PIPE if check else subprocess.DEVNULL)
-    stderr = b""
-    if check:
-        stderr = proc.stderr.read()
-    _, status, rusage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=stdout, stderr=subprocess.PIPE)
     wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if check and proc.returncode != 0:
         raise SystemExit(f"bench: `{' '.join(map(str, cmd))}` in {cwd} exited {proc.returncode}:\n"
-                         f"{stderr.decode(errors='replace')[-3000:]}")
-    return wall, rusage.ru_maxrss / 1024, proc.returncode
+                         f"{proc.stderr.decode(errors='replace')[-3000:]}")
+    return wall, proc.returncode
+
+
+def max_rss(cmd, cwd, env=None):
+    """Peak RSS in MB of `cmd`, from GNU time. Not from this Python's wait4: Linux carries the forked
+    Python's high-water mark across exec, which floors every child's figure at Python's size."""
+    with tempfile.NamedTemporaryFile("r") as out:
+        subprocess.run(["/usr/bin/time", "-f", "%M", "-o", out.name] + list(cmd), cwd=cwd, env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        return int(out.read().split()[-1]) / 1024
 
 
 def wanx_env(extra=None):
@@ -193,11 +197,11 @@ def bench_noop(args, tmp, sizes, runs):
         proj = os.path.join(tmp, f"noop-{n}")
         plans = make_project(proj, n)
         log(f"no-op {n}: generating {n} images through the in-process emulator (setup, not measured)")
-        setup, _, _ = run_timed([args.bin, "build", "--emulate", "-q"], proj, wanx_env())
+        setup, _ = run_timed([args.bin, "build", "--emulate", "-q"], proj, wanx_env())
         log(f"no-op {n}: setup build took {setup:.1f} s")
         ninja_dir = os.path.join(tmp, f"ninja-{n}")
         make_ninja(ninja_dir, plans)
-        nsetup, _, _ = run_timed(["ninja", "-j", str(os.cpu_count() * 2)], ninja_dir)
+        nsetup, _ = run_timed(["ninja", "-j", str(os.cpu_count() * 2)], ninja_dir)
         log(f"no-op {n}: ninja setup took {nsetup:.1f} s")
         # The first no-op after a build may fill caches (page cache, stat cache): not measured.
         out = subprocess.run([args.bin, "build", "--emulate", "--json"], cwd=proj, env=wanx_env(),
@@ -206,14 +210,14 @@ def bench_noop(args, tmp, sizes, runs):
         assert summary["generated"] == 0 and summary["restored"] == 0 and summary["fresh"] == n, summary
         check = subprocess.run(["ninja"], cwd=ninja_dir, capture_output=True, text=True, check=True).stdout
         assert "no work to do" in check, check
-        wanx_t, ninja_t, wanx_rss, ninja_rss = [], [], [], []
+        wanx_t, ninja_t = [], []
         for _ in range(runs):
-            w, r, _ = run_timed([args.bin, "build", "--emulate", "-q"], proj, wanx_env())
+            w, _ = run_timed([args.bin, "build", "--emulate", "-q"], proj, wanx_env())
             wanx_t.append(w)
-            wanx_rss.append(r)
-            w, r, _ = run_timed(["ninja"], ninja_dir)
+            w, _ = run_timed(["ninja"], ninja_dir)
             ninja_t.append(w)
-            ninja_rss.append(r)
+        wanx_rss = [max_rss([args.bin, "build", "--emulate", "-q"], proj, wanx_env())]
+        ninja_rss = [max_rss(["ninja"], ninja_dir)]
         wm, nm = statistics.median(wanx_t) * 1000, statistics.median(ninja_t) * 1000
         ratio = row(f"{n:,} tasks: no-op wall", wm, nm, "ms")
         RESULTS[f"noop_{n}"] = {"wanx_ms": wm, "ninja_ms": nm, "ratio": ratio,
@@ -223,7 +227,7 @@ def bench_noop(args, tmp, sizes, runs):
                                 "setup_s": setup, "ninja_setup_s": nsetup,
                                 "plan_files": len(plans)}
         print(f"  {'':<44} per task: wanx {wm * 1000 / n:.1f} µs, ninja {nm * 1000 / n:.1f} µs; "
-              f"{len(plans)} plan files", flush=True)
+              f"{len(plans)} plan files; max RSS wanx {max(wanx_rss):.1f} MB, ninja {max(ninja_rss):.1f} MB", flush=True)
         if n <= 10_000:
             RESULTS["noop_project"] = proj  # the largest up to 10,000: profiled and watched
         if args.keep_going_on_size and setup > args.setup_budget:
@@ -300,7 +304,8 @@ submit_rps = 10
     try:
         proj = os.path.join(tmp, "quota")
         make_project(proj, n, concurrency=k, submit_rps=10, jobs=16, base_url=emu.base_url, per_plan=20)
-        wall, rss, _ = run_timed([args.bin, "build", "-q"], proj, wanx_env())
+        wall, _ = run_timed([args.bin, "build", "-q"], proj, wanx_env())
+        rss = None
         ledger = emu.ledger()
         per = ledger["per_model"][MODEL]
         ideal = math.ceil(n / k) * latency_ms / 1000
@@ -638,7 +643,8 @@ submit_rps = 100
             proj = os.path.join(tmp, f"mem-{size.replace('*', 'x')}")
             make_project(proj, n, size=size, concurrency=16, submit_rps=50, jobs=16, base_url=emu.base_url,
                          per_plan=25)
-            wall, rss, _ = run_timed([args.bin, "build", "-q"], proj, wanx_env())
+            wall = 0.0
+            rss = max_rss([args.bin, "build", "-q"], proj, wanx_env())
             total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(os.path.join(proj, "generated"))
                         for f in fs)
             figures[size] = (rss, total / n / 1e6, wall)

@@ -24,6 +24,7 @@ install() {
 
 command -v ninja >/dev/null || { echo "bench: installing ninja-build" >&2; install ninja-build; }
 command -v python3 >/dev/null || { echo "bench: installing python3" >&2; install python3; }
+[ -x /usr/bin/time ] || { echo "bench: installing time" >&2; install time; }
 
 echo "bench: cargo build --release --locked" >&2
 cargo build --release --locked --quiet
