@@ -221,6 +221,8 @@ pub struct PollSchedule {
     /// (early, late): the 10th and 90th percentile of past latencies, when known.
     window: Option<(Duration, Duration)>,
     step: u32,
+    /// Queries since the task outlasted `late`.
+    overrun: u32,
     elapsed: Duration,
 }
 
@@ -243,6 +245,7 @@ impl PollSchedule {
             policy,
             window,
             step: 0,
+            overrun: 0,
             elapsed: Duration::ZERO,
         }
     }
@@ -257,15 +260,20 @@ impl PollSchedule {
             Some((early, late)) if self.elapsed < late => {
                 ((late.saturating_sub(early)) / 6).clamp(self.policy.first, self.policy.max)
             }
-            _ => self.sdk_step(),
+            // Slower than usual: start the SDK's schedule afresh rather than at its slow end.
+            Some(_) => {
+                self.overrun += 1;
+                self.sdk_step(self.overrun)
+            }
+            None => self.sdk_step(self.step),
         };
         self.elapsed += wait;
         wait
     }
 
     /// The official SDK's schedule (protocol §6): 1, 1, 2, 2, 2, 4, 4, 4, 5, 5, … × `first`, capped.
-    fn sdk_step(&self) -> Duration {
-        let factor = match self.step {
+    fn sdk_step(&self, step: u32) -> Duration {
+        let factor = match step {
             1 | 2 => 1,
             3..=5 => 2,
             _ => 4,
@@ -337,6 +345,13 @@ pub struct Execution {
 
 impl Executor {
     fn into_shared(self, models: impl Iterator<Item = String>, registry: &Registry) -> Arc<Shared> {
+        // DashScope allows 20 task queries a second; wanx's own emulator has no such limit.
+        let queries_per_second = if self.provider == crate::cache_key::Provider::Emulator.identity()
+        {
+            1000
+        } else {
+            QUERIES_PER_SECOND
+        };
         let limits = models
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
@@ -357,7 +372,7 @@ impl Executor {
             jobs: Semaphore::new(self.jobs.max(1)),
             exec: self,
             limits,
-            queries: Pacer::new(QUERIES_PER_SECOND),
+            queries: Pacer::new(queries_per_second),
             stopped: Mutex::new(None),
             stop_flag: AtomicBool::new(false),
         })

@@ -317,6 +317,12 @@ pub fn plan<'a>(
         }
     }
 
+    // A fresh task needs its key, not its request: free the bodies (a large no-op holds thousands).
+    for (unit, d) in units.iter_mut().zip(&decisions) {
+        if d.action == Action::Fresh {
+            unit.compiled.body = serde_json::Value::Null;
+        }
+    }
     let stale_lock_entries = if selection.tasks.is_empty() {
         let ids: HashSet<&str> = project.loaded.tasks.iter().map(|t| t.id.as_str()).collect();
         cx.lock
