@@ -889,11 +889,13 @@ async fn wait_for(
     since: Instant,
 ) -> Result<Waited, String> {
     let history = shared
-        .exec
-        .latency_history
+        .history
+        .lock()
+        .expect("never poisoned")
         .get(model)
-        .map_or(&[][..], Vec::as_slice);
-    let mut schedule = PollSchedule::new(shared.exec.poll, history);
+        .cloned()
+        .unwrap_or_default();
+    let mut schedule = PollSchedule::new(shared.exec.poll, &history);
     let deadline = since + shared.exec.task_timeout;
     let mut consecutive_errors = 0;
     loop {
@@ -903,7 +905,14 @@ async fn wait_for(
         match client.query(remote).await {
             Ok(TaskState::Pending | TaskState::Running) => consecutive_errors = 0,
             Ok(TaskState::Succeeded { results, .. }) => {
-                let took = since.elapsed().saturating_sub(wait / 2).as_secs_f64();
+                // It ended somewhere since the previous query: take the middle of that interval. After a
+                // single (long, aimed) sleep that middle means nothing, so take the whole wait then.
+                let took = if schedule.step > 1 {
+                    since.elapsed().saturating_sub(wait / 2)
+                } else {
+                    since.elapsed()
+                }
+                .as_secs_f64();
                 shared
                     .history
                     .lock()
