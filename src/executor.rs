@@ -319,6 +319,9 @@ struct Shared {
     queries: Pacer,
     /// Latencies per model: the store's history, plus every task of this build as it finishes.
     history: Mutex<HashMap<String, Vec<f64>>>,
+    /// When `wanx.lock` was last written, and whether entries wait to be.
+    lock_written: Mutex<Option<Instant>>,
+    lock_dirty: AtomicBool,
     stopped: Mutex<Option<ProviderError>>,
     stop_flag: AtomicBool,
 }
@@ -369,6 +372,8 @@ impl Executor {
             .collect();
         Arc::new(Shared {
             history: Mutex::new(self.latency_history.clone()),
+            lock_written: Mutex::new(None),
+            lock_dirty: AtomicBool::new(false),
             jobs: Semaphore::new(self.jobs.max(1)),
             exec: self,
             limits,
@@ -412,6 +417,7 @@ impl Executor {
         while let Some(joined) = set.join_next().await {
             outcomes.push(joined.unwrap_or_else(|e| panic!("a generation task panicked: {e}")));
         }
+        flush_lock(&shared);
         let fatal = shared.stopped.lock().expect("never poisoned").clone();
         Execution { outcomes, fatal }
     }
@@ -427,7 +433,7 @@ fn restore(shared: &Shared, job: &Job) -> Outcome {
     };
     let result = (|| {
         let entry = materialize(shared, job, images, *generated_at, Money::ZERO)?;
-        record_in_lock(&shared.exec, &job.id, entry.clone())?;
+        record_in_lock(shared, &job.id, entry.clone())?;
         Ok::<Done, String>(Done {
             generated: false,
             entry,
@@ -520,11 +526,43 @@ fn ensure_inside(root: &Path, dest: &Path) -> Result<(), String> {
     }
 }
 
-fn record_in_lock(exec: &Executor, id: &str, entry: LockEntry) -> Result<(), String> {
-    let mut lock = exec.lock.lock().expect("never poisoned");
+/// A lock of this many tasks or more is rewritten at most every [`LOCK_WRITE_INTERVAL`]: rewriting a
+/// multi-megabyte file after each of thousands of tasks would make a large build quadratic. What a
+/// task paid for is in the store the moment it completes, so a crash inside the interval loses nothing:
+/// the next build restores those tasks from the cache and writes their entries.
+const LOCK_BATCH_FROM: usize = 1000;
+const LOCK_WRITE_INTERVAL: Duration = Duration::from_millis(500);
+
+fn record_in_lock(shared: &Shared, id: &str, entry: LockEntry) -> Result<(), String> {
+    let mut lock = shared.exec.lock.lock().expect("never poisoned");
     lock.tasks.insert(id.to_owned(), entry);
-    lock.write_atomic(&exec.lock_path)
+    let mut last = shared.lock_written.lock().expect("never poisoned");
+    let due = lock.tasks.len() < LOCK_BATCH_FROM
+        || last.is_none_or(|at| at.elapsed() >= LOCK_WRITE_INTERVAL);
+    if !due {
+        shared.lock_dirty.store(true, Ordering::SeqCst);
+        return Ok(());
+    }
+    *last = Some(Instant::now());
+    shared.lock_dirty.store(false, Ordering::SeqCst);
+    lock.write_atomic(&shared.exec.lock_path)
         .map_err(|e| format!("could not write `wanx.lock`: {e}"))
+}
+
+/// Writes entries [`record_in_lock`] held back, at the end of a run.
+fn flush_lock(shared: &Shared) {
+    if shared.lock_dirty.swap(false, Ordering::SeqCst) {
+        let lock = shared.exec.lock.lock().expect("never poisoned");
+        if let Err(e) = lock.write_atomic(&shared.exec.lock_path) {
+            (shared.exec.on_event)(Event::Retrying {
+                id: "wanx.lock".to_owned(),
+                error: format!(
+                    "could not write `wanx.lock`: {e}; the next build rewrites it from the cache"
+                ),
+                wait: Duration::ZERO,
+            });
+        }
+    }
 }
 
 async fn with_store<T: Send + 'static>(
@@ -635,7 +673,7 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
     let shared2 = Arc::clone(shared);
     let entry = tokio::task::spawn_blocking(move || {
         let entry = materialize(&shared2, &job, &hashes, generated_at, cost)?;
-        record_in_lock(&shared2.exec, &job.id, entry.clone())?;
+        record_in_lock(&shared2, &job.id, entry.clone())?;
         Ok::<_, String>(entry)
     })
     .await
