@@ -585,11 +585,6 @@ fn stop(shared: &Shared, error: ProviderError) {
 }
 
 async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
-    let _job_permit = shared
-        .jobs
-        .acquire()
-        .await
-        .expect("the job semaphore is never closed");
     let limit = Arc::clone(&shared.limits[&job.compiled.model]);
     let client = shared
         .exec
@@ -711,6 +706,13 @@ async fn run_remote_task(
         .acquire()
         .await
         .expect("model semaphores are never closed");
+    // The global limit (`-j`) counts tasks in flight, taken only with the model's slot: tasks queued
+    // behind one model's quota never hold permits another model's tasks could use.
+    let job_permit = shared
+        .jobs
+        .acquire()
+        .await
+        .expect("the job semaphore is never closed");
     // Wait for the first submission's turn before journaling it: an entry without a remote id
     // warns "may have been billed twice", so a crash during this wait must leave none.
     limit.pacer.wait().await;
@@ -740,6 +742,7 @@ async fn run_remote_task(
     // An error here leaves the task journaled: the next build resumes it rather than paying again.
     let waited = wait_for(shared, client, &job.id, &job.compiled.model, &remote, since).await?;
     drop(slot);
+    drop(job_permit);
     let (results, took) = match waited {
         Waited::Done(results, took) => (results, took),
         Waited::Ended(message) => {
