@@ -639,22 +639,10 @@ async fn download(shared: &Shared, task_id: &str, index: u32) -> Answer {
             &request_id,
         ));
     };
-    let truncate = match shared.inject(FaultEvent::Download, Some(&model)).await {
-        Some(Fault::Http {
-            status,
-            code,
-            message,
-        }) => {
-            return Ok(oss_error(
-                fault_status(status),
-                &code,
-                &message,
-                &request_id,
-            ));
-        }
-        Some(Fault::Reset) => return Err(ConnectionReset),
-        Some(Fault::Truncate) => true,
-        _ => false,
+    let truncate = match object_store_fault(shared, FaultEvent::Download, &model, &request_id).await
+    {
+        Err(answer) => return answer,
+        Ok(fault) => matches!(fault, Some(Fault::Truncate)),
     };
     let rendered = tokio::task::spawn_blocking(move || {
         placeholder_png::render(size.width, size.height, &material)
@@ -826,21 +814,8 @@ async fn upload(shared: &Shared, request: Request<Incoming>) -> Answer {
         }
         policy.model.clone()
     };
-    match shared.inject(FaultEvent::Upload, Some(&model)).await {
-        Some(Fault::Http {
-            status,
-            code,
-            message,
-        }) => {
-            return Ok(oss_error(
-                fault_status(status),
-                &code,
-                &message,
-                &request_id,
-            ));
-        }
-        Some(Fault::Reset) => return Err(ConnectionReset),
-        _ => {}
+    if let Err(answer) = object_store_fault(shared, FaultEvent::Upload, &model, &request_id).await {
+        return answer;
     }
     let mut state = shared.state();
     if text("x-oss-forbid-overwrite") == "true" && state.objects.contains_key(&key) {
@@ -920,6 +895,30 @@ async fn read_form(request: Request<Incoming>) -> Result<BTreeMap<String, Bytes>
         )
     })?;
     Ok(parts.into_iter().map(|p| (p.name, p.data)).collect())
+}
+
+/// Counts an object-store event against the fault rules. `Err` is the answer to give instead (an
+/// injected HTTP error, or a reset); `Ok` passes on any other fault for the caller to enact.
+async fn object_store_fault(
+    shared: &Shared,
+    event: FaultEvent,
+    model: &str,
+    request_id: &str,
+) -> Result<Option<Fault>, Answer> {
+    match shared.inject(event, Some(model)).await {
+        Some(Fault::Http {
+            status,
+            code,
+            message,
+        }) => Err(Ok(oss_error(
+            fault_status(status),
+            &code,
+            &message,
+            request_id,
+        ))),
+        Some(Fault::Reset) => Err(Err(ConnectionReset)),
+        other => Ok(other),
+    }
 }
 
 /// An OSS-style error: `application/xml`, `<Error><Code>…`.
