@@ -582,38 +582,34 @@ fn edit_fields(
             (None, None) => None,
         }
     }
-    if let Some((rel, v)) = pick(
-        "task_type",
-        top.task_type,
-        nested.task_type,
-        loc,
-        file,
-        sink,
-    ) {
-        map.push(("edit", loc.path(&rel)));
-        raw.edit = Some(loc.at(&rel, v));
-    }
-    if let Some((rel, v)) = pick(
-        "input_image_url",
-        top.input_image_url,
-        nested.input_image_url,
-        loc,
-        file,
-        sink,
-    ) {
-        map.push(("input", loc.path(&rel)));
-        raw.input = Some(loc.at(&rel, v));
-    }
-    if let Some((rel, v)) = pick(
-        "style_reference_url",
-        top.style_reference_url,
-        nested.style_reference_url,
-        loc,
-        file,
-        sink,
-    ) {
-        map.push(("style_reference", loc.path(&rel)));
-        raw.style_reference = Some(loc.at(&rel, v));
+    let strings = [
+        (
+            "task_type",
+            "edit",
+            top.task_type,
+            nested.task_type,
+            &mut raw.edit,
+        ),
+        (
+            "input_image_url",
+            "input",
+            top.input_image_url,
+            nested.input_image_url,
+            &mut raw.input,
+        ),
+        (
+            "style_reference_url",
+            "style_reference",
+            top.style_reference_url,
+            nested.style_reference_url,
+            &mut raw.style_reference,
+        ),
+    ];
+    for (name, field, on_task, in_parameters, slot) in strings {
+        if let Some((rel, v)) = pick(name, on_task, in_parameters, loc, file, sink) {
+            map.push((field, loc.path(&rel)));
+            *slot = Some(loc.at(&rel, v));
+        }
     }
     if let Some((rel, e)) = pick(
         "extend_config",
