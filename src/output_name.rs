@@ -48,12 +48,6 @@ pub fn format_timestamp(unix: i64) -> String {
     format!("{y:04}{m:02}{d:02}-{hh:02}{mm:02}{ss:02}")
 }
 
-/// `2025-10-19 15:30:00` UTC, for reports.
-pub fn format_datetime(unix: i64) -> String {
-    let (y, m, d, hh, mm, ss) = civil(unix);
-    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}")
-}
-
 /// Unix seconds → (year, month, day, hour, minute, second) in UTC.
 fn civil(unix: i64) -> (i64, u32, u32, u32, u32, u32) {
     let (y, m, d) = civil_from_days(unix.div_euclid(86_400));
@@ -110,8 +104,8 @@ mod tests {
 
     #[test]
     fn formats_dates_across_leap_years() {
-        assert_eq!(format_datetime(0), "1970-01-01 00:00:00");
-        assert_eq!(format_datetime(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(format_timestamp(0), "19700101-000000");
+        assert_eq!(format_timestamp(951_782_400), "20000229-000000");
         assert_eq!(format_timestamp(1_798_761_599), "20261231-235959");
     }
 }
