@@ -1,17 +1,17 @@
 //! `build`: the pipeline's effects, after `planner` has decided. Resume journaled work, check
-//! `--locked` and the budget, execute in rounds (tasks that consume images generated in a round are
-//! planned again after it), and report. The order guarantees the invariants: nothing is sent or
+//! `--locked` and the budget, execute (a task that consumes images this build generates is decided,
+//! and started, the moment the last of them exists), and report. The order guarantees the invariants: nothing is sent or
 //! written before the whole project validated, and nothing is paid for under `--locked` or over
 //! budget.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::blob_store::BlobStore;
 use crate::cache_key::Provider;
-use crate::cli::{BuildArgs, Selection};
+use crate::cli::BuildArgs;
 use crate::dashscope::{Client, ProviderError};
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::error::{Error, Result};
@@ -19,17 +19,17 @@ use crate::executor::{Event, Executor, Job, JobKind, Outcome, PollPolicy, Resume
 use crate::lock::LockFile;
 use crate::money::Money;
 use crate::output_name::now_unix;
-use crate::planner::task_report;
+use crate::planner::{Chain, Settled, Unit, task_report};
 pub use crate::planner::{Planned, Project, plan, print_plan, waiting_reason};
 use crate::printer::Printer;
-use crate::reconcile::Action;
+use crate::reconcile::{Action, Decision};
 use crate::report::{Cumulative, Summary, TaskReport};
 use crate::secret::ApiKey;
 use crate::store::{RunRecord, Store};
 
 /// `wanx build`: resume what earlier builds left journaled, plan, check `--locked` and the budget,
-/// then execute in rounds: each round runs every task whose inputs are known; tasks that consume
-/// images generated in a round are planned again after it.
+/// then execute: every task whose inputs are known starts at once; a task that consumes images this
+/// build generates is keyed and decided as soon as they exist, while the rest goes on.
 pub async fn build(
     project: &Project,
     args: &BuildArgs,
@@ -69,7 +69,7 @@ pub async fn build_with(
     if !args.dry_run && !args.locked {
         resume_journal(project, args, printer, &cancel).await?;
     }
-    let mut forced: HashSet<String> = if args.force {
+    let forced: HashSet<String> = if args.force {
         project
             .select(&args.selection)?
             .iter()
@@ -108,53 +108,24 @@ pub async fn build_with(
         },
         ..Session::default()
     };
-    loop {
-        let totals = planned.totals();
-        if totals.generate > 0 && session.rounds == 0 {
-            printer.status("Planning", &totals.describe(emulated));
-        }
-        if let Some(on_plan) = &hooks.on_plan {
-            on_plan(&planned);
-        }
-        let waiting = run_round(
-            project,
-            args,
-            printer,
-            &cancel,
-            hooks,
-            planned,
-            &mut session,
-        )
-        .await?;
-        if waiting.is_empty() {
-            break;
-        }
-        let halted = cancel.load(Ordering::SeqCst) || session.fatal.is_some();
-        let mut next = Vec::new();
-        for (id, upstream) in waiting {
-            let failed_input = upstream.iter().find(|u| session.unsuccessful.contains(*u));
-            match (halted, failed_input) {
-                (true, _) => session.skip(
-                    &id,
-                    "not submitted: the build stopped before its inputs were ready",
-                ),
-                (false, Some(up)) => session.fail(&id, &format!("input `{up}` was not built")),
-                (false, None) if session.progressed => next.push(id),
-                (false, None) => session.fail(&id, "its inputs were not produced"),
-            }
-        }
-        if next.is_empty() {
-            break;
-        }
-        forced.retain(|id| next.contains(id));
-        let selection = Selection {
-            tasks: next,
-            emulate: args.selection.emulate,
-        };
-        planned = plan(project, &selection, &forced)?;
-        remember_stats(&mut planned)?;
+    let totals = planned.totals();
+    if totals.generate > 0 {
+        printer.status("Planning", &totals.describe(emulated));
     }
-    if let Some((_, Some(emu))) = session.connection.take() {
+    if let Some(on_plan) = &hooks.on_plan {
+        on_plan(&planned);
+    }
+    let emulator = execute(
+        project,
+        args,
+        printer,
+        &cancel,
+        hooks,
+        planned,
+        &mut session,
+    )
+    .await?;
+    if let Some(emu) = emulator {
         emu.shutdown().await;
     }
 
@@ -209,18 +180,14 @@ pub async fn build_with(
     })
 }
 
-/// What a build has done so far, across its rounds.
+/// What a build has done so far.
 #[derive(Default)]
 struct Session {
     summary: Summary,
     reports: Vec<TaskReport>,
     reported: HashSet<String>,
-    /// Tasks that failed or were skipped: their dependants cannot be built.
-    unsuccessful: HashSet<String>,
-    /// Whether the last round generated anything (so waiting tasks may now be decidable).
-    progressed: bool,
-    rounds: u32,
-    connection: Option<(Arc<Client>, Option<Emulator>)>,
+    /// Tasks that ended unsent (skipped, dropped): their dependants are skipped too, not failed.
+    unsent: HashSet<String>,
     fatal: Option<ProviderError>,
 }
 
@@ -233,14 +200,50 @@ impl Session {
 
     fn fail(&mut self, id: &str, why: &str) {
         self.summary.failed += 1;
-        self.unsuccessful.insert(id.to_owned());
         self.report(bare_report(id, "failed", why));
     }
 
     fn skip(&mut self, id: &str, why: &str) {
         self.summary.skipped += 1;
-        self.unsuccessful.insert(id.to_owned());
+        self.unsent.insert(id.to_owned());
         self.report(bare_report(id, "skipped", why));
+    }
+
+    /// Acts on a waiting task that a finished task settled: a decided one joins `decided` and
+    /// returns its job, if it needs one; one that can never be built is reported here.
+    fn settle<'a>(
+        &mut self,
+        project: &Project,
+        settled: Settled<'a>,
+        halted: bool,
+        decided: &mut Vec<(Unit<'a>, Decision)>,
+    ) -> Option<Job> {
+        match settled {
+            Settled::Decided(unit, d) => {
+                let job = job(project, &unit, &d);
+                decided.push((unit, d));
+                job
+            }
+            Settled::Blocked(w, _) if halted => {
+                let why = "not submitted: the build stopped before its inputs were ready";
+                self.skip(&w.task.id, why);
+                None
+            }
+            // Dropped unsent (a newer save in `wanx watch`): nothing failed.
+            Settled::Blocked(w, upstream) if self.unsent.contains(&upstream) => {
+                let why = format!("not submitted: input `{upstream}` was not built");
+                self.skip(&w.task.id, &why);
+                None
+            }
+            Settled::Blocked(w, upstream) => {
+                self.fail(&w.task.id, &format!("input `{upstream}` was not built"));
+                None
+            }
+            Settled::Invalid(w, why) => {
+                self.fail(&w.task.id, &why);
+                None
+            }
+        }
     }
 }
 
@@ -343,9 +346,10 @@ fn check_budget(
     })
 }
 
-/// Executes one round's decisions and records their outcomes. Returns the tasks still waiting for
-/// inputs, each with the upstream tasks it waits for.
-async fn run_round(
+/// Executes the plan and records every outcome in `session`. Tasks decided at planning start at
+/// once; each waiting task is decided the moment the last image it consumes exists, and started if
+/// it must be generated or restored. Returns the in-process emulator, if one was started.
+async fn execute(
     project: &Project,
     args: &BuildArgs,
     printer: &Printer,
@@ -353,7 +357,7 @@ async fn run_round(
     hooks: &Hooks,
     planned: Planned<'_>,
     session: &mut Session,
-) -> Result<Vec<(String, Vec<String>)>> {
+) -> Result<Option<Emulator>> {
     let Planned {
         units,
         decisions,
@@ -363,73 +367,59 @@ async fn run_round(
         blobs,
         stale_lock_entries,
         provider,
+        later,
         ..
     } = planned;
-    let waiting: Vec<(String, Vec<String>)> = waiting
-        .into_iter()
-        .map(|w| (w.task.id.clone(), w.upstream))
+    // Reports come out in plan order: decided tasks, then waiting ones in graph order.
+    let order: HashMap<String, usize> = units
+        .iter()
+        .map(|u| &u.task.id)
+        .chain(waiting.iter().map(|w| &w.task.id))
+        .enumerate()
+        .map(|(i, id)| (id.clone(), i))
         .collect();
-    session.rounds += 1;
-    session.progressed = false;
+    // A waiting task exists only downstream of a generation, so this also covers the chain.
     let needs_provider = decisions.iter().any(|d| d.action == Action::Generate);
-    if needs_provider && session.connection.is_none() {
+    let (client, emulator) = if needs_provider {
         let (client, emulator) = connect(project, args.selection.emulate, printer).await?;
-        session.connection = Some((client, emulator));
-    }
+        (Some(client), emulator)
+    } else {
+        (None, None)
+    };
+    let mut chain = if waiting.is_empty() {
+        None
+    } else {
+        Some(Chain::new(project, provider.clone(), waiting, later)?)
+    };
     let mut lock = lock;
     for id in &stale_lock_entries {
         lock.tasks.remove(id);
     }
     let lock = Arc::new(Mutex::new(lock));
     let store = Arc::new(Mutex::new(store));
-    let jobs: Vec<Job> = units
+    let mut decided: Vec<(Unit<'_>, Decision)> = units.into_iter().zip(decisions).collect();
+    let jobs: Vec<Job> = decided
         .iter()
-        .zip(&decisions)
-        .filter_map(|(u, d)| {
-            let kind = match &d.action {
-                Action::Fresh => return None,
-                Action::Restore {
-                    images,
-                    generated_at,
-                } => JobKind::Restore {
-                    images: images.clone(),
-                    generated_at: *generated_at,
-                },
-                Action::Generate => JobKind::Generate,
-            };
-            let inline = project
-                .registry
-                .get(&u.task.model)
-                .is_some_and(|spec| spec.family.is_edit());
-            Some(Job {
-                id: u.task.id.clone(),
-                key: u.key,
-                compiled: u.compiled.clone(),
-                output: u.task.output.clone(),
-                kind,
-                media: u
-                    .compiled
-                    .media
-                    .iter()
-                    .map(|slot| slot.pointer.clone())
-                    .zip(u.media.iter().cloned())
-                    .collect(),
-                inline_media: inline,
-            })
-        })
+        .filter_map(|(u, d)| job(project, u, d))
         .collect();
-    let job_count = jobs.len();
-    if job_count > 0 {
+    let total = Arc::new(AtomicUsize::new(
+        jobs.len() + chain.as_ref().map_or(0, Chain::len),
+    ));
+    if !jobs.is_empty() {
         printer.progress(&format!(
-            "    Building [{}] 0/{job_count} tasks",
-            " ".repeat(24)
+            "    Building [{}] 0/{} tasks",
+            " ".repeat(24),
+            total.load(Ordering::SeqCst)
         ));
     }
-    let models: Vec<&str> = jobs
+    let mut models: Vec<&str> = jobs
         .iter()
         .filter(|j| matches!(j.kind, JobKind::Generate))
         .map(|j| j.compiled.model.as_str())
         .collect();
+    if let Some(chain) = &chain {
+        models.extend(chain.models());
+    }
     let latency_history = latency_history(&store.lock().expect("never poisoned"), &models)?;
     let emulated = provider.is_emulated();
     let executor = Executor {
@@ -438,7 +428,7 @@ async fn run_round(
         blobs: Arc::new(blobs),
         lock: Arc::clone(&lock),
         lock_path: project.manifest.lock_path(),
-        client: session.connection.as_ref().map(|(c, _)| Arc::clone(c)),
+        client,
         provider: provider.identity(),
         poll: if emulated {
             PollPolicy::EMULATED
@@ -447,15 +437,46 @@ async fn run_round(
         },
         task_timeout: task_timeout(project),
         jobs: args.jobs.or(project.manifest.build.jobs).unwrap_or(16),
-        on_event: with_hook(progress_printer(printer, job_count), hooks.on_event.clone()),
+        on_event: with_hook(
+            progress_printer(printer, Arc::clone(&total)),
+            hooks.on_event.clone(),
+        ),
         cancel: Arc::clone(cancel),
         latency_history,
         before_submit: hooks.before_submit.clone(),
     };
     // The executor writes the lock after each task; only pruning (or a first, empty lock) is left to
-    // write here. A round with nothing to do touches nothing: a no-op must stay as cheap as ninja's.
+    // write here. A build with nothing to do touches nothing: a no-op must stay as cheap as ninja's.
     let prune = !stale_lock_entries.is_empty() || !project.manifest.lock_path().exists();
-    let execution = executor.run(jobs, &project.registry).await;
+    let mut running = executor.start(&project.registry);
+    for job in jobs {
+        running.push(job).await;
+    }
+    let mut outcomes: HashMap<String, Outcome> = HashMap::new();
+    while let Some(outcome) = running.next().await {
+        if matches!(&outcome.result, Err(e) if e.skipped) {
+            session.unsent.insert(outcome.id.clone());
+        }
+        if let Some(chain) = &mut chain {
+            let images = outcome.result.as_ref().ok().map(|done| {
+                let outputs = &done.entry.outputs;
+                outputs.iter().map(|o| o.blake3.clone()).collect()
+            });
+            for settled in chain.finished(&outcome.id, images)? {
+                match session.settle(project, settled, running.halted(), &mut decided) {
+                    Some(job) => running.push(job).await,
+                    None => {
+                        total.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }
+        outcomes.insert(outcome.id.clone(), outcome);
+    }
+    for w in chain.map(Chain::into_remaining).unwrap_or_default() {
+        session.fail(&w.task.id, "its inputs were not produced");
+    }
+    let execution = running.finish(Vec::new());
     if prune {
         lock.lock()
             .expect("never poisoned")
@@ -465,56 +486,91 @@ async fn run_round(
     if session.fatal.is_none() {
         session.fatal = execution.fatal;
     }
-    let outcomes: HashMap<&str, &Outcome> = execution
-        .outcomes
-        .iter()
-        .map(|o| (o.id.as_str(), o))
-        .collect();
-    for (unit, d) in units.iter().zip(&decisions) {
-        if session.reported.contains(&unit.task.id) {
-            continue;
-        }
-        let summary = &mut session.summary;
-        let report = match outcomes.get(unit.task.id.as_str()).map(|o| &o.result) {
-            None => {
-                summary.fresh += 1;
-                summary.saved += d.saved();
-                task_report(unit, d, "fresh", None)
-            }
-            Some(Ok(done)) => {
-                let mut r = if done.generated {
-                    session.progressed = true;
-                    summary.generated += 1;
-                    summary.images_generated += done.entry.images;
-                    summary.spent += done.spent;
-                    let mut r = task_report(unit, d, "generated", None);
-                    r.cost = done.spent;
-                    r
-                } else {
-                    summary.restored += 1;
-                    summary.saved += d.saved();
-                    task_report(unit, d, "restored", None)
-                };
-                r.outputs = done.entry.outputs.iter().map(|o| o.path.clone()).collect();
-                r
-            }
-            Some(Err(e)) => {
-                let status = if e.skipped {
-                    summary.skipped += 1;
-                    "skipped"
-                } else {
-                    summary.failed += 1;
-                    "failed"
-                };
-                session.unsuccessful.insert(unit.task.id.clone());
-                let mut r = task_report(unit, d, status, Some(e.message.clone()));
-                r.cost = Money::ZERO;
-                r
-            }
-        };
-        session.report(report);
+    for (unit, d) in &decided {
+        record_outcome(session, unit, d, outcomes.get(&unit.task.id));
     }
-    Ok(waiting)
+    session
+        .reports
+        .sort_by_key(|r| order.get(&r.id).copied().unwrap_or(usize::MAX));
+    Ok(emulator)
+}
+
+/// The executor's job for a decision: `None` for a fresh task, which needs nothing done.
+fn job(project: &Project, u: &Unit<'_>, d: &Decision) -> Option<Job> {
+    let kind = match &d.action {
+        Action::Fresh => return None,
+        Action::Restore {
+            images,
+            generated_at,
+        } => JobKind::Restore {
+            images: images.clone(),
+            generated_at: *generated_at,
+        },
+        Action::Generate => JobKind::Generate,
+    };
+    let inline = project
+        .registry
+        .get(&u.task.model)
+        .is_some_and(|spec| spec.family.is_edit());
+    Some(Job {
+        id: u.task.id.clone(),
+        key: u.key,
+        compiled: u.compiled.clone(),
+        output: u.task.output.clone(),
+        kind,
+        media: u
+            .compiled
+            .media
+            .iter()
+            .map(|slot| slot.pointer.clone())
+            .zip(u.media.iter().cloned())
+            .collect(),
+        inline_media: inline,
+    })
+}
+
+/// Adds a decided task's report and figures to the session: fresh when it had no job.
+fn record_outcome(session: &mut Session, unit: &Unit<'_>, d: &Decision, outcome: Option<&Outcome>) {
+    if session.reported.contains(&unit.task.id) {
+        return;
+    }
+    let summary = &mut session.summary;
+    let report = match outcome.map(|o| &o.result) {
+        None => {
+            summary.fresh += 1;
+            summary.saved += d.saved();
+            task_report(unit, d, "fresh", None)
+        }
+        Some(Ok(done)) => {
+            let mut r = if done.generated {
+                summary.generated += 1;
+                summary.images_generated += done.entry.images;
+                summary.spent += done.spent;
+                let mut r = task_report(unit, d, "generated", None);
+                r.cost = done.spent;
+                r
+            } else {
+                summary.restored += 1;
+                summary.saved += d.saved();
+                task_report(unit, d, "restored", None)
+            };
+            r.outputs = done.entry.outputs.iter().map(|o| o.path.clone()).collect();
+            r
+        }
+        Some(Err(e)) => {
+            let status = if e.skipped {
+                summary.skipped += 1;
+                "skipped"
+            } else {
+                summary.failed += 1;
+                "failed"
+            };
+            let mut r = task_report(unit, d, status, Some(e.message.clone()));
+            r.cost = Money::ZERO;
+            r
+        }
+    };
+    session.report(report);
 }
 
 /// A client for the provider the build talks to: the in-process emulator, or DashScope with the
@@ -678,10 +734,14 @@ fn event_printer(printer: &Printer) -> Arc<dyn Fn(Event) + Send + Sync> {
     Arc::new(move |event| print_event(&printer, event))
 }
 
-/// Prints events, and on a terminal keeps a progress line: tasks done of `total`, money spent.
-fn progress_printer(printer: &Printer, total: usize) -> Arc<dyn Fn(Event) + Send + Sync> {
+/// Prints events, and on a terminal keeps a progress line: tasks done of `total` (which shrinks when
+/// a waiting task turns out to need nothing), money spent.
+fn progress_printer(
+    printer: &Printer,
+    total: Arc<AtomicUsize>,
+) -> Arc<dyn Fn(Event) + Send + Sync> {
     let printer = *printer;
-    let done = std::sync::atomic::AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
     let spent = Mutex::new(Money::ZERO);
     Arc::new(move |event| {
         if let Event::Finished(outcome) = &event {
@@ -691,6 +751,7 @@ fn progress_printer(printer: &Printer, total: usize) -> Arc<dyn Fn(Event) + Send
                 *spent += d.spent;
             }
             print_event(&printer, event);
+            let total = total.load(Ordering::SeqCst);
             if finished < total {
                 let width = 24;
                 let filled = finished * width / total.max(1);

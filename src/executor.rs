@@ -314,7 +314,9 @@ const QUERIES_PER_SECOND: u32 = 20;
 
 struct Shared {
     exec: Executor,
-    limits: HashMap<String, Arc<ModelLimit>>,
+    registry: Registry,
+    /// Per model, created when its first job starts.
+    limits: Mutex<HashMap<String, Arc<ModelLimit>>>,
     jobs: Semaphore,
     queries: Pacer,
     /// Latencies per model: the store's history, plus every task of this build as it finishes.
@@ -327,6 +329,23 @@ struct Shared {
 }
 
 impl Shared {
+    /// The limits of `model`: its registry quota, or 2 tasks and 2 submissions a second for a model
+    /// the registry does not know.
+    fn limit(&self, model: &str) -> Arc<ModelLimit> {
+        let mut limits = self.limits.lock().expect("never poisoned");
+        let limit = limits.entry(model.to_owned()).or_insert_with(|| {
+            let spec = self.registry.get(model);
+            let quota = spec.map_or(2, |s| s.concurrency).max(1);
+            Arc::new(ModelLimit {
+                in_flight: Arc::new(Semaphore::new(quota as usize)),
+                pacer: Pacer::new(spec.map_or(2, |s| s.submit_rps)),
+                quota,
+                cut: AtomicU32::new(0),
+            })
+        });
+        Arc::clone(limit)
+    }
+
     /// True once nothing more may be submitted: a stop-class error, or a cancel from outside.
     fn halted(&self) -> Option<&'static str> {
         if self.stop_flag.load(Ordering::SeqCst) {
@@ -347,7 +366,7 @@ pub struct Execution {
 }
 
 impl Executor {
-    fn into_shared(self, models: impl Iterator<Item = String>, registry: &Registry) -> Arc<Shared> {
+    fn into_shared(self, registry: &Registry) -> Arc<Shared> {
         // DashScope allows 20 task queries a second; wanx's own emulator has no such limit.
         let queries_per_second = if self.provider == crate::cache_key::Provider::Emulator.identity()
         {
@@ -355,70 +374,98 @@ impl Executor {
         } else {
             QUERIES_PER_SECOND
         };
-        let limits = models
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .map(|model| {
-                let spec = registry.get(&model);
-                let quota = spec.map_or(2, |s| s.concurrency).max(1);
-                let limit = ModelLimit {
-                    in_flight: Arc::new(Semaphore::new(quota as usize)),
-                    pacer: Pacer::new(spec.map_or(2, |s| s.submit_rps)),
-                    quota,
-                    cut: AtomicU32::new(0),
-                };
-                (model, Arc::new(limit))
-            })
-            .collect();
         Arc::new(Shared {
             history: Mutex::new(self.latency_history.clone()),
             lock_written: Mutex::new(None),
             lock_dirty: AtomicBool::new(false),
             jobs: Semaphore::new(self.jobs.max(1)),
             exec: self,
-            limits,
+            registry: registry.clone(),
+            limits: Mutex::new(HashMap::new()),
             queries: Pacer::new(queries_per_second),
             stopped: Mutex::new(None),
             stop_flag: AtomicBool::new(false),
         })
     }
 
+    /// Starts an execution that takes jobs as they become known: a build pushes a chained task once
+    /// the images it consumes exist, while the rest are in flight.
+    pub fn start(self, registry: &Registry) -> Running {
+        Running {
+            shared: self.into_shared(registry),
+            in_flight: JoinSet::new(),
+            finished: std::collections::VecDeque::new(),
+        }
+    }
+
     /// Runs every job; restores first (they are local and free), then generations concurrently.
     pub async fn run(self, jobs: Vec<Job>, registry: &Registry) -> Execution {
-        let models = jobs
-            .iter()
-            .filter(|j| matches!(j.kind, JobKind::Generate))
-            .map(|j| j.compiled.model.clone());
-        let shared = self.into_shared(models, registry);
-        let mut outcomes = Vec::new();
-        let mut set = JoinSet::new();
+        let mut running = self.start(registry);
         for job in jobs {
-            let shared = Arc::clone(&shared);
-            match job.kind {
-                JobKind::Restore { .. } => {
-                    let worker = Arc::clone(&shared);
-                    let outcome = tokio::task::spawn_blocking(move || restore(&worker, &job))
-                        .await
-                        .unwrap_or_else(|e| panic!("a restore panicked: {e}"));
+            running.push(job).await;
+        }
+        let mut outcomes = Vec::new();
+        while let Some(outcome) = running.next().await {
+            outcomes.push(outcome);
+        }
+        running.finish(outcomes)
+    }
+}
+
+/// An execution in progress: jobs go in with [`Running::push`], outcomes come out of
+/// [`Running::next`] in the order they finish.
+pub struct Running {
+    shared: Arc<Shared>,
+    in_flight: JoinSet<Outcome>,
+    /// Outcomes of restores (run at once, in order, when pushed) not yet taken.
+    finished: std::collections::VecDeque<Outcome>,
+}
+
+impl Running {
+    /// A restore runs now (local, free, and in plan order); a generation starts in the background,
+    /// under the model's limits and the global job limit.
+    pub async fn push(&mut self, job: Job) {
+        let shared = Arc::clone(&self.shared);
+        match job.kind {
+            JobKind::Restore { .. } => {
+                let worker = Arc::clone(&shared);
+                let outcome = tokio::task::spawn_blocking(move || restore(&worker, &job))
+                    .await
+                    .unwrap_or_else(|e| panic!("a restore panicked: {e}"));
+                (shared.exec.on_event)(Event::Finished(outcome.clone()));
+                self.finished.push_back(outcome);
+            }
+            JobKind::Generate => {
+                self.in_flight.spawn(async move {
+                    let id = job.id.clone();
+                    let result = generate(&shared, job).await;
+                    let outcome = Outcome { id, result };
                     (shared.exec.on_event)(Event::Finished(outcome.clone()));
-                    outcomes.push(outcome);
-                }
-                JobKind::Generate => {
-                    set.spawn(async move {
-                        let id = job.id.clone();
-                        let result = generate(&shared, job).await;
-                        let outcome = Outcome { id, result };
-                        (shared.exec.on_event)(Event::Finished(outcome.clone()));
-                        outcome
-                    });
-                }
+                    outcome
+                });
             }
         }
-        while let Some(joined) = set.join_next().await {
-            outcomes.push(joined.unwrap_or_else(|e| panic!("a generation task panicked: {e}")));
+    }
+
+    /// The next finished job; `None` once every job pushed so far has finished.
+    pub async fn next(&mut self) -> Option<Outcome> {
+        if let Some(outcome) = self.finished.pop_front() {
+            return Some(outcome);
         }
-        flush_lock(&shared);
-        let fatal = shared.stopped.lock().expect("never poisoned").clone();
+        let joined = self.in_flight.join_next().await?;
+        Some(joined.unwrap_or_else(|e| panic!("a generation task panicked: {e}")))
+    }
+
+    /// True once a stop-class error or a cancel from outside means nothing more will be submitted.
+    pub fn halted(&self) -> bool {
+        self.shared.halted().is_some()
+    }
+
+    /// Writes what the lock batching held back and returns `outcomes` with the stop-class error
+    /// that ended submissions, if any.
+    pub fn finish(self, outcomes: Vec<Outcome>) -> Execution {
+        flush_lock(&self.shared);
+        let fatal = self.shared.stopped.lock().expect("never poisoned").clone();
         Execution { outcomes, fatal }
     }
 }
@@ -585,7 +632,7 @@ fn stop(shared: &Shared, error: ProviderError) {
 }
 
 async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
-    let limit = Arc::clone(&shared.limits[&job.compiled.model]);
+    let limit = shared.limit(&job.compiled.model);
     let client = shared
         .exec
         .client
@@ -1092,7 +1139,7 @@ impl Executor {
     /// Finishes the journaled tasks of earlier builds: queries each, downloads its images into the
     /// cache under its key, and closes its journal entry, so nothing paid for is paid again.
     pub async fn resume(self, entries: Vec<JournalEntry>, registry: &Registry) -> Vec<Resumed> {
-        let shared = self.into_shared(entries.iter().map(|e| e.model.clone()), registry);
+        let shared = self.into_shared(registry);
         let mut set = JoinSet::new();
         for entry in entries {
             let shared = Arc::clone(&shared);

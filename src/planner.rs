@@ -174,6 +174,18 @@ pub struct Planned<'a> {
     pub stale_lock_entries: Vec<String>,
     /// Stats of outputs hashed while taking the snapshot, to remember.
     pub new_stats: Vec<(String, StatEntry)>,
+    /// What deciding `waiting` later needs.
+    pub later: Later,
+}
+
+/// What deciding the waiting tasks needs once the images they consume exist: the images known at
+/// planning, the stat cache, the waiting tasks' own lock entries and which of them are forced.
+#[derive(Default)]
+pub struct Later {
+    images: HashMap<String, Vec<String>>,
+    stat_cache: HashMap<String, StatEntry>,
+    lock: LockFile,
+    forced: HashSet<String>,
 }
 
 impl Planned<'_> {
@@ -266,9 +278,12 @@ pub fn plan<'a>(
     let mut decisions = decide(&mut cx, &units, forced)?;
 
     // Tasks that consume others' images: in graph order, each once what it consumes is decided.
+    let consumed: HashSet<&str> = chained.iter().flat_map(|t| upstream_ids(t)).collect();
     let mut images: HashMap<String, Vec<String>> = HashMap::new();
     for (unit, d) in units.iter().zip(&decisions) {
-        if let Some(known) = known_images(&cx.lock, unit, d) {
+        if consumed.contains(unit.task.id.as_str())
+            && let Some(known) = known_images(&cx.lock, unit, d)
+        {
             images.insert(unit.task.id.clone(), known);
         }
     }
@@ -287,33 +302,19 @@ pub fn plan<'a>(
             });
             continue;
         }
-        match resolve_media(root, task, &compiled, &images) {
-            Ok(Resolution::Ready(digests, media)) => {
-                let key = CacheKey::new(&provider, &compiled, &digests);
-                let unit = Unit {
-                    task,
-                    compiled,
-                    key,
-                    media,
-                };
-                let d = decide(&mut cx, std::slice::from_ref(&unit), forced)?.remove(0);
-                if let Some(known) = known_images(&cx.lock, &unit, &d) {
-                    images.insert(task.id.clone(), known);
-                }
+        match decide_chained(&mut cx, &provider, task, compiled, &mut images, forced) {
+            Ok(Chained::Decided(unit, d)) => {
                 units.push(unit);
                 decisions.push(d);
             }
-            Ok(Resolution::Waits(upstream)) => waiting.push(Waiting {
-                task,
-                compiled,
-                upstream,
-            }),
-            Err(d) => {
+            Ok(Chained::Waits(w)) => waiting.push(w),
+            Err(ChainError::Invalid(d)) => {
                 return Err(Error::Invalid {
                     count: 1,
                     diagnostics: vec![*d],
                 });
             }
+            Err(ChainError::Store(e)) => return Err(e),
         }
     }
 
@@ -334,6 +335,28 @@ pub fn plan<'a>(
     } else {
         Vec::new()
     };
+    let later = if waiting.is_empty() {
+        Later::default()
+    } else {
+        Later {
+            lock: LockFile {
+                tasks: waiting
+                    .iter()
+                    .filter_map(|w| {
+                        let entry = cx.lock.tasks.get(&w.task.id)?;
+                        Some((w.task.id.clone(), entry.clone()))
+                    })
+                    .collect(),
+            },
+            forced: waiting
+                .iter()
+                .filter(|w| forced.contains(&w.task.id))
+                .map(|w| w.task.id.clone())
+                .collect(),
+            images,
+            stat_cache: std::mem::take(&mut cx.stat_cache),
+        }
+    };
     Ok(Planned {
         units,
         decisions,
@@ -344,7 +367,201 @@ pub fn plan<'a>(
         blobs: cx.blobs,
         stale_lock_entries,
         new_stats: cx.new_stats,
+        later,
     })
+}
+
+enum Chained<'a> {
+    Decided(Unit<'a>, Decision),
+    Waits(Waiting<'a>),
+}
+
+enum ChainError {
+    /// The task cannot be built as written (an input missing or out of range).
+    Invalid(Box<Diagnostic>),
+    Store(Error),
+}
+
+/// Keys and decides a task that consumes other tasks' images, if `images` holds all it consumes;
+/// a decided task's images, when known without generating, join `images` for its dependants.
+fn decide_chained<'a>(
+    cx: &mut Context<'_>,
+    provider: &Provider,
+    task: &'a Task,
+    compiled: Compiled,
+    images: &mut HashMap<String, Vec<String>>,
+    forced: &HashSet<String>,
+) -> std::result::Result<Chained<'a>, ChainError> {
+    match resolve_media(cx.root, task, &compiled, images).map_err(ChainError::Invalid)? {
+        Resolution::Ready(digests, media) => {
+            let key = CacheKey::new(provider, &compiled, &digests);
+            let unit = Unit {
+                task,
+                compiled,
+                key,
+                media,
+            };
+            let d = decide(cx, std::slice::from_ref(&unit), forced)
+                .map_err(ChainError::Store)?
+                .remove(0);
+            if let Some(known) = known_images(&cx.lock, &unit, &d) {
+                images.insert(task.id.clone(), known);
+            }
+            Ok(Chained::Decided(unit, d))
+        }
+        Resolution::Waits(upstream) => Ok(Chained::Waits(Waiting {
+            task,
+            compiled,
+            upstream,
+        })),
+    }
+}
+
+/// Decides the waiting tasks of a build as the images they consume come into existence, so each
+/// starts as soon as its inputs exist while the rest of the build goes on.
+pub struct Chain<'a> {
+    cx: Context<'a>,
+    provider: Provider,
+    forced: HashSet<String>,
+    images: HashMap<String, Vec<String>>,
+    /// Tasks that produced no images (failed, skipped or blocked themselves).
+    lost: HashSet<String>,
+    /// Undecided tasks; a settled one leaves `None`.
+    waiting: Vec<Option<Waiting<'a>>>,
+    /// Upstream task id → the indices in `waiting` of the tasks that consume it.
+    dependants: HashMap<&'a str, Vec<usize>>,
+}
+
+/// A waiting task, settled by [`Chain::finished`].
+pub enum Settled<'a> {
+    /// Keyed and reconciled: fresh, restore or generate.
+    Decided(Unit<'a>, Decision),
+    /// Cannot be built: the named upstream task produced no images.
+    Blocked(Waiting<'a>, String),
+    /// Cannot be built as written, now that its inputs are known (an image index beyond what the
+    /// upstream produced).
+    Invalid(Waiting<'a>, String),
+}
+
+impl<'a> Chain<'a> {
+    /// The chain of `planned`'s waiting tasks; opens its own store connection.
+    pub fn new(
+        project: &'a Project,
+        provider: Provider,
+        waiting: Vec<Waiting<'a>>,
+        later: Later,
+    ) -> Result<Chain<'a>> {
+        let state_dir = project.manifest.state_dir();
+        let mut dependants: HashMap<&'a str, Vec<usize>> = HashMap::new();
+        for (i, w) in waiting.iter().enumerate() {
+            for up in upstream_ids(w.task) {
+                dependants.entry(up).or_default().push(i);
+            }
+        }
+        Ok(Chain {
+            cx: Context {
+                root: &project.manifest.root,
+                lock: later.lock,
+                store: Store::open(&state_dir)?,
+                blobs: BlobStore::new(state_dir.join("blobs")),
+                stat_cache: later.stat_cache,
+                new_stats: Vec::new(),
+                now: now_unix(),
+            },
+            provider,
+            forced: later.forced,
+            images: later.images,
+            lost: HashSet::new(),
+            waiting: waiting.into_iter().map(Some).collect(),
+            dependants,
+        })
+    }
+
+    /// Task `id` finished with `images`, or with none (failed or skipped). Returns the waiting
+    /// tasks this settles: those whose inputs now all exist, those that can never be built, and,
+    /// in cascade, whatever those settle in turn without generating.
+    pub fn finished(&mut self, id: &str, images: Option<Vec<String>>) -> Result<Vec<Settled<'a>>> {
+        match images {
+            Some(images) => {
+                self.images.insert(id.to_owned(), images);
+            }
+            None => {
+                self.lost.insert(id.to_owned());
+            }
+        }
+        let mut settled = Vec::new();
+        let mut queue = vec![id.to_owned()];
+        while let Some(up) = queue.pop() {
+            let Some(consumers) = self.dependants.get(up.as_str()) else {
+                continue;
+            };
+            for &i in consumers {
+                let Some(w) = &self.waiting[i] else { continue };
+                let lost = upstream_ids(w.task).find(|u| self.lost.contains(*u));
+                if let Some(lost) = lost.map(str::to_owned) {
+                    let w = self.waiting[i].take().expect("checked above");
+                    self.lost.insert(w.task.id.clone());
+                    queue.push(w.task.id.clone());
+                    settled.push(Settled::Blocked(w, lost));
+                    continue;
+                }
+                if !upstream_ids(w.task).all(|u| self.images.contains_key(u)) {
+                    continue;
+                }
+                let w = self.waiting[i].take().expect("checked above");
+                let id = w.task.id.clone();
+                match decide_chained(
+                    &mut self.cx,
+                    &self.provider,
+                    w.task,
+                    w.compiled.clone(),
+                    &mut self.images,
+                    &self.forced,
+                ) {
+                    Ok(Chained::Decided(unit, d)) => {
+                        if self.images.contains_key(&id) {
+                            queue.push(id);
+                        }
+                        settled.push(Settled::Decided(unit, d));
+                    }
+                    Ok(Chained::Waits(_)) => unreachable!("every input's images are known"),
+                    Err(ChainError::Invalid(diagnostic)) => {
+                        self.lost.insert(id.clone());
+                        queue.push(id);
+                        settled.push(Settled::Invalid(w, diagnostic.message.clone()));
+                    }
+                    Err(ChainError::Store(e)) => return Err(e),
+                }
+            }
+        }
+        if !self.cx.new_stats.is_empty() {
+            self.cx.store.put_stats(&self.cx.new_stats)?;
+            self.cx.new_stats.clear();
+        }
+        Ok(settled)
+    }
+
+    /// The models the undecided tasks would generate with.
+    pub fn models(&self) -> impl Iterator<Item = &str> {
+        self.waiting
+            .iter()
+            .flatten()
+            .map(|w| w.compiled.model.as_str())
+    }
+
+    /// How many tasks are still undecided.
+    pub fn len(&self) -> usize {
+        self.waiting.iter().flatten().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The tasks never settled: what they consume never finished.
+    pub fn into_remaining(self) -> Vec<Waiting<'a>> {
+        self.waiting.into_iter().flatten().collect()
+    }
 }
 
 /// Depth-first: a task after everything it consumes.

@@ -144,6 +144,49 @@ fn two_chains_build_in_graph_order_both_in_flight_and_a_rerun_generates_nothing(
 }
 
 #[test]
+fn a_chained_task_starts_as_soon_as_its_inputs_exist_not_when_the_slowest_upstream_ends() {
+    // The castle takes 4 s, everything else 200 ms: the forest's extend must not wait for the castle.
+    let p = Project::with_emulator_toml(
+        "latency_ms = 200\n[latency_per_model.\"wan2.2-t2i-flash\"]\nbase_ms = 4000\n",
+    );
+    p.file("plans/chains.toml", &chains());
+    let run = p.wanx(&["build", "--json"]);
+    run.success();
+    assert_eq!(run.json()["generated"], 5);
+    let ledger = p.ledger();
+    let span_of = |task_id: &str| {
+        ledger
+            .per_model
+            .values()
+            .flat_map(|m| &m.timeline)
+            .find(|t| t.task_id == task_id)
+            .map(|t| (t.submitted_ms, t.finished_ms.expect("finished")))
+            .expect("a span for every accepted task")
+    };
+    let request = |pick: &dyn Fn(&Value) -> bool| {
+        ledger
+            .requests
+            .iter()
+            .find(|r| pick(&r.body))
+            .map(|r| span_of(&r.task_id))
+            .expect("the request was made")
+    };
+    let castle = request(&|b| b["input"]["prompt"] == "a castle on a hill");
+    let forest_wide = request(&|b| b["parameters"].get("left_scale").is_some());
+    let castle_banner = request(&|b| {
+        b["parameters"].get("right_scale").is_some() && b["parameters"].get("left_scale").is_none()
+    });
+    assert!(
+        forest_wide.1 < castle.1,
+        "the forest's extend ({forest_wide:?}) ran while the castle ({castle:?}) was still in flight"
+    );
+    assert!(
+        castle_banner.0 >= castle.1,
+        "the castle's extend ({castle_banner:?}) waited for the castle ({castle:?})"
+    );
+}
+
+#[test]
 fn an_upstream_edit_regenerates_its_chain_and_a_downstream_edit_only_itself() {
     let p = Project::new();
     p.file("plans/chains.toml", &chains());
@@ -304,6 +347,50 @@ fault = { kind = "http", status = 400, code = "DataInspectionFailed", message = 
         2,
         "nothing was sent for the failed chain's dependants"
     );
+}
+
+#[test]
+fn a_fatal_provider_error_skips_every_waiting_task_unsent_and_the_next_build_finishes_the_chains() {
+    let p = Project::with_emulator_toml(
+        r#"
+[[faults]]
+on = "submit"
+model = "wan2.2-t2i-flash"
+nth = [1]
+fault = { kind = "http", status = 400, code = "Arrearage", message = "Access denied, please make sure your account is in good standing." }
+"#,
+    );
+    p.file("plans/chains.toml", &chains());
+    let run = p.wanx(&["build", "--json"]);
+    run.status(1);
+    assert!(run.stderr.contains("Arrearage"), "{}", run.stderr);
+    let json = run.json();
+    for (id, status) in statuses(&run) {
+        if id != "castle" && id != "forest" {
+            assert_eq!(status, "skipped", "{id}: {json}");
+        }
+    }
+    let ledger = p.ledger();
+    assert_eq!(
+        ledger
+            .per_model
+            .get("wanx2.1-imageedit")
+            .map_or(0, |m| m.submissions),
+        0,
+        "no edit was sent after the build stopped"
+    );
+    assert!(ledger.submissions <= 1, "at most the forest was accepted");
+
+    let run = p.wanx(&["build", "--json"]);
+    run.success();
+    let ledger = p.ledger();
+    assert_eq!(ledger.per_model["wanx2.1-imageedit"].submissions, 3);
+    assert_eq!(
+        ledger.submissions, 5,
+        "each of the five tasks was accepted once across both builds"
+    );
+    assert!(p.exists("generated/castle-clean.png"));
+    assert!(p.exists("generated/forest-wide.png"));
 }
 
 #[test]
