@@ -508,10 +508,6 @@ fn job(project: &Project, u: &Unit<'_>, d: &Decision) -> Option<Job> {
         },
         Action::Generate => JobKind::Generate,
     };
-    let inline = project
-        .registry
-        .get(&u.task.model)
-        .is_some_and(|spec| spec.family.is_edit());
     Some(Job {
         id: u.task.id.clone(),
         key: u.key,
@@ -525,7 +521,7 @@ fn job(project: &Project, u: &Unit<'_>, d: &Decision) -> Option<Job> {
             .map(|slot| slot.pointer.clone())
             .zip(u.media.iter().cloned())
             .collect(),
-        inline_media: inline,
+        inline_media: project.registry.takes_inline_media(&u.task.model),
     })
 }
 

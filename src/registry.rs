@@ -580,6 +580,12 @@ impl Registry {
         self.resolve(name).map(|r| r.spec)
     }
 
+    /// Whether `model` takes local images inline as data URIs (the edit models do); the others
+    /// get them through DashScope's temporary storage (`oss://`).
+    pub fn takes_inline_media(&self, model: &str) -> bool {
+        self.get(model).is_some_and(|spec| spec.family.is_edit())
+    }
+
     /// Every known name, real ids and aliases, for did-you-mean hints.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.models

@@ -19,7 +19,6 @@ use crate::error::{Error, Result, exit};
 use crate::planner::MediaSource;
 use crate::printer::Printer;
 use crate::registry::Registry;
-use crate::task::InputRef;
 
 pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let cli = match Cli::try_parse_from(args) {
@@ -137,16 +136,17 @@ fn explain(dir: Option<&std::path::Path>, args: &ExplainArgs, printer: &Printer)
         .iter()
         .zip(&planned.decisions)
         .find(|(u, _)| &u.task.id == id);
+    let how = if project.registry.takes_inline_media(&task.model) {
+        "sent inline as a data URI"
+    } else {
+        "uploaded to DashScope's temporary storage (oss://)"
+    };
     for (i, slot) in compiled.media.iter().enumerate() {
-        let source = match (&slot.source, unit.and_then(|(u, _)| u.media.get(i))) {
-            (_, Some(MediaSource::Blob(hash))) => format!("{:?} = blake3 {hash}", slot.source),
-            (InputRef::File(path), _) => format!("file `{}`", path.display()),
-            (other, _) => format!("{other:?}"),
+        let source = match unit.and_then(|(u, _)| u.media.get(i)) {
+            Some(MediaSource::Blob(hash)) => format!("{} = blake3 {hash}", slot.source),
+            _ => slot.source.to_string(),
         };
-        printer.data(&format!(
-            "input     {} ← {source} (sent inline as a data URI or through temporary storage)",
-            slot.pointer
-        ));
+        printer.data(&format!("input     {} ← {source} ({how})", slot.pointer));
     }
     printer.data(&format!(
         "price     {} × {} = {}",

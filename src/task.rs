@@ -137,6 +137,17 @@ pub enum InputRef {
     Url(String),
 }
 
+impl std::fmt::Display for InputRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InputRef::Task { id, index: None } => write!(f, "task `{id}`"),
+            InputRef::Task { id, index: Some(k) } => write!(f, "task `{id}`, image {k}"),
+            InputRef::File(path) => write!(f, "file `{}`", path.display()),
+            InputRef::Url(url) => write!(f, "`{url}`"),
+        }
+    }
+}
+
 /// The seed's image-edit vocabulary, plus the real API's functions.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Edit {

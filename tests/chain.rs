@@ -191,11 +191,31 @@ fn an_upstream_edit_regenerates_its_chain_and_a_downstream_edit_only_itself() {
     let p = Project::new();
     p.file("plans/chains.toml", &chains());
     p.wanx(&["build"]).success();
+    // `explain` names each input, the digest its key holds, and how it reaches the API.
+    let castle = blake3::hash(&std::fs::read(p.path("generated/castle.png")).unwrap());
+    let explain = p.wanx(&["explain", "castle-banner"]);
+    explain.success();
+    assert!(
+        explain.stdout.contains(&format!(
+            "/input/base_image_url ← task `castle` = blake3 {castle} (sent inline as a data URI)"
+        )),
+        "{}",
+        explain.stdout
+    );
 
     p.edit(
         "plans/chains.toml",
         "a castle on a hill",
         "a castle by the sea",
+    );
+    let explain = p.wanx(&["explain", "castle-banner"]);
+    explain.success();
+    assert!(
+        explain
+            .stdout
+            .contains("key       not yet known: waits for `castle`"),
+        "{}",
+        explain.stdout
     );
     let plan = p.wanx(&["plan"]);
     plan.success();
