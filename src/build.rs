@@ -15,7 +15,7 @@ use crate::cli::BuildArgs;
 use crate::dashscope::{Client, ProviderError};
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::error::{Error, Result};
-use crate::executor::{Event, Executor, Job, JobKind, Outcome, PollPolicy, Resumed};
+use crate::executor::{Event, Executor, Failure, Job, JobKind, Outcome, PollPolicy, Resumed};
 use crate::lock::LockFile;
 use crate::money::Money;
 use crate::output_name::now_unix;
@@ -209,42 +209,63 @@ impl Session {
         self.report(bare_report(id, "skipped", why));
     }
 
-    /// Acts on a waiting task that a finished task settled: a decided one joins `decided` and
-    /// returns its job, if it needs one; one that can never be built is reported here.
+    /// Acts on a waiting task that a finished task settled: a decided one joins `decided` (and
+    /// starts, if it needs work); one that can never be built is reported here and its outcome
+    /// returned for the event printer.
     fn settle<'a>(
         &mut self,
         project: &Project,
         settled: Settled<'a>,
         halted: bool,
         decided: &mut Vec<(Unit<'a>, Decision)>,
-    ) -> Option<Job> {
-        match settled {
+    ) -> Next {
+        let (id, failure) = match settled {
             Settled::Decided(unit, d) => {
                 let job = job(project, &unit, &d);
                 decided.push((unit, d));
-                job
+                return job.map_or(Next::Fresh, Next::Start);
             }
-            Settled::Blocked(w, _) if halted => {
-                let why = "not submitted: the build stopped before its inputs were ready";
-                self.skip(&w.task.id, why);
-                None
-            }
+            Settled::Blocked(w, _) if halted => (
+                w.task.id.clone(),
+                Failure {
+                    message: "not submitted: the build stopped before its inputs were ready".into(),
+                    skipped: true,
+                },
+            ),
             // Dropped unsent (a newer save in `wanx watch`): nothing failed.
-            Settled::Blocked(w, upstream) if self.unsent.contains(&upstream) => {
-                let why = format!("not submitted: input `{upstream}` was not built");
-                self.skip(&w.task.id, &why);
-                None
-            }
-            Settled::Blocked(w, upstream) => {
-                self.fail(&w.task.id, &format!("input `{upstream}` was not built"));
-                None
-            }
-            Settled::Invalid(w, why) => {
-                self.fail(&w.task.id, &why);
-                None
-            }
+            Settled::Blocked(w, upstream) if self.unsent.contains(&upstream) => (
+                w.task.id.clone(),
+                Failure {
+                    message: format!("not submitted: input `{upstream}` was not built"),
+                    skipped: true,
+                },
+            ),
+            Settled::Blocked(w, upstream) => (
+                w.task.id.clone(),
+                Failure::from(format!("input `{upstream}` was not built")),
+            ),
+            Settled::Invalid(w, why) => (w.task.id.clone(), Failure::from(why)),
+        };
+        if failure.skipped {
+            self.skip(&id, &failure.message);
+        } else {
+            self.fail(&id, &failure.message);
         }
+        Next::Ended(Outcome {
+            id,
+            result: Err(failure),
+        })
     }
+}
+
+/// What a settled waiting task needs next.
+enum Next {
+    /// Its job: generate or restore.
+    Start(Job),
+    /// Nothing: it is fresh.
+    Fresh,
+    /// It ended unbuilt.
+    Ended(Outcome),
 }
 
 fn bare_report(id: &str, status: &'static str, why: &str) -> TaskReport {
@@ -422,6 +443,10 @@ async fn execute(
     }
     let latency_history = latency_history(&store.lock().expect("never poisoned"), &models)?;
     let emulated = provider.is_emulated();
+    let on_event = with_hook(
+        progress_printer(printer, Arc::clone(&total)),
+        hooks.on_event.clone(),
+    );
     let executor = Executor {
         root: project.manifest.root.clone(),
         store: Arc::clone(&store),
@@ -437,10 +462,7 @@ async fn execute(
         },
         task_timeout: task_timeout(project),
         jobs: args.jobs.or(project.manifest.build.jobs).unwrap_or(16),
-        on_event: with_hook(
-            progress_printer(printer, Arc::clone(&total)),
-            hooks.on_event.clone(),
-        ),
+        on_event: Arc::clone(&on_event),
         cancel: Arc::clone(cancel),
         latency_history,
         before_submit: hooks.before_submit.clone(),
@@ -464,10 +486,11 @@ async fn execute(
             });
             for settled in chain.finished(&outcome.id, images)? {
                 match session.settle(project, settled, running.halted(), &mut decided) {
-                    Some(job) => running.push(job).await,
-                    None => {
+                    Next::Start(job) => running.push(job).await,
+                    Next::Fresh => {
                         total.fetch_sub(1, Ordering::SeqCst);
                     }
+                    Next::Ended(unbuilt) => on_event(Event::Finished(unbuilt)),
                 }
             }
         }

@@ -189,6 +189,22 @@ impl Reporter {
                 Action::Fresh => fresh += 1,
             }
         }
+        // Tasks consuming images this build generates: priced as generations until decided.
+        for w in &planned.waiting {
+            let upto = w.compiled.cost();
+            cost += upto;
+            self.printer.status(
+                "To generate",
+                &format!(
+                    "{} ({}, {}, up to {upto})",
+                    w.task.id,
+                    w.compiled.model,
+                    crate::planner::waiting_reason(w)
+                ),
+            );
+            generate.push(json!({ "id": w.task.id, "model": w.compiled.model,
+                "images": w.compiled.n, "cost": yuan_value(upto), "waits_for": w.upstream }));
+        }
         self.emit(
             "plan",
             json!({ "seq": seq, "generate": generate, "restore": restore, "fresh": fresh,

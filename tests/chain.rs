@@ -343,6 +343,12 @@ fault = { kind = "http", status = 400, code = "DataInspectionFailed", message = 
             .unwrap_or(Value::Null)
     };
     assert_eq!(by_id("castle")["status"], "failed");
+    assert!(
+        run.stderr
+            .contains("castle-clean: input `castle-banner` was not built"),
+        "each unbuilt dependant is reported as it is settled:\n{}",
+        run.stderr
+    );
     for downstream in ["castle-banner", "castle-clean"] {
         assert_eq!(by_id(downstream)["status"], "failed", "{downstream}");
         assert!(

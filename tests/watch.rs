@@ -313,3 +313,46 @@ fn a_save_during_a_build_drops_only_the_unsubmitted_tasks_it_made_obsolete() {
         "the obsolete `{old_prompt}` was never sent"
     );
 }
+
+#[test]
+fn watch_plans_a_chain_whole_and_rebuilds_the_downstream_of_an_edited_upstream() {
+    let p = Project::new();
+    p.file(
+        "plans/chain.toml",
+        r#"[[task]]
+id = "castle"
+model = "wan2.2-t2i-flash"
+prompt = "a castle on a hill"
+size = "512*512"
+
+[[task]]
+id = "castle-clean"
+edit = "remove_watermark"
+input = "castle"
+prompt = "remove the watermark"
+"#,
+    );
+    let mut w = Watcher::start(&p, &["-j", "2"]);
+    let built = w.built(0);
+    assert_eq!(count(&built, "generated"), 2, "{built}");
+    let plan = w.seen("plan", 0)[0].clone();
+    let generate = plan["generate"].as_array().unwrap();
+    let downstream = generate
+        .iter()
+        .find(|g| g["id"] == "castle-clean")
+        .unwrap_or_else(|| panic!("the waiting task is in the plan: {plan}"));
+    assert_eq!(downstream["waits_for"], serde_json::json!(["castle"]));
+    let results: Vec<&Value> = w.seen("result", 0);
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert!(results.iter().all(|r| r["status"] == "generated"));
+
+    p.edit(
+        "plans/chain.toml",
+        "a castle on a hill",
+        "a castle by the sea",
+    );
+    let built = w.built(1);
+    assert_eq!(count(&built, "generated"), 2, "{built}");
+    assert_eq!(p.ledger().submissions, 4);
+    w.assert_running();
+}
