@@ -394,6 +394,8 @@ impl Executor {
         Running {
             shared: self.into_shared(registry),
             in_flight: JoinSet::new(),
+            backlog: HashMap::new(),
+            started: HashMap::new(),
             finished: std::collections::VecDeque::new(),
         }
     }
@@ -414,36 +416,66 @@ impl Executor {
 
 /// An execution in progress: jobs go in with [`Running::push`], outcomes come out of
 /// [`Running::next`] in the order they finish.
+///
+/// Generations wait in a backlog per model and start a few more than the model's quota at a time:
+/// enough that a freed slot is taken at once, few enough that a 100,000-task build holds a few
+/// hundred tasks' state, not all of it.
 pub struct Running {
     shared: Arc<Shared>,
-    in_flight: JoinSet<Outcome>,
+    in_flight: JoinSet<(String, Outcome)>,
+    /// Generations not yet started, per model, in the order pushed.
+    backlog: HashMap<String, std::collections::VecDeque<Job>>,
+    /// Generations started and not yet finished, per model.
+    started: HashMap<String, usize>,
     /// Outcomes of restores (run at once, in order, when pushed) not yet taken.
     finished: std::collections::VecDeque<Outcome>,
 }
 
 impl Running {
     /// A restore runs now (local, free, and in plan order); a generation starts in the background,
-    /// under the model's limits and the global job limit.
+    /// under the model's limits and the global job limit, once its model's window has room.
     pub async fn push(&mut self, job: Job) {
-        let shared = Arc::clone(&self.shared);
         match job.kind {
             JobKind::Restore { .. } => {
-                let worker = Arc::clone(&shared);
+                let worker = Arc::clone(&self.shared);
                 let outcome = tokio::task::spawn_blocking(move || restore(&worker, &job))
                     .await
                     .unwrap_or_else(|e| panic!("a restore panicked: {e}"));
-                (shared.exec.on_event)(Event::Finished(outcome.clone()));
+                (self.shared.exec.on_event)(Event::Finished(outcome.clone()));
                 self.finished.push_back(outcome);
             }
             JobKind::Generate => {
-                self.in_flight.spawn(async move {
-                    let id = job.id.clone();
-                    let result = generate(&shared, job).await;
-                    let outcome = Outcome { id, result };
-                    (shared.exec.on_event)(Event::Finished(outcome.clone()));
-                    outcome
-                });
+                let model = job.compiled.model.clone();
+                self.backlog.entry(model.clone()).or_default().push_back(job);
+                self.start_waiting(&model);
             }
+        }
+    }
+
+    /// Starts `model`'s waiting generations while its window has room (all of them once nothing
+    /// more will be submitted: each then ends at once, unsent).
+    fn start_waiting(&mut self, model: &str) {
+        let window = if self.shared.halted().is_some() {
+            usize::MAX
+        } else {
+            (self.shared.limit(model).quota as usize * 2).max(4)
+        };
+        let started = self.started.entry(model.to_owned()).or_default();
+        let Some(backlog) = self.backlog.get_mut(model) else {
+            return;
+        };
+        while *started < window {
+            let Some(job) = backlog.pop_front() else { break };
+            *started += 1;
+            let shared = Arc::clone(&self.shared);
+            let model = model.to_owned();
+            self.in_flight.spawn(async move {
+                let id = job.id.clone();
+                let result = generate(&shared, job).await;
+                let outcome = Outcome { id, result };
+                (shared.exec.on_event)(Event::Finished(outcome.clone()));
+                (model, outcome)
+            });
         }
     }
 
@@ -453,7 +485,12 @@ impl Running {
             return Some(outcome);
         }
         let joined = self.in_flight.join_next().await?;
-        Some(joined.unwrap_or_else(|e| panic!("a generation task panicked: {e}")))
+        let (model, outcome) = joined.unwrap_or_else(|e| panic!("a generation task panicked: {e}"));
+        if let Some(started) = self.started.get_mut(&model) {
+            *started -= 1;
+        }
+        self.start_waiting(&model);
+        Some(outcome)
     }
 
     /// True once a stop-class error or a cancel from outside means nothing more will be submitted.
