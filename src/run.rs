@@ -20,6 +20,9 @@ use crate::planner::MediaSource;
 use crate::printer::Printer;
 use crate::registry::Registry;
 
+/// Threads for blocking work (see `run`).
+const BLOCKING_THREADS: usize = 16;
+
 pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
@@ -33,8 +36,12 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         }
     };
     let printer = Printer::new(cli.quiet, cli.verbose);
+    // Blocking work is SQLite (one connection, behind a mutex), file writes and PNG renders: a few
+    // threads keep two cores busy, while tokio's default of 512 lets hundreds of generations each
+    // park a thread (and a malloc arena) on the store's mutex.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
     {
         Ok(rt) => rt,
