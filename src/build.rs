@@ -642,9 +642,18 @@ async fn resume_journal(
     if entries.is_empty() {
         return Ok(());
     }
+    let tasks: HashSet<&str> = entries.iter().map(|e| e.key.as_str()).collect();
     printer.status(
         "Resuming",
-        &format!("{} task(s) journaled by an earlier build", entries.len()),
+        &format!(
+            "{} task(s) journaled by an earlier build{}",
+            tasks.len(),
+            if tasks.len() == entries.len() {
+                String::new()
+            } else {
+                format!(" ({} requests)", entries.len())
+            }
+        ),
     );
     // Warn first, then forget: a crash in between repeats the warning instead of losing it (the
     // executor would close these entries at once but their warnings print only after every other

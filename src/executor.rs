@@ -446,7 +446,10 @@ impl Running {
             }
             JobKind::Generate => {
                 let model = job.compiled.model.clone();
-                self.backlog.entry(model.clone()).or_default().push_back(job);
+                self.backlog
+                    .entry(model.clone())
+                    .or_default()
+                    .push_back(job);
                 self.start_waiting(&model);
             }
         }
@@ -465,7 +468,9 @@ impl Running {
             return;
         };
         while *started < window {
-            let Some(job) = backlog.pop_front() else { break };
+            let Some(job) = backlog.pop_front() else {
+                break;
+            };
             *started += 1;
             let shared = Arc::clone(&self.shared);
             let model = model.to_owned();
@@ -1177,13 +1182,23 @@ impl Executor {
     /// cache under its key, and closes its journal entry, so nothing paid for is paid again.
     pub async fn resume(self, entries: Vec<JournalEntry>, registry: &Registry) -> Vec<Resumed> {
         let shared = self.into_shared(registry);
-        let mut set = JoinSet::new();
+        // A task whose first request came back partial has follow-ups journaled under the same key:
+        // together they make its images, so they are resumed together, oldest first.
+        let mut groups: Vec<Vec<JournalEntry>> = Vec::new();
         for entry in entries {
+            match groups.iter_mut().find(|g| g[0].key == entry.key) {
+                Some(group) => group.push(entry),
+                None => groups.push(vec![entry]),
+            }
+        }
+        let mut set = JoinSet::new();
+        for mut group in groups {
+            group.sort_by_key(|e| e.id);
             let shared = Arc::clone(&shared);
             let price = registry
-                .get(&entry.model)
+                .get(&group[0].model)
                 .map_or(Money::ZERO, |spec| spec.price);
-            set.spawn(async move { resume_one(&shared, entry, price).await });
+            set.spawn(async move { resume_one(&shared, group, price).await });
         }
         let mut out = Vec::new();
         while let Some(joined) = set.join_next().await {
@@ -1193,79 +1208,72 @@ impl Executor {
     }
 }
 
-async fn resume_one(shared: &Arc<Shared>, entry: JournalEntry, price: Money) -> Resumed {
-    let id = entry.id;
+/// Resumes the journal entries of one key (a request and its follow-ups, oldest first): each
+/// remote task is queried and its images downloaded; if together they make the images the first
+/// request asked for, they are cached under the key and every entry closes with the result.
+async fn resume_one(shared: &Arc<Shared>, group: Vec<JournalEntry>, price: Money) -> Resumed {
+    let ids: Vec<i64> = group.iter().map(|e| e.id).collect();
     let close = |shared: &Arc<Shared>| {
         let shared = Arc::clone(shared);
-        async move { with_store(&shared, move |s| s.journal_finish(id)).await }
+        let ids = ids.clone();
+        async move {
+            with_store(&shared, move |s| {
+                ids.iter().try_for_each(|id| s.journal_finish(*id))
+            })
+            .await
+        }
     };
-    let task_id = entry.task_id.clone();
-    let Some(remote) = entry.remote_task_id.clone() else {
-        let _ = close(shared).await;
-        return Resumed::MaybeBilledTwice { task_id };
-    };
-    if output_name::now_unix() - entry.created_at > REMOTE_TASK_TTL_SECS {
+    let first = &group[0];
+    let task_id = first.task_id.clone();
+    let wanted = first.images;
+    let mut images = Vec::new();
+    let mut billed = 0;
+    let mut took = 0.0;
+    for entry in &group {
+        match fetch_journaled(shared, entry).await {
+            Ok(fetched) => {
+                images.extend(fetched.images);
+                billed += fetched.billed;
+                took = fetched.took;
+            }
+            // Still running, or the service could not be reached: leave every entry for later.
+            Err(pending @ Resumed::Pending { .. }) => return pending,
+            Err(lost) => {
+                let _ = close(shared).await;
+                return lost;
+            }
+        }
+    }
+    if (images.len() as u32) < wanted {
         let _ = close(shared).await;
         return Resumed::Lost {
             task_id,
-            reason: format!("task `{remote}` is older than 24 h; the service has forgotten it"),
+            reason: format!(
+                "its {} request(s) produced {} of {wanted} images; kept in the blob store but not cached",
+                group.len(),
+                images.len()
+            ),
         };
     }
-    let Some(client) = shared.exec.client.clone() else {
-        return Resumed::Pending {
-            task_id,
-            reason: "no provider to ask".to_owned(),
-        };
-    };
-    let since = Instant::now();
-    let (results, took) =
-        match wait_for(shared, &client, &task_id, &entry.model, &remote, since).await {
-            Ok(Waited::Done(results, took)) => (results, took),
-            Ok(Waited::Ended(reason)) => {
-                let _ = close(shared).await;
-                return Resumed::Lost { task_id, reason };
-            }
-            Err(reason) => return Resumed::Pending { task_id, reason },
-        };
-    let (images, billed) = download_all(shared, &client, &results).await;
-    let images = match images {
-        Ok(images) if images.len() as u32 == entry.images => images,
-        Ok(images) => {
-            let _ = close(shared).await;
-            return Resumed::Lost {
-                task_id,
-                reason: format!(
-                    "task `{remote}` produced {} of {} images; kept in the blob store but not cached",
-                    images.len(),
-                    entry.images
-                ),
-            };
-        }
-        Err(e) => {
-            let _ = close(shared).await;
-            return Resumed::Lost {
-                task_id,
-                reason: format!("{e} (billed {billed} images)"),
-            };
-        }
-    };
+    images.truncate(wanted as usize);
     let count = images.len() as u32;
     let result = StoredResult {
-        key: entry.key.clone(),
+        key: first.key.clone(),
         task_id: task_id.clone(),
-        model: entry.model.clone(),
+        model: first.model.clone(),
         provider: shared.exec.provider.clone(),
-        request_json: entry.request_json.clone(),
-        remote_task_id: Some(remote),
+        request_json: first.request_json.clone(),
+        remote_task_id: first.remote_task_id.clone(),
         images,
         cost: price.times(billed),
         generated_at: output_name::now_unix(),
     };
-    let model = entry.model.clone();
-    // The entry closes in the transaction that stores the result: a crash between the two would
+    let model = first.model.clone();
+    let closing = ids.clone();
+    // The entries close in the transaction that stores the result: a crash between the two would
     // forget images already paid for.
     let stored = with_store(shared, move |s| {
-        s.put_result_closing(&result, &[id])?;
+        s.put_result_closing(&result, &closing)?;
         s.record_latency(&model, took)
     })
     .await;
@@ -1278,5 +1286,52 @@ async fn resume_one(shared: &Arc<Shared>, entry: JournalEntry, price: Money) -> 
             images: count,
         },
         Err(reason) => Resumed::Lost { task_id, reason },
+    }
+}
+
+/// What one journaled remote task produced.
+struct Fetched {
+    images: Vec<StoredImage>,
+    billed: u32,
+    took: f64,
+}
+
+/// Queries a journaled remote task until it ends and downloads its images into the blob store.
+/// The error is what to report: `Pending` leaves the entry journaled, the others close it.
+async fn fetch_journaled(shared: &Arc<Shared>, entry: &JournalEntry) -> Result<Fetched, Resumed> {
+    let task_id = entry.task_id.clone();
+    let Some(remote) = entry.remote_task_id.clone() else {
+        return Err(Resumed::MaybeBilledTwice { task_id });
+    };
+    if output_name::now_unix() - entry.created_at > REMOTE_TASK_TTL_SECS {
+        return Err(Resumed::Lost {
+            task_id,
+            reason: format!("task `{remote}` is older than 24 h; the service has forgotten it"),
+        });
+    }
+    let Some(client) = shared.exec.client.clone() else {
+        return Err(Resumed::Pending {
+            task_id,
+            reason: "no provider to ask".to_owned(),
+        });
+    };
+    let since = Instant::now();
+    let (results, took) =
+        match wait_for(shared, &client, &task_id, &entry.model, &remote, since).await {
+            Ok(Waited::Done(results, took)) => (results, took),
+            Ok(Waited::Ended(reason)) => return Err(Resumed::Lost { task_id, reason }),
+            Err(reason) => return Err(Resumed::Pending { task_id, reason }),
+        };
+    let (images, billed) = download_all(shared, &client, &results).await;
+    match images {
+        Ok(images) => Ok(Fetched {
+            images,
+            billed,
+            took,
+        }),
+        Err(e) => Err(Resumed::Lost {
+            task_id,
+            reason: format!("{e} (billed {billed} images)"),
+        }),
     }
 }

@@ -52,14 +52,19 @@ impl Live {
 
     /// Waits (bounded) until stderr contains `needle`; panics with what it has otherwise.
     fn wait_for_stderr(&mut self, needle: &str) {
+        self.wait_for_stderr_times(needle, 1);
+    }
+
+    /// Waits (bounded) until stderr contains `needle` `times` times.
+    fn wait_for_stderr_times(&mut self, needle: &str, times: usize) {
         let deadline = Instant::now() + PATIENCE;
-        while !self.stderr().contains(needle) {
+        while self.stderr().matches(needle).count() < times {
             if let Some(status) = self.child.try_wait().unwrap() {
                 // It may have written the line just before exiting.
                 std::thread::sleep(Duration::from_millis(50));
                 assert!(
-                    self.stderr().contains(needle),
-                    "wanx exited ({status}) before printing `{needle}`:\n{}",
+                    self.stderr().matches(needle).count() >= times,
+                    "wanx exited ({status}) before printing `{needle}` {times} time(s):\n{}",
                     self.stderr()
                 );
                 return;
@@ -461,6 +466,46 @@ fn killed_after_submission_before_download_the_next_build_recovers_without_payin
     assert_eq!(ledger.submissions, 1, "submitted once in all");
     assert_eq!(ledger.images_billed, 1);
     assert_eq!(decode_png(&p, "generated/lighthouse.png"), (512, 512));
+    p.wanx(&["build", "--locked"]).success();
+}
+
+#[test]
+fn killed_during_a_partial_failures_follow_up_the_next_build_recovers_both_requests_without_paying_again()
+ {
+    // The first request for two images makes one; wanx asks for the missing one and is killed while
+    // that follow-up runs. The next build must combine both requests' images, not pay for two more.
+    let p = Project::with_emulator_toml(
+        r#"latency_ms = 1500
+[[faults]]
+on = "submit"
+nth = [1]
+fault = { kind = "partial_failure", failed = 1 }
+"#,
+    );
+    p.file(
+        "plans/a.toml",
+        "[[task]]\nid = \"harbor\"\nmodel = \"wan2.2-t2i-flash\"\nsize = \"512*512\"\nn = 2\nprompt = \"a harbor at dawn\"\n",
+    );
+    let mut live = Live::start(p.command(&["-v", "build"]));
+    live.wait_for_stderr_times("Submitted", 2);
+    let killed = live.kill();
+    assert_eq!(killed.code, -1, "it was killed:\n{}", killed.stderr);
+    assert_eq!(p.ledger().submissions, 2);
+
+    let next = p.wanx(&["build", "--json"]);
+    let json = next.success().json();
+    assert!(
+        next.stderr.contains("Recovered") && next.stderr.contains("harbor: 2 image(s)"),
+        "{}",
+        next.stderr
+    );
+    assert_eq!(json["generated"], 0, "{json}");
+    assert_eq!(json["restored"], 1, "{json}");
+    let ledger = p.ledger();
+    assert_eq!(ledger.submissions, 2, "nothing was submitted again");
+    assert_eq!(ledger.images_billed, 2, "one image from each request");
+    assert_eq!(decode_png(&p, "generated/harbor_1.png"), (512, 512));
+    assert_eq!(decode_png(&p, "generated/harbor_2.png"), (512, 512));
     p.wanx(&["build", "--locked"]).success();
 }
 
