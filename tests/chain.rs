@@ -57,6 +57,22 @@ fn chains() -> String {
         )
 }
 
+/// The two chains, against an emulator that refuses the castle's first submission with HTTP 400
+/// and `code`.
+fn chains_whose_castle_is_refused(code: &str, message: &str) -> Project {
+    let p = Project::with_emulator_toml(&format!(
+        r#"
+[[faults]]
+on = "submit"
+model = "wan2.2-t2i-flash"
+nth = [1]
+fault = {{ kind = "http", status = 400, code = "{code}", message = "{message}" }}
+"#
+    ));
+    p.file("plans/chains.toml", &chains());
+    p
+}
+
 fn statuses(run: &Run) -> Vec<(String, String)> {
     let json = run.json();
     json["tasks"]
@@ -320,16 +336,10 @@ fn touching_a_local_input_changes_nothing_and_changing_its_bytes_regenerates_its
 
 #[test]
 fn a_failed_upstream_fails_its_dependants_by_name_and_the_rest_goes_on() {
-    let p = Project::with_emulator_toml(
-        r#"
-[[faults]]
-on = "submit"
-model = "wan2.2-t2i-flash"
-nth = [1]
-fault = { kind = "http", status = 400, code = "DataInspectionFailed", message = "Input data may contain inappropriate content." }
-"#,
+    let p = chains_whose_castle_is_refused(
+        "DataInspectionFailed",
+        "Input data may contain inappropriate content.",
     );
-    p.file("plans/chains.toml", &chains());
     let run = p.wanx(&["build", "--json"]);
     run.status(1);
     let json = run.json();
@@ -377,16 +387,10 @@ fault = { kind = "http", status = 400, code = "DataInspectionFailed", message = 
 
 #[test]
 fn a_fatal_provider_error_skips_every_waiting_task_unsent_and_the_next_build_finishes_the_chains() {
-    let p = Project::with_emulator_toml(
-        r#"
-[[faults]]
-on = "submit"
-model = "wan2.2-t2i-flash"
-nth = [1]
-fault = { kind = "http", status = 400, code = "Arrearage", message = "Access denied, please make sure your account is in good standing." }
-"#,
+    let p = chains_whose_castle_is_refused(
+        "Arrearage",
+        "Access denied, please make sure your account is in good standing.",
     );
-    p.file("plans/chains.toml", &chains());
     let run = p.wanx(&["build", "--json"]);
     run.status(1);
     assert!(run.stderr.contains("Arrearage"), "{}", run.stderr);
