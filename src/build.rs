@@ -230,6 +230,7 @@ impl Session {
                 Failure {
                     message: "not submitted: the build stopped before its inputs were ready".into(),
                     skipped: true,
+                    ..Failure::default()
                 },
             ),
             // Dropped unsent (a newer save in `wanx watch`): nothing failed.
@@ -238,6 +239,7 @@ impl Session {
                 Failure {
                     message: format!("not submitted: input `{upstream}` was not built"),
                     skipped: true,
+                    ..Failure::default()
                 },
             ),
             Settled::Blocked(w, upstream) => (
@@ -584,8 +586,11 @@ fn record_outcome(session: &mut Session, unit: &Unit<'_>, d: &Decision, outcome:
                 summary.failed += 1;
                 "failed"
             };
+            // A task can fail after paying for part of its images (kept for the next build).
+            summary.spent += e.spent;
+            summary.images_generated += e.images_billed;
             let mut r = task_report(unit, d, status, Some(e.message.clone()));
-            r.cost = Money::ZERO;
+            r.cost = e.spent;
             r
         }
     };
@@ -710,6 +715,19 @@ async fn resume_journal(
                     &format!("{task_id}: {images} image(s) paid for by an earlier build"),
                 );
             }
+            Resumed::Partial {
+                task_id,
+                images,
+                of,
+            } => {
+                printer.status(
+                    "Kept",
+                    &format!(
+                        "{task_id}: {images} of {of} images paid for by an earlier build; only the {} missing will be requested",
+                        of - images
+                    ),
+                );
+            }
             Resumed::Lost { task_id, reason } => {
                 printer.warn("Lost", &format!("{task_id}: {reason}"));
             }
@@ -775,9 +793,10 @@ fn progress_printer(
         if let Event::Finished(outcome) = &event {
             let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
             let mut spent = spent.lock().expect("never poisoned");
-            if let Ok(d) = &outcome.result {
-                *spent += d.spent;
-            }
+            *spent += match &outcome.result {
+                Ok(done) => done.spent,
+                Err(failure) => failure.spent,
+            };
             print_event(&printer, event);
             let total = total.load(Ordering::SeqCst);
             if finished < total {

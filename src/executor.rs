@@ -24,7 +24,7 @@ use crate::output_name;
 use crate::planner::MediaSource;
 use crate::registry::Registry;
 use crate::store::{
-    JournalEntry, JournalIntent, StatEntry, Store, StoredImage, StoredResult, stat_of,
+    JournalEntry, JournalIntent, Partial, StatEntry, Store, StoredImage, StoredResult, stat_of,
 };
 use crate::task::OutputSpec;
 
@@ -64,11 +64,15 @@ pub struct Outcome {
 }
 
 /// Why a job produced no images.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Failure {
     pub message: String,
-    /// Never submitted (interrupted, or stopped by another task's fatal error): nothing was paid.
+    /// Not submitted (interrupted, or stopped by another task's fatal error): nothing more was paid.
     pub skipped: bool,
+    /// Images paid for in this build all the same (a partial result, kept for the next build).
+    pub images_billed: u32,
+    /// What they cost.
+    pub spent: Money,
 }
 
 impl Failure {
@@ -76,6 +80,7 @@ impl Failure {
         Failure {
             message: message.to_owned(),
             skipped: true,
+            ..Failure::default()
         }
     }
 }
@@ -84,7 +89,7 @@ impl From<String> for Failure {
     fn from(message: String) -> Failure {
         Failure {
             message,
-            skipped: false,
+            ..Failure::default()
         }
     }
 }
@@ -682,7 +687,9 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
         .ok_or_else(|| Failure::from("no provider client for a generation".to_owned()))?;
     let mut latency = None;
     let mut sent: Option<Compiled> = None;
-    let mut images: Vec<StoredImage> = Vec::new();
+    // Images an earlier build paid for under this key but left short: only the rest is requested.
+    let carried = carried_partial(shared, &job).await?;
+    let mut images: Vec<StoredImage> = carried.images.clone();
     let mut billed = 0u32;
     let mut remote_ids = Vec::new();
     // The journal entries of the rounds so far: open until the result is stored.
@@ -692,11 +699,16 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
         if missing == 0 {
             break;
         }
-        if round > 0 {
+        if round > 0 || !carried.images.is_empty() {
+            let why = if round > 0 {
+                "failed"
+            } else {
+                "are missing (the rest were paid for by an earlier build)"
+            };
             (shared.exec.on_event)(Event::Retrying {
                 id: job.id.clone(),
                 error: format!(
-                    "{missing} of {} images failed; requesting them again",
+                    "{missing} of {} images {why}; requesting them",
                     job.compiled.n
                 ),
                 wait: Duration::ZERO,
@@ -712,8 +724,13 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
             match run_remote_task(shared, &client, &limit, &job, sent, body, missing).await {
                 Ok(done) => done,
                 Err(e) => {
-                    let _ = finish_journals(shared, journal).await;
-                    return Err(e);
+                    let short = Short {
+                        images,
+                        carried: carried.cost,
+                        billed,
+                        journal,
+                    };
+                    return Err(keep_partial(shared, &job, short, e).await);
                 }
             };
         journal.push(journal_id);
@@ -722,15 +739,22 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
         billed += count;
         images.extend(got);
     }
-    let cost = job.compiled.price.times(billed);
+    let paid_now = job.compiled.price.times(billed);
+    let cost = carried.cost + paid_now;
     if images.len() as u32 != job.compiled.n {
-        finish_journals(shared, journal).await?;
-        return Err(Failure::from(format!(
-            "only {} of {} images were produced after {} follow-up requests (paid {cost}); nothing was cached",
+        let failure = Failure::from(format!(
+            "only {} of {} images were produced after {} follow-up requests (paid {paid_now})",
             images.len(),
             job.compiled.n,
             MAX_FOLLOW_UPS
-        )));
+        ));
+        let short = Short {
+            images,
+            carried: carried.cost,
+            billed,
+            journal,
+        };
+        return Err(keep_partial(shared, &job, short, failure).await);
     }
     let generated_at = output_name::now_unix();
     let result = StoredResult {
@@ -765,8 +789,77 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
     Ok(Done {
         generated: true,
         entry,
-        spent: cost,
+        spent: paid_now,
     })
+}
+
+/// The partial result an earlier build left under the job's key, if all its blobs are intact.
+async fn carried_partial(shared: &Arc<Shared>, job: &Job) -> Result<Partial, Failure> {
+    let key = job.key.hex();
+    let blobs = Arc::clone(&shared.exec.blobs);
+    let n = job.compiled.n as usize;
+    let partial = with_store(shared, move |s| s.partial(&key)).await?;
+    Ok(partial
+        .filter(|p| p.images.len() < n && p.images.iter().all(|i| blobs.contains(&i.blake3)))
+        .unwrap_or_default())
+}
+
+/// What a generation that fell short holds.
+struct Short {
+    /// Its images: carried from an earlier build, then this build's.
+    images: Vec<StoredImage>,
+    /// What the carried images cost.
+    carried: Money,
+    /// Images billed in this build.
+    billed: u32,
+    /// Its open journal entries.
+    journal: Vec<i64>,
+}
+
+/// Ends a generation that fell short: the images it holds (paid for, by this build or an earlier
+/// one) are kept as the key's partial result, closing its journal entries; `failure` says so, and
+/// what this build paid.
+async fn keep_partial(
+    shared: &Arc<Shared>,
+    job: &Job,
+    short: Short,
+    mut failure: Failure,
+) -> Failure {
+    let Short {
+        images,
+        carried,
+        billed,
+        journal,
+    } = short;
+    failure.images_billed = billed;
+    failure.spent = job.compiled.price.times(billed);
+    let cost = carried + failure.spent;
+    if images.is_empty() {
+        if let Err(e) = finish_journals(shared, journal).await {
+            failure.message = format!("{}; {e}", failure.message);
+        }
+        return failure;
+    }
+    let kept = images.len();
+    let key = job.key.hex();
+    let partial = Partial { images, cost };
+    let now = output_name::now_unix();
+    let stored = with_store(shared, move |s| {
+        s.put_partial_closing(&key, &partial, &journal, now)
+    })
+    .await;
+    // `wanx watch` recognizes [`NOT_SUBMITTED`] by its message.
+    if failure.message != NOT_SUBMITTED {
+        failure.message = match stored {
+            Ok(()) => format!(
+                "{}; the {kept} image(s) paid for are kept, and the next build asks only for the {} missing",
+                failure.message,
+                job.compiled.n as usize - kept
+            ),
+            Err(e) => format!("{}; {e}", failure.message),
+        };
+    }
+    failure
 }
 
 /// One remote task: journal, submit (with retries), poll, download. Returns the remote id, the images
@@ -1165,6 +1258,13 @@ async fn download_one(
 pub enum Resumed {
     /// Its images were downloaded and cached: the build restores them for free.
     Recovered { task_id: String, images: u32 },
+    /// Its images, with those of an earlier partial, are fewer than the key needs: kept as the key's
+    /// partial result, so the next generation asks only for the missing ones.
+    Partial {
+        task_id: String,
+        images: u32,
+        of: u32,
+    },
     /// It cannot be recovered (failed, expired, or unknown to the service).
     Lost { task_id: String, reason: String },
     /// The crash came between the submission and the recording of its id: the service may have
@@ -1229,6 +1329,7 @@ async fn resume_one(shared: &Arc<Shared>, group: Vec<JournalEntry>, price: Money
     let mut images = Vec::new();
     let mut billed = 0;
     let mut took = 0.0;
+    let mut lost = None;
     for entry in &group {
         match fetch_journaled(shared, entry).await {
             Ok(fetched) => {
@@ -1238,34 +1339,61 @@ async fn resume_one(shared: &Arc<Shared>, group: Vec<JournalEntry>, price: Money
             }
             // Still running, or the service could not be reached: leave every entry for later.
             Err(pending @ Resumed::Pending { .. }) => return pending,
-            Err(lost) => {
-                let _ = close(shared).await;
-                return lost;
-            }
+            // The others' images still count.
+            Err(gone) => lost = Some(gone),
         }
     }
-    if (images.len() as u32) < wanted {
+    if let Some(lost) = lost.filter(|_| images.is_empty()) {
         let _ = close(shared).await;
-        return Resumed::Lost {
-            task_id,
-            reason: format!(
-                "its {} request(s) produced {} of {wanted} images; kept in the blob store but not cached",
-                group.len(),
-                images.len()
-            ),
+        return lost;
+    }
+    // A generation that began from an earlier partial asked only for the rest: what the key needs
+    // is that partial plus what its first request asked for.
+    let key = first.key.clone();
+    let carried = match with_store(shared, move |s| s.partial(&key)).await {
+        Ok(partial) => partial.unwrap_or_default(),
+        Err(reason) => return Resumed::Pending { task_id, reason },
+    };
+    let wanted = carried.images.len() as u32 + wanted;
+    let cost = carried.cost + price.times(billed);
+    let mut images: Vec<StoredImage> = carried.images.into_iter().chain(images).collect();
+    if (images.len() as u32) < wanted {
+        let kept = images.len() as u32;
+        let key = first.key.clone();
+        let partial = Partial { images, cost };
+        let now = output_name::now_unix();
+        let stored = with_store(shared, move |s| {
+            s.put_partial_closing(&key, &partial, &ids, now)
+        })
+        .await;
+        return match stored {
+            Ok(()) => Resumed::Partial {
+                task_id,
+                images: kept,
+                of: wanted,
+            },
+            Err(reason) => Resumed::Pending { task_id, reason },
         };
     }
     images.truncate(wanted as usize);
     let count = images.len() as u32;
+    // The request as the key means it: the first request's body with the key's whole `n`.
+    let request_json = match serde_json::from_str::<Value>(&first.request_json) {
+        Ok(mut body) if body["parameters"].is_object() => {
+            body["parameters"]["n"] = Value::from(wanted);
+            body.to_string()
+        }
+        _ => first.request_json.clone(),
+    };
     let result = StoredResult {
         key: first.key.clone(),
         task_id: task_id.clone(),
         model: first.model.clone(),
         provider: shared.exec.provider.clone(),
-        request_json: first.request_json.clone(),
+        request_json,
         remote_task_id: first.remote_task_id.clone(),
         images,
-        cost: price.times(billed),
+        cost,
         generated_at: output_name::now_unix(),
     };
     let model = first.model.clone();

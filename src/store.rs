@@ -2,8 +2,10 @@
 //! build learns and must not forget: results by request key (the request, its images with their
 //! actual prompts, cost, provider task id), the index of blobs in the blob store, a stat cache
 //! (path, size, mtime, inode → blake3, so a no-op build hashes nothing), the run ledger (spent and
-//! saved per run), per-model latencies, and the in-flight journal: a remote task id is recorded
-//! before wanx waits for it, so a crash never makes a build pay twice for the same images.
+//! saved per run), per-model latencies, the in-flight journal (a remote task id is recorded before
+//! wanx waits for it, so a crash never makes a build pay twice for the same images) and partial
+//! results (images paid for under a key that has not all its images yet: the next generation of
+//! that key asks only for the missing ones).
 //!
 //! The API is blocking: callers on the async runtime use `spawn_blocking` or a dedicated thread.
 //! Every write is one transaction, begun `IMMEDIATE` so concurrent `wanx` processes queue on the
@@ -33,6 +35,7 @@ const STAT_CACHE: &str = "stat_cache";
 const RUNS: &str = "runs";
 const JOURNAL: &str = "journal";
 const LATENCIES: &str = "latencies";
+const PARTIALS: &str = "partials";
 
 /// How long a write waits for another `wanx` holding the database.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -103,6 +106,16 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX latencies_by_model ON latencies (model, id);
     ",
+    // 2: images paid for under a key whose generation ended short (a partial failure whose
+    // follow-ups failed, or a build stopped between them). Never served as a result.
+    "
+    CREATE TABLE partials (
+        key TEXT PRIMARY KEY,
+        images TEXT NOT NULL,
+        cost INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    ",
 ];
 
 /// The build database; see the module documentation.
@@ -127,6 +140,14 @@ pub struct StoredResult {
     pub cost: Money,
     /// Unix seconds.
     pub generated_at: i64,
+}
+
+/// Images paid for under a key that has fewer than its `n` (see the module documentation).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Partial {
+    pub images: Vec<StoredImage>,
+    /// What they cost.
+    pub cost: Money,
 }
 
 /// One image of a result, in the order the provider returned them. Stored as a JSON array in the
@@ -292,6 +313,58 @@ impl Store {
         })
     }
 
+    /// The images paid for under `key` short of a whole result, if any.
+    pub fn partial(&self, key: &str) -> Result<Option<Partial>> {
+        self.read(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT images, cost FROM {PARTIALS} WHERE key = ?1"
+            ))?
+            .query_row([key], |row| {
+                Ok(Partial {
+                    images: serde_json::from_str(row.get_ref(0)?.as_str()?).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(0, Type::Text, Box::new(e))
+                    })?,
+                    cost: Money(row.get(1)?),
+                })
+            })
+            .optional()
+        })
+    }
+
+    /// Records (replacing) the partial result of `key`, indexes its images as blobs and closes the
+    /// `journal` entries that produced them, in one transaction: a crash keeps either the entries
+    /// (resumed by the next build) or the partial.
+    pub fn put_partial_closing(
+        &mut self,
+        key: &str,
+        partial: &Partial,
+        journal: &[i64],
+        now: i64,
+    ) -> Result<()> {
+        let images = serde_json::to_string(&partial.images)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)));
+        self.write(|tx| {
+            let mut close = tx.prepare_cached(&format!("DELETE FROM {JOURNAL} WHERE id = ?1"))?;
+            for id in journal {
+                close.execute([id])?;
+            }
+            tx.prepare_cached(&format!(
+                "INSERT INTO {PARTIALS} (key, images, cost, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (key) DO UPDATE SET images = excluded.images, cost = excluded.cost,
+                   updated_at = excluded.updated_at"
+            ))?
+            .execute(params![key, images?, partial.cost.0, now])?;
+            let mut blob = tx.prepare_cached(&format!(
+                "INSERT INTO {BLOBS} (blake3, size, added_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (blake3) DO NOTHING"
+            ))?;
+            for img in &partial.images {
+                blob.execute(params![img.blake3, img.size as i64, now])?;
+            }
+            Ok(())
+        })
+    }
+
     /// Records a result and indexes its images as blobs, in one transaction. Replaces any earlier
     /// result for the same key. The caller stores only complete generations (invariant 6).
     pub fn put_result(&mut self, r: &StoredResult) -> Result<()> {
@@ -309,6 +382,8 @@ impl Store {
             for id in journal {
                 close.execute([id])?;
             }
+            tx.prepare_cached(&format!("DELETE FROM {PARTIALS} WHERE key = ?1"))?
+                .execute([&r.key])?;
             tx.prepare_cached(&format!(
                 "INSERT INTO {RESULTS} (key, task_id, model, provider, request_json,
                    remote_task_id, cost, generated_at, images)
@@ -684,7 +759,9 @@ mod tests {
     #[test]
     fn table_constants_name_real_tables() {
         let store = Store::open_in_memory().unwrap();
-        for table in [RESULTS, BLOBS, STAT_CACHE, RUNS, JOURNAL, LATENCIES] {
+        for table in [
+            RESULTS, BLOBS, STAT_CACHE, RUNS, JOURNAL, LATENCIES, PARTIALS,
+        ] {
             let count: i64 = store
                 .conn
                 .query_row(
@@ -796,6 +873,38 @@ mod tests {
         assert!(entry.matches(&std::fs::metadata(&path).unwrap()));
         std::fs::write(&path, b"three").unwrap();
         assert!(!entry.matches(&std::fs::metadata(&path).unwrap()));
+    }
+
+    #[test]
+    fn a_partial_closes_its_journal_entries_and_a_result_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let intent = JournalIntent {
+            key: "k".to_owned(),
+            task_id: "harbor".to_owned(),
+            model: "wan2.2-t2i-flash".to_owned(),
+            request_json: "{}".to_owned(),
+            images: 4,
+            created_at: 1_763_300_000,
+        };
+        let entry = store.journal_begin(&intent).unwrap();
+        assert_eq!(store.partial("k").unwrap(), None);
+        let whole = result("k", 4);
+        let partial = Partial {
+            images: whole.images[..3].to_vec(),
+            cost: Money::from_yuan(0.42),
+        };
+        store
+            .put_partial_closing("k", &partial, &[entry], 1_763_300_100)
+            .unwrap();
+        assert!(store.journal_open().unwrap().is_empty());
+        assert_eq!(store.partial("k").unwrap(), Some(partial.clone()));
+        assert!(store.results(&["k"]).unwrap().is_empty(), "never a result");
+        assert!(store.blob_known(&partial.images[2].blake3).unwrap());
+
+        store.put_result_closing(&whole, &[]).unwrap();
+        assert_eq!(store.partial("k").unwrap(), None);
+        assert_eq!(store.results(&["k"]).unwrap()["k"], whole);
     }
 
     #[test]

@@ -230,7 +230,7 @@ impl Reporter {
                     }),
                     Err(e) => json!({
                         "status": if e.message == NOT_SUBMITTED { "dropped" } else if e.skipped { "skipped" } else { "failed" },
-                        "outputs": [], "cost": 0.0, "error": e.message,
+                        "outputs": [], "cost": yuan_value(e.spent), "error": e.message,
                     }),
                 };
                 let mut fields = fields;

@@ -509,6 +509,54 @@ fault = { kind = "partial_failure", failed = 1 }
     p.wanx(&["build", "--locked"]).success();
 }
 
+#[test]
+fn ctrl_c_between_a_partial_result_and_its_follow_up_keeps_the_paid_image_for_the_next_build() {
+    let p = Project::with_emulator_toml(
+        r#"latency_ms = 1500
+[[faults]]
+on = "submit"
+nth = [1]
+fault = { kind = "partial_failure", failed = 1 }
+"#,
+    );
+    p.file(
+        "plans/a.toml",
+        "[[task]]\nid = \"harbor\"\nmodel = \"wan2.2-t2i-flash\"\nsize = \"512*512\"\nn = 2\nprompt = \"a harbor at dawn\"\n",
+    );
+    let mut live = Live::start(p.command(&["-v", "build"]));
+    live.wait_for_stderr("Submitted");
+    live.interrupt();
+    let run = live.wait();
+    run.status(130);
+    assert!(
+        run.stderr.contains(
+            "the 1 image(s) paid for are kept, and the next build asks only for the 1 missing"
+        ),
+        "{}",
+        run.stderr
+    );
+    let ledger = p.ledger();
+    assert_eq!(ledger.submissions, 1, "the follow-up was not sent");
+    assert_eq!(ledger.images_billed, 1);
+
+    let next = p.wanx(&["build", "--json"]);
+    let json = next.success().json();
+    assert_eq!(json["generated"], 1, "{json}");
+    let ledger = p.ledger();
+    assert_eq!(ledger.submissions, 2);
+    assert_eq!(
+        ledger.requests[1].body["parameters"]["n"], 1,
+        "only the missing image was requested"
+    );
+    assert_eq!(
+        ledger.images_billed, 2,
+        "two images billed for two images made"
+    );
+    assert_eq!(decode_png(&p, "generated/harbor_1.png"), (512, 512));
+    assert_eq!(decode_png(&p, "generated/harbor_2.png"), (512, 512));
+    p.wanx(&["build", "--locked"]).success();
+}
+
 /// Nothing at all reached the emulator.
 #[track_caller]
 fn assert_untouched(p: &Project) {

@@ -295,3 +295,49 @@ fn forty_tasks_under_a_quota_of_two_keep_the_quota_busy_and_none_fails() {
     );
     assert_billed_as_reported(&p, &run);
 }
+
+#[test]
+fn a_partial_result_whose_follow_up_is_refused_is_kept_and_the_next_build_pays_only_the_rest() {
+    let p = Project::with_emulator_toml(
+        r#"
+[[faults]]
+on = "submit"
+nth = [1]
+fault = { kind = "partial_failure", failed = 1 }
+
+[[faults]]
+on = "submit"
+nth = [2]
+fault = { kind = "http", status = 400, code = "DataInspectionFailed", message = "Input data may contain inappropriate content." }
+"#,
+    );
+    p.file(
+        "plans/a.toml",
+        "[[task]]\nid = \"harbor\"\nmodel = \"wan2.2-t2i-flash\"\nsize = \"512*512\"\nn = 2\nprompt = \"a harbor at dawn\"\n",
+    );
+    let run = p.wanx(&["build", "--json"]);
+    run.status(1);
+    assert!(
+        run.stderr.contains(
+            "the 1 image(s) paid for are kept, and the next build asks only for the 1 missing"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert_billed_as_reported(&p, &run);
+    assert!(
+        !p.exists("generated/harbor_1.png"),
+        "a short result is never written"
+    );
+
+    let next = p.wanx(&["build", "--json"]);
+    next.success();
+    let ledger = p.ledger();
+    let last = ledger.requests.last().unwrap();
+    assert_eq!(last.body["parameters"]["n"], 1, "only the missing image");
+    assert_eq!(ledger.images_billed, 2);
+    assert_eq!(next.json()["spent"], 0.14, "this build paid for one image");
+    assert!(p.exists("generated/harbor_1.png") && p.exists("generated/harbor_2.png"));
+    let again = p.wanx(&["build", "--json"]);
+    assert_eq!(again.success().json()["fresh"], 1);
+}
