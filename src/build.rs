@@ -69,14 +69,15 @@ pub async fn build_with(
     if !args.dry_run && !args.locked {
         resume_journal(project, args, printer, &cancel).await?;
     }
-    let forced: HashSet<String> = if args.force {
-        project
-            .select(&args.selection)?
-            .iter()
-            .map(|t| t.id.clone())
-            .collect()
-    } else {
-        HashSet::new()
+    // `--force` regenerates the tasks named (all when none is), not the upstream tasks a named
+    // one pulls in: those are only built if they need to be.
+    let forced: HashSet<String> = match (args.force, args.selection.tasks.is_empty()) {
+        (false, _) => HashSet::new(),
+        (true, true) => project.loaded.tasks.iter().map(|t| t.id.clone()).collect(),
+        (true, false) => {
+            project.select(&args.selection)?;
+            args.selection.tasks.iter().cloned().collect()
+        }
     };
     let mut planned = plan(project, &args.selection, &forced)?;
     remember_stats(&mut planned)?;

@@ -62,7 +62,8 @@ pub struct BuildArgs {
     /// Decide and print, but send and write nothing (same as `wanx plan`).
     #[arg(long, short = 'n')]
     pub dry_run: bool,
-    /// Generate the selected tasks even if they are fresh or cached (paid).
+    /// Generate the named tasks (all tasks when none is named) even if they are fresh or cached
+    /// (paid); the tasks whose images they consume are only built if they need to be.
     #[arg(long)]
     pub force: bool,
     /// Fail with exit code 3, sending nothing, unless every task is fresh and `wanx.lock` would not change.

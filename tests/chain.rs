@@ -298,6 +298,22 @@ fn an_upstream_regenerated_to_identical_bytes_stops_there() {
 }
 
 #[test]
+fn forcing_a_downstream_task_regenerates_it_alone_not_the_upstream_it_pulls_in() {
+    let p = Project::new();
+    p.file("plans/chains.toml", &chains());
+    p.wanx(&["build"]).success();
+    let run = p.wanx(&["build", "--force", "castle-banner", "--json"]);
+    run.success();
+    let generated: Vec<String> = statuses(&run)
+        .into_iter()
+        .filter(|(_, s)| s == "generated")
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(generated, ["castle-banner"], "{}", run.json());
+    assert_eq!(p.ledger().submissions, 6);
+}
+
+#[test]
 fn touching_a_local_input_changes_nothing_and_changing_its_bytes_regenerates_its_task() {
     let p = Project::new();
     let photo = wanx::placeholder_png::render(600, 600, b"a photo");
