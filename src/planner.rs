@@ -5,8 +5,9 @@
 //! Tasks that consume other tasks' images are decided in graph order, after what they consume: an
 //! input's key part is the blake3 of its bytes, so an upstream task that is fresh or restored gives its
 //! dependants their keys at once, while one that must be generated leaves them *waiting* until its
-//! new images exist (the build then plans them again: if the bytes did not change, nothing more is
-//! paid — early cutoff).
+//! new images exist. A [`Chain`] then decides each waiting task the moment the last image it consumes
+//! exists, while the rest of the build runs: if the bytes did not change, nothing more is paid
+//! (early cutoff).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
