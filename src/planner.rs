@@ -14,9 +14,10 @@ use std::path::{Path, PathBuf};
 use crate::blob_store::{BlobStore, hash_file};
 use crate::cache_key::{CacheKey, Provider};
 use crate::cli::Selection;
-use crate::compile::{Compiled, compile};
+use crate::compile::{self, Compiled, compile};
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::error::{Error, Result};
+use crate::key_cache::KeyCache;
 use crate::lock::LockFile;
 use crate::manifest::{self, Manifest};
 use crate::money::Money;
@@ -217,6 +218,7 @@ pub fn plan<'a>(
     let root = &project.manifest.root;
     let state_dir = project.manifest.state_dir();
     let store = Store::open(&state_dir)?;
+    let key_cache = KeyCache::open(&store, &project.manifest, &project.loaded, &provider)?;
     let mut cx = Context {
         root,
         lock: LockFile::read(&project.manifest.lock_path())?,
@@ -234,6 +236,15 @@ pub fn plan<'a>(
     let mut errors = Vec::new();
     // Compiling and keying are pure and per task: spread over the cores for large projects.
     let keyed = par_map(plain, |task| {
+        // A key the cache vouches for needs no request: `complete` compiles it if it is not fresh.
+        if let Some(key) = key_cache.as_ref().and_then(|c| c.get(task)) {
+            return Ok(Unit {
+                task,
+                compiled: compile::header(task, &project.registry),
+                key,
+                media: Vec::new(),
+            });
+        }
         let compiled = compile(task, &project.registry);
         match resolve_media(root, task, &compiled, &HashMap::new()) {
             Ok(Resolution::Ready(digests, media)) => {
@@ -263,7 +274,19 @@ pub fn plan<'a>(
             diagnostics: errors,
         });
     }
+    if let Some(cache) = &key_cache {
+        // A cache that cannot be written costs the next build its compiling, nothing more.
+        let _ = cache.save(&mut cx.store, units.iter().map(|u| (u.task, u.key)));
+    }
     let mut decisions = decide(&mut cx, &units, forced)?;
+    complete(
+        &mut cx,
+        &mut units,
+        &mut decisions,
+        forced,
+        project,
+        &provider,
+    )?;
 
     // Tasks that consume others' images: in graph order, each once what it consumes is decided.
     let mut images: HashMap<String, Vec<String>> = HashMap::new();
@@ -345,6 +368,32 @@ pub fn plan<'a>(
         stale_lock_entries,
         new_stats: cx.new_stats,
     })
+}
+
+/// Compiles in full the units whose key came from the key cache (their body is `Null`: `compile`
+/// always makes an object) and that are not fresh, since they are about to be restored or
+/// generated. Their key is computed again; were it to differ from the cached one, the unit is
+/// decided again under the computed key.
+fn complete(
+    cx: &mut Context<'_>,
+    units: &mut [Unit<'_>],
+    decisions: &mut [Decision],
+    forced: &HashSet<String>,
+    project: &Project,
+    provider: &Provider,
+) -> Result<()> {
+    for (unit, decision) in units.iter_mut().zip(decisions.iter_mut()) {
+        if !unit.compiled.body.is_null() || decision.action == Action::Fresh {
+            continue;
+        }
+        unit.compiled = compile(unit.task, &project.registry);
+        let key = CacheKey::new(provider, &unit.compiled, &[]);
+        if key != unit.key {
+            unit.key = key;
+            *decision = decide(cx, std::slice::from_ref(unit), forced)?.remove(0);
+        }
+    }
+    Ok(())
 }
 
 /// Depth-first: a task after everything it consumes.
