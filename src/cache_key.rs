@@ -127,6 +127,11 @@ impl CacheKey {
         &self.0
     }
 
+    /// The hex digits on the stack, for comparisons that need no `String`.
+    pub fn to_hex(&self) -> impl std::ops::Deref<Target = str> + use<> {
+        blake3::Hash::from(self.0).to_hex()
+    }
+
     pub fn hex(&self) -> String {
         blake3::Hash::from(self.0).to_hex().to_string()
     }

@@ -8,6 +8,7 @@
 //! new images exist (the build then plans them again: if the bytes did not change, nothing more is
 //! paid — early cutoff).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -513,20 +514,29 @@ fn decide(
     units: &[Unit<'_>],
     forced: &HashSet<String>,
 ) -> Result<Vec<Decision>> {
+    let Context {
+        root,
+        lock,
+        store,
+        blobs,
+        stat_cache,
+        new_stats,
+        now,
+    } = cx;
+    let (root, lock, stat_cache, now) = (*root, &*lock, &*stat_cache, *now);
+    // The snapshot borrows from the lock, the stat cache and the store's results: it copies no string.
     let mut snapshot = Snapshot::default();
     // Outputs the lock records under the current key: stat them (on every core), hashing only what the
     // stat cache cannot vouch for.
     let locked: Vec<&crate::lock::LockOutput> = units
         .iter()
         .filter_map(|u| {
-            cx.lock
-                .tasks
+            lock.tasks
                 .get(&u.task.id)
-                .filter(|e| e.key == u.key.hex())
+                .filter(|e| *u.key.to_hex() == *e.key)
         })
         .flat_map(|e| &e.outputs)
         .collect();
-    let (root, stat_cache) = (cx.root, &cx.stat_cache);
     let observed = par_map(locked, |output| {
         let mut fresh_stat = Vec::new();
         let hash = observe(
@@ -535,29 +545,29 @@ fn decide(
             stat_cache.get(&output.path),
             &mut fresh_stat,
         );
-        (output.path.clone(), hash, fresh_stat)
+        (output.path.as_str(), hash, fresh_stat)
     });
     for (path, hash, fresh_stat) in observed {
         snapshot.disk.insert(path, hash);
-        cx.new_stats.extend(fresh_stat);
+        new_stats.extend(fresh_stat);
     }
     for unit in units {
-        let Some(entry) = cx.lock.tasks.get(&unit.task.id) else {
+        let Some(entry) = lock.tasks.get(&unit.task.id) else {
             continue;
         };
         snapshot.lock.insert(
-            unit.task.id.clone(),
+            unit.task.id.as_str(),
             Recorded {
-                key: entry.key.clone(),
+                key: &entry.key,
                 generated_at: entry.generated_at,
-                images: entry.outputs.iter().map(|o| o.blake3.clone()).collect(),
-                outputs: entry.outputs.iter().map(|o| o.path.clone()).collect(),
+                images: entry.outputs.iter().map(|o| o.blake3.as_str()).collect(),
+                outputs: entry.outputs.iter().map(|o| o.path.as_str()).collect(),
             },
         );
     }
     let items: Vec<Item<'_>> = units.iter().map(item).collect();
     let force = |id: &str| forced.contains(id);
-    let first = reconcile::reconcile(&items, &snapshot, force, cx.now);
+    let first = reconcile::reconcile(&items, &snapshot, force, now);
     let unsettled: Vec<&Unit<'_>> = units
         .iter()
         .zip(&first)
@@ -569,31 +579,31 @@ fn decide(
     }
     let keys: Vec<String> = unsettled.iter().map(|u| u.key.hex()).collect();
     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-    for (key, result) in cx.store.results(&key_refs)? {
-        let images = result.images.iter().map(|i| i.blake3.clone()).collect();
+    let results = store.results(&key_refs)?;
+    for (key, result) in &results {
         snapshot.cached.insert(
-            key.clone(),
+            key,
             Recorded {
                 key,
                 generated_at: result.generated_at,
-                images,
+                images: result.images.iter().map(|i| i.blake3.as_str()).collect(),
                 outputs: vec![],
             },
         );
     }
-    let mut wanted: HashSet<&String> = snapshot.cached.values().flat_map(|r| &r.images).collect();
+    let mut wanted: HashSet<&str> = snapshot
+        .cached
+        .values()
+        .flat_map(|r| r.images.iter().copied())
+        .collect();
     for unit in &unsettled {
-        if let Some(rec) = snapshot.lock.get(&unit.task.id) {
-            wanted.extend(&rec.images);
+        if let Some(rec) = snapshot.lock.get(unit.task.id.as_str()) {
+            wanted.extend(rec.images.iter().copied());
         }
     }
-    let present: Vec<String> = wanted
-        .into_iter()
-        .filter(|h| cx.blobs.contains(h))
-        .cloned()
-        .collect();
+    let present: Vec<&str> = wanted.into_iter().filter(|h| blobs.contains(h)).collect();
     snapshot.blobs.extend(present);
-    Ok(reconcile::reconcile(&items, &snapshot, force, cx.now))
+    Ok(reconcile::reconcile(&items, &snapshot, force, now))
 }
 
 fn item<'a>(unit: &'a Unit<'_>) -> Item<'a> {
@@ -607,12 +617,12 @@ fn item<'a>(unit: &'a Unit<'_>) -> Item<'a> {
 }
 
 /// The blake3 of a file on disk, from the stat cache when size, mtime and inode still match.
-fn observe(
+fn observe<'c>(
     root: &Path,
     path: &str,
-    cached: Option<&StatEntry>,
+    cached: Option<&'c StatEntry>,
     new_stats: &mut Vec<(String, StatEntry)>,
-) -> Option<String> {
+) -> Option<Cow<'c, str>> {
     let full = root.join(path);
     let meta = std::fs::metadata(&full).ok()?;
     let (size, mtime_ns, inode) = stat_of(&meta);
@@ -621,7 +631,7 @@ fn observe(
         && c.mtime_ns == mtime_ns
         && c.inode == inode
     {
-        return Some(c.blake3.clone());
+        return Some(Cow::Borrowed(&c.blake3));
     }
     let (hash, _) = hash_file(&full).ok()?;
     new_stats.push((
@@ -633,7 +643,7 @@ fn observe(
             blake3: hash.clone(),
         },
     ));
-    Some(hash)
+    Some(Cow::Owned(hash))
 }
 
 /// `wanx plan`: one line per task in graph order with its action, reason and price, then totals.
