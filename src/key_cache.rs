@@ -25,7 +25,7 @@ pub struct KeyCache {
     /// Per plan file (relative path): its digest now.
     digests: HashMap<PathBuf, [u8; 32]>,
     /// Per plan file whose stored entry matches its digest: its tasks' keys by id.
-    valid: HashMap<PathBuf, HashMap<String, CacheKey>>,
+    valid: HashMap<String, HashMap<String, CacheKey>>,
     /// Stored entries for files no longer in the project.
     stale: Vec<String>,
 }
@@ -54,7 +54,7 @@ impl KeyCache {
             match digests.get(&path) {
                 Some(now) if now[..] == row.digest[..] => {
                     if let Some(keys) = decode(&row.keys) {
-                        valid.insert(path, keys);
+                        valid.insert(row.file, keys);
                     }
                 }
                 Some(_) => {}
@@ -73,23 +73,29 @@ impl KeyCache {
         if !cacheable(task) {
             return None;
         }
-        self.valid.get(&task.origin.file)?.get(&task.id).copied()
+        let file = task.origin.file.to_str()?;
+        self.valid.get(file)?.get(&task.id).copied()
     }
 
-    /// Stores an entry for every plan file with a cacheable task that `get` did not know, holding
-    /// the keys of all of that file's cacheable tasks among `keyed`; drops entries of removed files.
+    /// Stores an entry for every plan file with a cacheable task that was keyed without the cache,
+    /// holding the keys of all of that file's cacheable tasks among `keyed` (each task with its key
+    /// and whether it came from the cache); drops entries of removed files.
     pub fn save<'t>(
         &self,
         store: &mut Store,
-        keyed: impl IntoIterator<Item = (&'t Task, CacheKey)>,
+        keyed: impl Iterator<Item = (&'t Task, CacheKey, bool)> + Clone,
     ) -> Result<()> {
+        let missed = keyed.clone().any(|(task, _, hit)| !hit && cacheable(task));
+        if !missed && self.stale.is_empty() {
+            return Ok(());
+        }
         let mut files: HashMap<&Path, FileKeys<'t>> = HashMap::new();
-        for (task, key) in keyed {
+        for (task, key, hit) in keyed {
             if !cacheable(task) {
                 continue;
             }
             let entry = files.entry(task.origin.file.as_path()).or_default();
-            entry.missed |= self.get(task).is_none();
+            entry.missed |= !hit;
             entry.keys.push((task.id.as_str(), key));
         }
         let rows: Vec<PlanKeys> = files

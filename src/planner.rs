@@ -277,7 +277,11 @@ pub fn plan<'a>(
     }
     if let Some(cache) = &key_cache {
         // A cache that cannot be written costs the next build its compiling, nothing more.
-        let _ = cache.save(&mut cx.store, units.iter().map(|u| (u.task, u.key)));
+        // (A unit keyed from the cache has no body yet.)
+        let keyed = units
+            .iter()
+            .map(|u| (u.task, u.key, u.compiled.body.is_null()));
+        let _ = cache.save(&mut cx.store, keyed);
     }
     let mut decisions = decide(&mut cx, &units, forced)?;
     complete(
