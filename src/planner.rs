@@ -218,12 +218,25 @@ pub fn plan<'a>(
     let tasks = project.select(selection)?;
     let root = &project.manifest.root;
     let state_dir = project.manifest.state_dir();
-    let store = Store::open(&state_dir)?;
-    let key_cache = KeyCache::open(&store, &project.manifest, &project.loaded, &provider)?;
+    // A large `wanx.lock` is read on a second thread while the store is opened and its caches read.
+    let lock_path = project.manifest.lock_path();
+    let (opened, lock) = std::thread::scope(|scope| {
+        let lock = scope.spawn(|| LockFile::read(&lock_path));
+        let opened = Store::open(&state_dir).and_then(|store| {
+            let key_cache = KeyCache::open(&store, &project.manifest, &project.loaded, &provider)?;
+            let stat_cache = store.stat_cache()?;
+            Ok((store, key_cache, stat_cache))
+        });
+        let lock = lock
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (opened, lock)
+    });
+    let (store, key_cache, stat_cache) = opened?;
     let mut cx = Context {
         root,
-        lock: LockFile::read(&project.manifest.lock_path())?,
-        stat_cache: store.stat_cache()?,
+        lock: lock?,
+        stat_cache,
         store,
         blobs: BlobStore::new(state_dir.join("blobs")),
         new_stats: Vec::new(),
