@@ -119,6 +119,19 @@ impl CacheKey {
             .map(|h| CacheKey(*h.as_bytes()))
     }
 
+    pub fn from_bytes(bytes: [u8; 32]) -> CacheKey {
+        CacheKey(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The hex digits on the stack, for comparisons that need no `String`.
+    pub fn to_hex(&self) -> impl std::ops::Deref<Target = str> + use<> {
+        blake3::Hash::from(self.0).to_hex()
+    }
+
     pub fn hex(&self) -> String {
         blake3::Hash::from(self.0).to_hex().to_string()
     }

@@ -154,6 +154,26 @@ impl Compiled {
     }
 }
 
+/// What the planner needs of a task whose key it already knows (src/key_cache.rs): the endpoint,
+/// model, price, size and image count of [`compile`]'s result, without lowering the request (`body`
+/// is `Null`, no headers, no media). A task that is not fresh is compiled in full before anything
+/// is sent.
+pub fn header(task: &Task, registry: &Registry) -> Compiled {
+    let spec = registry
+        .get(&task.model)
+        .unwrap_or_else(|| panic!("model `{}` was validated by the loader", task.model));
+    Compiled {
+        endpoint: spec.endpoint.clone(),
+        model: spec.id.clone(),
+        headers: Vec::new(),
+        body: Value::Null,
+        n: task.n,
+        price: spec.price,
+        size: task.size,
+        media: Vec::new(),
+    }
+}
+
 /// Compiles `task`. The registry has already validated the model; an unknown one here is a bug.
 pub fn compile(task: &Task, registry: &Registry) -> Compiled {
     let spec = registry
@@ -445,6 +465,24 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::task::{Composer, Edit, Extend, Origin, OutputSpec, PromptTemplate, QwenText};
+
+    #[test]
+    fn the_header_is_the_compiled_request_without_its_body() {
+        let registry = Registry::builtin();
+        for model in ["wan2.2-t2i-flash", "wanx-v1", "qwen-image"] {
+            let mut t = task("a", model, "a lighthouse");
+            t.n = 3;
+            let full = compile(&t, &registry);
+            let header = header(&t, &registry);
+            assert_eq!(header.endpoint, full.endpoint);
+            assert_eq!(header.model, full.model);
+            assert_eq!(
+                (header.n, header.price, header.size),
+                (full.n, full.price, full.size)
+            );
+            assert!(header.body.is_null() && header.media.is_empty());
+        }
+    }
 
     pub(crate) fn task(id: &str, model: &str, prompt: &str) -> Task {
         Task {

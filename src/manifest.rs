@@ -24,6 +24,8 @@ pub struct Manifest {
     pub build: BuildSection,
     pub prices: BTreeMap<String, f64>,
     pub models: BTreeMap<String, ModelOverride>,
+    /// blake3 of `wanx.toml` as read: everything above, and the registry it extends, follow from it.
+    pub digest: [u8; 32],
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -135,6 +137,7 @@ impl Manifest {
             build: wire.build,
             prices: wire.prices,
             models: wire.models,
+            digest: *blake3::hash(source.as_bytes()).as_bytes(),
         };
         let mut registry = Registry::builtin();
         let mut diagnostics = Vec::new();

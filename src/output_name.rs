@@ -16,30 +16,50 @@ pub fn render(
     key: &CacheKey,
     generated_at: i64,
 ) -> Vec<String> {
-    let short = key.short();
-    let stamp = if spec.filename.contains("{timestamp}") {
-        format_timestamp(generated_at)
-    } else {
+    let dir = spec.dir.trim_end_matches('/');
+    let prefix = if dir.is_empty() || dir == "." {
         String::new()
+    } else {
+        format!("{dir}/")
     };
     (1..=n)
         .map(|index| {
-            let name = spec
-                .filename
-                .replace("{id}", id)
-                .replace("{task_id}", id)
-                .replace("{index}", &index.to_string())
-                .replace("{n}", &n.to_string())
-                .replace("{key}", &short)
-                .replace("{timestamp}", &stamp);
-            let dir = spec.dir.trim_end_matches('/');
-            if dir.is_empty() || dir == "." {
-                name
-            } else {
-                format!("{dir}/{name}")
-            }
+            let mut path = String::with_capacity(prefix.len() + spec.filename.len() + id.len());
+            path.push_str(&prefix);
+            expand(&spec.filename, &mut path, |name, out| match name {
+                "id" | "task_id" => out.push_str(id),
+                "index" => out.push_str(&index.to_string()),
+                "n" => out.push_str(&n.to_string()),
+                "key" => out.push_str(&key.to_hex()[..12]),
+                "timestamp" => out.push_str(&format_timestamp(generated_at)),
+                _ => unreachable!("only known placeholders are expanded"),
+            });
+            path
         })
         .collect()
+}
+
+/// Appends `pattern` to `out`, each `{name}` of [`PLACEHOLDERS`] replaced by `value`, in one pass
+/// (a large no-op renders every task's names). No value holds a `{` (ids cannot), so this is the
+/// same as replacing each placeholder in turn.
+fn expand(pattern: &str, out: &mut String, value: impl Fn(&str, &mut String)) {
+    let mut rest = pattern;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let known = after
+            .find('}')
+            .map(|close| &after[..close])
+            .filter(|name| PLACEHOLDERS.contains(name));
+        if let Some(name) = known {
+            value(name, out);
+            rest = &after[name.len() + 1..];
+        } else {
+            out.push('{');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
 }
 
 /// `20251019-153000`: UTC, sortable, safe in file names on every platform.
@@ -85,6 +105,43 @@ pub fn now_unix() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_pass_expansion_matches_replacing_each_placeholder_in_turn() {
+        let key = CacheKey::from_hex(&"ab".repeat(32)).unwrap();
+        let patterns = [
+            "{id}.png",
+            "{task_id}-{index}-of-{n}-{key}.png",
+            "{{id}}_{index}{index}.png",
+            "{unknown}{id}{.png",
+            "{timestamp}/{id",
+            "}{}{n}{",
+            "plain.png",
+        ];
+        for pattern in patterns {
+            let spec = OutputSpec {
+                dir: "out/".into(),
+                filename: pattern.into(),
+            };
+            let chained: Vec<String> = (1..=3)
+                .map(|index| {
+                    let name = pattern
+                        .replace("{id}", "hero-1.a")
+                        .replace("{task_id}", "hero-1.a")
+                        .replace("{index}", &index.to_string())
+                        .replace("{n}", "3")
+                        .replace("{key}", &key.short())
+                        .replace("{timestamp}", &format_timestamp(1_760_887_800));
+                    format!("out/{name}")
+                })
+                .collect();
+            assert_eq!(
+                render(&spec, "hero-1.a", 3, &key, 1_760_887_800),
+                chained,
+                "{pattern}"
+            );
+        }
+    }
 
     #[test]
     fn renders_every_placeholder() {

@@ -38,6 +38,8 @@ pub struct Loaded {
     pub notes: Vec<Diagnostic>,
     /// Settings a seed JSON plan carried in its `execution_config`.
     pub seed: SeedSettings,
+    /// blake3 of each plan file's text, as parsed (what the planner's key cache is keyed by).
+    pub digests: HashMap<PathBuf, [u8; 32]>,
 }
 
 /// What a seed plan's `execution_config` says about the provider.
@@ -663,7 +665,21 @@ fn load_files(
     diagnostic::sort(&mut errors);
     diagnostic::sort(&mut notes);
     if errors.is_empty() {
-        Ok(Loaded { tasks, notes, seed })
+        let digests = files
+            .iter()
+            .map(|f| {
+                (
+                    f.path.clone(),
+                    *blake3::hash(f.source.as_bytes()).as_bytes(),
+                )
+            })
+            .collect();
+        Ok(Loaded {
+            tasks,
+            notes,
+            seed,
+            digests,
+        })
     } else {
         Err(Error::Invalid {
             count: errors.len(),
@@ -2339,6 +2355,7 @@ pub(crate) mod tests {
             build: BuildSection::default(),
             prices: BTreeMap::new(),
             models: BTreeMap::new(),
+            digest: [0; 32],
         }
     }
 

@@ -9,15 +9,17 @@
 //! exists, while the rest of the build runs: if the bytes did not change, nothing more is paid
 //! (early cutoff).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::blob_store::{BlobStore, hash_file};
 use crate::cache_key::{CacheKey, Provider};
 use crate::cli::Selection;
-use crate::compile::{Compiled, compile};
+use crate::compile::{self, Compiled, compile};
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::error::{Error, Result};
+use crate::key_cache::KeyCache;
 use crate::lock::LockFile;
 use crate::manifest::{self, Manifest};
 use crate::money::Money;
@@ -229,11 +231,25 @@ pub fn plan<'a>(
     let tasks = project.select(selection)?;
     let root = &project.manifest.root;
     let state_dir = project.manifest.state_dir();
-    let store = Store::open(&state_dir)?;
+    // A large `wanx.lock` is read on a second thread while the store is opened and its caches read.
+    let lock_path = project.manifest.lock_path();
+    let (opened, lock) = std::thread::scope(|scope| {
+        let lock = scope.spawn(|| LockFile::read(&lock_path));
+        let opened = Store::open(&state_dir).and_then(|store| {
+            let key_cache = KeyCache::open(&store, &project.manifest, &project.loaded, &provider)?;
+            let stat_cache = store.stat_cache()?;
+            Ok((store, key_cache, stat_cache))
+        });
+        let lock = lock
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (opened, lock)
+    });
+    let (store, key_cache, stat_cache) = opened?;
     let mut cx = Context {
         root,
-        lock: LockFile::read(&project.manifest.lock_path())?,
-        stat_cache: store.stat_cache()?,
+        lock: lock?,
+        stat_cache,
         store,
         blobs: BlobStore::new(state_dir.join("blobs")),
         new_stats: Vec::new(),
@@ -247,6 +263,15 @@ pub fn plan<'a>(
     let mut errors = Vec::new();
     // Compiling and keying are pure and per task: spread over the cores for large projects.
     let keyed = par_map(plain, |task| {
+        // A key the cache vouches for needs no request: `complete` compiles it if it is not fresh.
+        if let Some(key) = key_cache.as_ref().and_then(|c| c.get(task)) {
+            return Ok(Unit {
+                task,
+                compiled: compile::header(task, &project.registry),
+                key,
+                media: Vec::new(),
+            });
+        }
         let compiled = compile(task, &project.registry);
         match resolve_media(root, task, &compiled, &HashMap::new()) {
             Ok(Resolution::Ready(digests, media)) => {
@@ -276,7 +301,23 @@ pub fn plan<'a>(
             diagnostics: errors,
         });
     }
+    if let Some(cache) = &key_cache {
+        // A cache that cannot be written costs the next build its compiling, nothing more.
+        // (A unit keyed from the cache has no body yet.)
+        let keyed = units
+            .iter()
+            .map(|u| (u.task, u.key, u.compiled.body.is_null()));
+        let _ = cache.save(&mut cx.store, keyed);
+    }
     let mut decisions = decide(&mut cx, &units, forced)?;
+    complete(
+        &mut cx,
+        &mut units,
+        &mut decisions,
+        forced,
+        project,
+        &provider,
+    )?;
 
     // Tasks that consume others' images: in graph order, each once what it consumes is decided.
     let consumed: HashSet<&str> = chained.iter().flat_map(|t| upstream_ids(t)).collect();
@@ -565,6 +606,32 @@ impl<'a> Chain<'a> {
     }
 }
 
+/// Compiles in full the units whose key came from the key cache (their body is `Null`: `compile`
+/// always makes an object) and that are not fresh, since they are about to be restored or
+/// generated. Their key is computed again; were it to differ from the cached one, the unit is
+/// decided again under the computed key.
+fn complete(
+    cx: &mut Context<'_>,
+    units: &mut [Unit<'_>],
+    decisions: &mut [Decision],
+    forced: &HashSet<String>,
+    project: &Project,
+    provider: &Provider,
+) -> Result<()> {
+    for (unit, decision) in units.iter_mut().zip(decisions.iter_mut()) {
+        if !unit.compiled.body.is_null() || decision.action == Action::Fresh {
+            continue;
+        }
+        unit.compiled = compile(unit.task, &project.registry);
+        let key = CacheKey::new(provider, &unit.compiled, &[]);
+        if key != unit.key {
+            unit.key = key;
+            *decision = decide(cx, std::slice::from_ref(unit), forced)?.remove(0);
+        }
+    }
+    Ok(())
+}
+
 /// Depth-first: a task after everything it consumes.
 fn visit<'a>(
     task: &'a Task,
@@ -682,20 +749,29 @@ fn decide(
     units: &[Unit<'_>],
     forced: &HashSet<String>,
 ) -> Result<Vec<Decision>> {
+    let Context {
+        root,
+        lock,
+        store,
+        blobs,
+        stat_cache,
+        new_stats,
+        now,
+    } = cx;
+    let (root, lock, stat_cache, now) = (*root, &*lock, &*stat_cache, *now);
+    // The snapshot borrows from the lock, the stat cache and the store's results: it copies no string.
     let mut snapshot = Snapshot::default();
     // Outputs the lock records under the current key: stat them (on every core), hashing only what the
     // stat cache cannot vouch for.
     let locked: Vec<&crate::lock::LockOutput> = units
         .iter()
         .filter_map(|u| {
-            cx.lock
-                .tasks
+            lock.tasks
                 .get(&u.task.id)
-                .filter(|e| e.key == u.key.hex())
+                .filter(|e| *u.key.to_hex() == *e.key)
         })
         .flat_map(|e| &e.outputs)
         .collect();
-    let (root, stat_cache) = (cx.root, &cx.stat_cache);
     let observed = par_map(locked, |output| {
         let mut fresh_stat = Vec::new();
         let hash = observe(
@@ -704,29 +780,29 @@ fn decide(
             stat_cache.get(&output.path),
             &mut fresh_stat,
         );
-        (output.path.clone(), hash, fresh_stat)
+        (output.path.as_str(), hash, fresh_stat)
     });
     for (path, hash, fresh_stat) in observed {
         snapshot.disk.insert(path, hash);
-        cx.new_stats.extend(fresh_stat);
+        new_stats.extend(fresh_stat);
     }
     for unit in units {
-        let Some(entry) = cx.lock.tasks.get(&unit.task.id) else {
+        let Some(entry) = lock.tasks.get(&unit.task.id) else {
             continue;
         };
         snapshot.lock.insert(
-            unit.task.id.clone(),
+            unit.task.id.as_str(),
             Recorded {
-                key: entry.key.clone(),
+                key: &entry.key,
                 generated_at: entry.generated_at,
-                images: entry.outputs.iter().map(|o| o.blake3.clone()).collect(),
-                outputs: entry.outputs.iter().map(|o| o.path.clone()).collect(),
+                images: entry.outputs.iter().map(|o| o.blake3.as_str()).collect(),
+                outputs: entry.outputs.iter().map(|o| o.path.as_str()).collect(),
             },
         );
     }
     let items: Vec<Item<'_>> = units.iter().map(item).collect();
     let force = |id: &str| forced.contains(id);
-    let first = reconcile::reconcile(&items, &snapshot, force, cx.now);
+    let first = reconcile::reconcile(&items, &snapshot, force, now);
     let unsettled: Vec<&Unit<'_>> = units
         .iter()
         .zip(&first)
@@ -738,31 +814,31 @@ fn decide(
     }
     let keys: Vec<String> = unsettled.iter().map(|u| u.key.hex()).collect();
     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-    for (key, result) in cx.store.results(&key_refs)? {
-        let images = result.images.iter().map(|i| i.blake3.clone()).collect();
+    let results = store.results(&key_refs)?;
+    for (key, result) in &results {
         snapshot.cached.insert(
-            key.clone(),
+            key,
             Recorded {
                 key,
                 generated_at: result.generated_at,
-                images,
+                images: result.images.iter().map(|i| i.blake3.as_str()).collect(),
                 outputs: vec![],
             },
         );
     }
-    let mut wanted: HashSet<&String> = snapshot.cached.values().flat_map(|r| &r.images).collect();
+    let mut wanted: HashSet<&str> = snapshot
+        .cached
+        .values()
+        .flat_map(|r| r.images.iter().copied())
+        .collect();
     for unit in &unsettled {
-        if let Some(rec) = snapshot.lock.get(&unit.task.id) {
-            wanted.extend(&rec.images);
+        if let Some(rec) = snapshot.lock.get(unit.task.id.as_str()) {
+            wanted.extend(rec.images.iter().copied());
         }
     }
-    let present: Vec<String> = wanted
-        .into_iter()
-        .filter(|h| cx.blobs.contains(h))
-        .cloned()
-        .collect();
+    let present: Vec<&str> = wanted.into_iter().filter(|h| blobs.contains(h)).collect();
     snapshot.blobs.extend(present);
-    Ok(reconcile::reconcile(&items, &snapshot, force, cx.now))
+    Ok(reconcile::reconcile(&items, &snapshot, force, now))
 }
 
 fn item<'a>(unit: &'a Unit<'_>) -> Item<'a> {
@@ -776,12 +852,12 @@ fn item<'a>(unit: &'a Unit<'_>) -> Item<'a> {
 }
 
 /// The blake3 of a file on disk, from the stat cache when size, mtime and inode still match.
-fn observe(
+fn observe<'c>(
     root: &Path,
     path: &str,
-    cached: Option<&StatEntry>,
+    cached: Option<&'c StatEntry>,
     new_stats: &mut Vec<(String, StatEntry)>,
-) -> Option<String> {
+) -> Option<Cow<'c, str>> {
     let full = root.join(path);
     let meta = std::fs::metadata(&full).ok()?;
     let (size, mtime_ns, inode) = stat_of(&meta);
@@ -790,7 +866,7 @@ fn observe(
         && c.mtime_ns == mtime_ns
         && c.inode == inode
     {
-        return Some(c.blake3.clone());
+        return Some(Cow::Borrowed(&c.blake3));
     }
     let (hash, _) = hash_file(&full).ok()?;
     new_stats.push((
@@ -802,7 +878,7 @@ fn observe(
             blake3: hash.clone(),
         },
     ));
-    Some(hash)
+    Some(Cow::Owned(hash))
 }
 
 /// `wanx plan`: one line per task in graph order with its action, reason and price, then totals.

@@ -3,6 +3,7 @@
 //! `fresh` (nothing to do), `restore` (copy from the blob store, free) or `generate` (paid), each with
 //! its reason and its price. It performs no I/O; `wanx plan` prints exactly its result.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
@@ -22,27 +23,28 @@ pub struct Item<'a> {
 }
 
 /// A generation that is recorded somewhere: in the lock (with its output paths) or in the store.
+/// It borrows from the lock or the store's results: a snapshot of a large project copies no string.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Recorded {
-    pub key: String,
+pub struct Recorded<'a> {
+    pub key: &'a str,
     pub generated_at: i64,
     /// blake3 of each image, in index order.
-    pub images: Vec<String>,
+    pub images: Vec<&'a str>,
     /// Project-relative output paths, in index order (from the lock; empty for store results).
-    pub outputs: Vec<String>,
+    pub outputs: Vec<&'a str>,
 }
 
 /// Everything reconcile may look at, gathered beforehand.
 #[derive(Default)]
-pub struct Snapshot {
+pub struct Snapshot<'a> {
     /// `wanx.lock` entries by task id.
-    pub lock: HashMap<String, Recorded>,
+    pub lock: HashMap<&'a str, Recorded<'a>>,
     /// Store results by key hex.
-    pub cached: HashMap<String, Recorded>,
+    pub cached: HashMap<&'a str, Recorded<'a>>,
     /// Blobs present in the blob store.
-    pub blobs: HashSet<String>,
+    pub blobs: HashSet<&'a str>,
     /// The blake3 of files on disk at the paths of interest; `None` when missing.
-    pub disk: HashMap<String, Option<String>>,
+    pub disk: HashMap<&'a str, Option<Cow<'a, str>>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,7 +131,7 @@ impl Decision {
 /// `{timestamp}` names for generations.
 pub fn reconcile(
     items: &[Item<'_>],
-    snapshot: &Snapshot,
+    snapshot: &Snapshot<'_>,
     force: impl Fn(&str) -> bool,
     now: i64,
 ) -> Vec<Decision> {
@@ -139,9 +141,10 @@ pub fn reconcile(
         .collect()
 }
 
-fn decide(item: &Item<'_>, snap: &Snapshot, force: bool, now: i64) -> Decision {
+fn decide(item: &Item<'_>, snap: &Snapshot<'_>, force: bool, now: i64) -> Decision {
     let value = item.price.times(item.n);
-    let key = item.key.hex();
+    let hex = item.key.to_hex();
+    let key: &str = &hex;
     let paths = |at: i64| output_name::render(item.output, item.id, item.n, &item.key, at);
     if force {
         return Decision {
@@ -160,7 +163,7 @@ fn decide(item: &Item<'_>, snap: &Snapshot, force: bool, now: i64) -> Decision {
                 return Decision {
                     action: Action::Fresh,
                     reason: Reason::UpToDate,
-                    outputs: rec.outputs.clone(),
+                    outputs: owned(&rec.outputs),
                     value,
                 };
             }
@@ -168,13 +171,13 @@ fn decide(item: &Item<'_>, snap: &Snapshot, force: bool, now: i64) -> Decision {
         },
     };
     // Not fresh: restore from the blob store if some record of this key has every image there.
-    let source = snap.cached.get(&key).into_iter().chain(locked).find(|rec| {
+    let source = snap.cached.get(key).into_iter().chain(locked).find(|rec| {
         rec.images.len() == item.n as usize && rec.images.iter().all(|h| snap.blobs.contains(h))
     });
     match source {
         Some(rec) => Decision {
             action: Action::Restore {
-                images: rec.images.clone(),
+                images: owned(&rec.images),
                 generated_at: rec.generated_at,
             },
             reason,
@@ -190,16 +193,24 @@ fn decide(item: &Item<'_>, snap: &Snapshot, force: bool, now: i64) -> Decision {
     }
 }
 
+fn owned(strings: &[&str]) -> Vec<String> {
+    strings.iter().map(|s| (*s).to_owned()).collect()
+}
+
 /// `None` when every output the lock records is where the current naming puts it, with its bytes.
-fn check_outputs(rec: &Recorded, expected: &[String], snap: &Snapshot) -> Option<Reason> {
-    if expected != rec.outputs.as_slice() {
+fn check_outputs(rec: &Recorded<'_>, expected: &[String], snap: &Snapshot<'_>) -> Option<Reason> {
+    if !expected
+        .iter()
+        .map(String::as_str)
+        .eq(rec.outputs.iter().copied())
+    {
         return Some(Reason::Renamed);
     }
     for (path, hash) in rec.outputs.iter().zip(&rec.images) {
         match snap.disk.get(path) {
             Some(Some(on_disk)) if on_disk == hash => {}
-            Some(Some(_)) => return Some(Reason::OutputModified(path.clone())),
-            _ => return Some(Reason::OutputMissing(path.clone())),
+            Some(Some(_)) => return Some(Reason::OutputModified((*path).to_owned())),
+            _ => return Some(Reason::OutputMissing((*path).to_owned())),
         }
     }
     None
@@ -274,21 +285,21 @@ mod tests {
         }
     }
 
-    fn recorded(k: CacheKey, outputs: &[&str]) -> Recorded {
+    fn recorded<'a>(k: CacheKey, outputs: &[&'a str]) -> Recorded<'a> {
         Recorded {
-            key: k.hex(),
+            key: k.hex().leak(),
             generated_at: 100,
-            images: vec!["h1".into(), "h2".into()],
-            outputs: outputs.iter().map(|s| (*s).to_owned()).collect(),
+            images: vec!["h1", "h2"],
+            outputs: outputs.to_vec(),
         }
     }
 
-    fn snapshot_with_outputs(k: CacheKey) -> Snapshot {
+    fn snapshot_with_outputs(k: CacheKey) -> Snapshot<'static> {
         let mut s = Snapshot::default();
         s.lock
-            .insert("a".into(), recorded(k, &["out/a_1.png", "out/a_2.png"]));
-        s.disk.insert("out/a_1.png".into(), Some("h1".into()));
-        s.disk.insert("out/a_2.png".into(), Some("h2".into()));
+            .insert("a", recorded(k, &["out/a_1.png", "out/a_2.png"]));
+        s.disk.insert("out/a_1.png", Some("h1".into()));
+        s.disk.insert("out/a_2.png", Some("h2".into()));
         s
     }
 
@@ -310,8 +321,8 @@ mod tests {
     fn a_missing_output_is_restored_from_blobs() {
         let o = spec();
         let mut s = snapshot_with_outputs(key(1));
-        s.disk.insert("out/a_2.png".into(), None);
-        s.blobs.extend(["h1".to_owned(), "h2".to_owned()]);
+        s.disk.insert("out/a_2.png", None);
+        s.blobs.extend(["h1", "h2"]);
         let d = &reconcile(&[item("a", key(1), &o)], &s, |_| false, 0)[0];
         assert_eq!(
             d.action,
@@ -327,7 +338,7 @@ mod tests {
     fn a_missing_output_without_blobs_is_generated() {
         let o = spec();
         let mut s = snapshot_with_outputs(key(1));
-        s.disk.insert("out/a_1.png".into(), Some("edited".into()));
+        s.disk.insert("out/a_1.png", Some("edited".into()));
         let d = &reconcile(&[item("a", key(1), &o)], &s, |_| false, 0)[0];
         assert_eq!(d.action, Action::Generate);
         assert_eq!(d.reason, Reason::OutputModified("out/a_1.png".into()));
@@ -343,16 +354,17 @@ mod tests {
             (d.action.clone(), d.reason.clone()),
             (Action::Generate, Reason::Changed)
         );
+        let hex: &str = key(2).hex().leak();
         s.cached.insert(
-            key(2).hex(),
+            hex,
             Recorded {
-                key: key(2).hex(),
+                key: hex,
                 generated_at: 50,
-                images: vec!["x1".into(), "x2".into()],
+                images: vec!["x1", "x2"],
                 outputs: vec![],
             },
         );
-        s.blobs.extend(["x1".to_owned(), "x2".to_owned()]);
+        s.blobs.extend(["x1", "x2"]);
         let d = &reconcile(&[item("a", key(2), &o)], &s, |_| false, 7)[0];
         assert_eq!(
             d.action,
@@ -371,7 +383,7 @@ mod tests {
             filename: "hero-{index}.png".into(),
         };
         let mut s = snapshot_with_outputs(key(1));
-        s.blobs.extend(["h1".to_owned(), "h2".to_owned()]);
+        s.blobs.extend(["h1", "h2"]);
         let d = &reconcile(&[item("a", key(1), &renamed)], &s, |_| false, 0)[0];
         assert_eq!(d.reason, Reason::Renamed);
         assert!(matches!(d.action, Action::Restore { .. }));

@@ -35,6 +35,7 @@ const STAT_CACHE: &str = "stat_cache";
 const RUNS: &str = "runs";
 const JOURNAL: &str = "journal";
 const LATENCIES: &str = "latencies";
+const PLAN_KEYS: &str = "plan_keys";
 const PARTIALS: &str = "partials";
 
 /// How long a write waits for another `wanx` holding the database.
@@ -106,7 +107,15 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX latencies_by_model ON latencies (model, id);
     ",
-    // 2: images paid for under a key whose generation ended short (a partial failure whose
+    // 2: the planner's key cache (src/key_cache.rs), one row per plan file.
+    "
+    CREATE TABLE plan_keys (
+        file TEXT PRIMARY KEY,
+        digest BLOB NOT NULL,
+        keys BLOB NOT NULL
+    );
+    ",
+    // 3: images paid for under a key whose generation ended short (a partial failure whose
     // follow-ups failed, or a build stopped between them). Never served as a result.
     "
     CREATE TABLE partials (
@@ -175,6 +184,17 @@ impl StatEntry {
     pub fn matches(&self, meta: &Metadata) -> bool {
         stat_of(meta) == (self.size, self.mtime_ns, self.inode)
     }
+}
+
+/// One plan file's entry in the planner's key cache (src/key_cache.rs), as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanKeys {
+    /// The plan file, relative to the project root.
+    pub file: String,
+    /// The digest the entry is valid under.
+    pub digest: Vec<u8>,
+    /// Its tasks' keys, encoded.
+    pub keys: Vec<u8>,
 }
 
 /// One `wanx` command's outcome, for the ledger.
@@ -423,6 +443,40 @@ impl Store {
                 .query_row([hash], |_| Ok(()))
                 .optional()
                 .map(|found| found.is_some())
+        })
+    }
+
+    /// Every entry of the planner's key cache.
+    pub fn plan_keys(&self) -> Result<Vec<PlanKeys>> {
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached(&format!("SELECT file, digest, keys FROM {PLAN_KEYS}"))?;
+            stmt.query_map([], |row| {
+                Ok(PlanKeys {
+                    file: row.get(0)?,
+                    digest: row.get(1)?,
+                    keys: row.get(2)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// Replaces the key cache's entries of `rows`' plan files and drops those of `removed`.
+    pub fn put_plan_keys(&mut self, rows: &[PlanKeys], removed: &[String]) -> Result<()> {
+        self.write(|tx| {
+            let mut put = tx.prepare_cached(&format!(
+                "INSERT OR REPLACE INTO {PLAN_KEYS} (file, digest, keys) VALUES (?1, ?2, ?3)"
+            ))?;
+            for row in rows {
+                put.execute(params![row.file, row.digest, row.keys])?;
+            }
+            let mut drop =
+                tx.prepare_cached(&format!("DELETE FROM {PLAN_KEYS} WHERE file = ?1"))?;
+            for file in removed {
+                drop.execute([file])?;
+            }
+            Ok(())
         })
     }
 
@@ -685,6 +739,12 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 /// Applies the migrations the database has not seen, in one exclusive transaction. The inner
 /// `Err` carries the version of a database newer than this wanx.
 fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), i64>> {
+    // Up to date (every build after the first): no exclusive transaction. A version only grows, so
+    // a stale read can only send us into the transaction below, which reads it again.
+    let current: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if current == MIGRATIONS.len() as i64 {
+        return Ok(Ok(()));
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
     let found: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let Some(version) = usize::try_from(found)
@@ -745,6 +805,23 @@ mod tests {
     }
 
     #[test]
+    fn plan_keys_are_replaced_per_file_and_dropped_by_name() {
+        let mut store = Store::open_in_memory().unwrap();
+        let row = |file: &str, b: u8| PlanKeys {
+            file: file.to_owned(),
+            digest: vec![b; 32],
+            keys: vec![b; 40],
+        };
+        store
+            .put_plan_keys(&[row("plans/a.toml", 1), row("plans/b.toml", 2)], &[])
+            .unwrap();
+        store
+            .put_plan_keys(&[row("plans/a.toml", 3)], &["plans/b.toml".to_owned()])
+            .unwrap();
+        assert_eq!(store.plan_keys().unwrap(), vec![row("plans/a.toml", 3)]);
+    }
+
+    #[test]
     fn migrate_twice() {
         let mut store = Store::open_in_memory().unwrap();
         migrate(&mut store.conn).unwrap().unwrap();
@@ -760,7 +837,7 @@ mod tests {
     fn table_constants_name_real_tables() {
         let store = Store::open_in_memory().unwrap();
         for table in [
-            RESULTS, BLOBS, STAT_CACHE, RUNS, JOURNAL, LATENCIES, PARTIALS,
+            RESULTS, BLOBS, STAT_CACHE, RUNS, JOURNAL, LATENCIES, PLAN_KEYS, PARTIALS,
         ] {
             let count: i64 = store
                 .conn

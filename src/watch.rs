@@ -174,7 +174,7 @@ impl Watch<'_> {
                     continue;
                 }
             };
-            self.rewatch(WatchSet::new(&project.manifest, Some(&project.loaded)));
+            self.rewatch(self.set.renew(&project.manifest, &project.loaded));
             let ended = self.build(seq, &project, &change).await;
             match &ended.result {
                 Ok(built) => {

@@ -54,6 +54,31 @@ pub struct WatchSet {
 impl WatchSet {
     /// The watch for `manifest` and, when the plans loaded, their files and inputs.
     pub fn new(manifest: &Manifest, loaded: Option<&Loaded>) -> WatchSet {
+        let mut ignored_files: HashSet<PathBuf> = HashSet::from([PathBuf::from("wanx.lock")]);
+        if let Ok(lock) = LockFile::read(&manifest.lock_path()) {
+            ignored_files.extend(
+                lock.tasks
+                    .values()
+                    .flat_map(|e| &e.outputs)
+                    .map(|o| normalize(&o.path)),
+            );
+        }
+        WatchSet::with_ignored_files(manifest, loaded, ignored_files)
+    }
+
+    /// [`WatchSet::new`] for a newly loaded project, keeping this set's outputs from `wanx.lock`
+    /// instead of reading it again: a rebuild starts sooner (a large lock takes tens of
+    /// milliseconds to read), and the set is made anew from the lock once the build is done.
+    #[must_use]
+    pub fn renew(&self, manifest: &Manifest, loaded: &Loaded) -> WatchSet {
+        WatchSet::with_ignored_files(manifest, Some(loaded), self.ignored_files.clone())
+    }
+
+    fn with_ignored_files(
+        manifest: &Manifest,
+        loaded: Option<&Loaded>,
+        ignored_files: HashSet<PathBuf>,
+    ) -> WatchSet {
         let mut set = GlobSetBuilder::new();
         let mut bases = Vec::new();
         for pattern in &manifest.project.plans {
@@ -78,15 +103,6 @@ impl WatchSet {
         );
         ignored_dirs.sort();
         ignored_dirs.dedup();
-        let mut ignored_files: HashSet<PathBuf> = HashSet::from([PathBuf::from("wanx.lock")]);
-        if let Ok(lock) = LockFile::read(&manifest.lock_path()) {
-            ignored_files.extend(
-                lock.tasks
-                    .values()
-                    .flat_map(|e| &e.outputs)
-                    .map(|o| normalize(&o.path)),
-            );
-        }
         let mut plan_files: Vec<PathBuf> = tasks.iter().map(|t| t.origin.file.clone()).collect();
         plan_files.sort();
         plan_files.dedup();
@@ -333,6 +349,37 @@ mod tests {
         ] {
             assert_eq!(set.classify(&root.join(own)), None, "{own}");
         }
+    }
+
+    #[test]
+    fn a_renewed_set_keeps_the_outputs_it_knew_and_takes_the_new_plans() {
+        let (dir, mut set) = project(&[
+            ("wanx.toml", ""),
+            ("plans/a.toml", PLAN),
+            ("refs/r.png", "png"),
+        ]);
+        let root = dir.path();
+        // As if the lock had recorded an output there (no lock is read again).
+        set.ignored_files.insert(PathBuf::from("refs/r.png"));
+        std::fs::write(
+            root.join("plans/b.toml"),
+            PLAN.replace("\"a\"", "\"b\"").replace("r.png", "s.png"),
+        )
+        .unwrap();
+        std::fs::write(root.join("refs/s.png"), "png").unwrap();
+        let (manifest, registry) = Manifest::load(&root.join("wanx.toml")).unwrap();
+        let loaded = crate::plan::load(&manifest, &registry).unwrap();
+        let renewed = set.renew(&manifest, &loaded);
+        assert_eq!(renewed.classify(&root.join("refs/r.png")), None);
+        assert_eq!(
+            renewed.classify(&root.join("refs/s.png")),
+            Some(Relevance::Changed(PathBuf::from("refs/s.png")))
+        );
+        let fresh = WatchSet::new(&manifest, Some(&loaded));
+        assert_eq!(
+            fresh.classify(&root.join("refs/r.png")),
+            Some(Relevance::Changed(PathBuf::from("refs/r.png")))
+        );
     }
 
     #[test]
