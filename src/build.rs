@@ -474,7 +474,11 @@ async fn execute(
     // write here. A build with nothing to do touches nothing: a no-op must stay as cheap as ninja's.
     let prune = !stale_lock_entries.is_empty() || !project.manifest.lock_path().exists();
     let mut running = executor.start(&project.registry);
-    for job in jobs {
+    // Generations first: they are the slow part, and restores (local copies) run while they wait.
+    let (generations, restores): (Vec<Job>, Vec<Job>) = jobs
+        .into_iter()
+        .partition(|j| matches!(j.kind, JobKind::Generate));
+    for job in generations.into_iter().chain(restores) {
         running.push(job).await;
     }
     let mut outcomes: HashMap<String, Outcome> = HashMap::new();
@@ -502,7 +506,7 @@ async fn execute(
     for w in chain.map(Chain::into_remaining).unwrap_or_default() {
         session.fail(&w.task.id, "its inputs were not produced");
     }
-    let execution = running.finish(Vec::new());
+    let fatal = running.finish();
     if prune {
         lock.lock()
             .expect("never poisoned")
@@ -510,7 +514,7 @@ async fn execute(
             .map_err(|e| Error::io("could not write", project.manifest.lock_path(), e))?;
     }
     if session.fatal.is_none() {
-        session.fatal = execution.fatal;
+        session.fatal = fatal;
     }
     for (unit, d) in &decided {
         record_outcome(session, unit, d, outcomes.get(&unit.task.id));

@@ -363,13 +363,6 @@ impl Shared {
     }
 }
 
-/// The result of a whole execution.
-pub struct Execution {
-    pub outcomes: Vec<Outcome>,
-    /// The stop-class error that ended submissions, if any.
-    pub fatal: Option<ProviderError>,
-}
-
 impl Executor {
     fn into_shared(self, registry: &Registry) -> Arc<Shared> {
         // DashScope allows 20 task queries a second; wanx's own emulator has no such limit.
@@ -403,19 +396,6 @@ impl Executor {
             started: HashMap::new(),
             finished: std::collections::VecDeque::new(),
         }
-    }
-
-    /// Runs every job; restores first (they are local and free), then generations concurrently.
-    pub async fn run(self, jobs: Vec<Job>, registry: &Registry) -> Execution {
-        let mut running = self.start(registry);
-        for job in jobs {
-            running.push(job).await;
-        }
-        let mut outcomes = Vec::new();
-        while let Some(outcome) = running.next().await {
-            outcomes.push(outcome);
-        }
-        running.finish(outcomes)
     }
 }
 
@@ -508,12 +488,11 @@ impl Running {
         self.shared.halted().is_some()
     }
 
-    /// Writes what the lock batching held back and returns `outcomes` with the stop-class error
-    /// that ended submissions, if any.
-    pub fn finish(self, outcomes: Vec<Outcome>) -> Execution {
+    /// Writes what the lock batching held back; returns the stop-class error that ended
+    /// submissions, if any.
+    pub fn finish(self) -> Option<ProviderError> {
         flush_lock(&self.shared);
-        let fatal = self.shared.stopped.lock().expect("never poisoned").clone();
-        Execution { outcomes, fatal }
+        self.shared.stopped.lock().expect("never poisoned").clone()
     }
 }
 
