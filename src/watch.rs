@@ -195,8 +195,22 @@ impl Watch<'_> {
                 Err(Error::Interrupted) => {}
                 Err(e) => self.reporter.error(seq, e),
             }
-            // The lock now names this build's outputs: ignore them too.
-            self.rewatch(WatchSet::new(&project.manifest, Some(&project.loaded)));
+            // This build's outputs are wanx's own writes: ignore them too.
+            let set = match &ended.result {
+                Ok(built) => self
+                    .set
+                    .renew(&project.manifest, &project.loaded)
+                    .with_outputs(
+                        built
+                            .summary
+                            .tasks
+                            .iter()
+                            .flat_map(|t| &t.outputs)
+                            .map(String::as_str),
+                    ),
+                Err(_) => WatchSet::new(&project.manifest, Some(&project.loaded)),
+            };
+            self.rewatch(set);
             if let Some(cut_short) = ended.stop {
                 self.reporter.stopped(cut_short, &self.session);
                 return if cut_short {

@@ -74,6 +74,16 @@ impl WatchSet {
         WatchSet::with_ignored_files(manifest, Some(loaded), self.ignored_files.clone())
     }
 
+    /// This set, also ignoring `outputs` (project-relative files a build just wrote): after a
+    /// build that ended normally, its report names every output it wrote, so `wanx.lock` need not
+    /// be read again.
+    #[must_use]
+    pub fn with_outputs<'o>(mut self, outputs: impl IntoIterator<Item = &'o str>) -> WatchSet {
+        self.ignored_files
+            .extend(outputs.into_iter().map(normalize));
+        self
+    }
+
     fn with_ignored_files(
         manifest: &Manifest,
         loaded: Option<&Loaded>,
@@ -380,6 +390,10 @@ mod tests {
             fresh.classify(&root.join("refs/r.png")),
             Some(Relevance::Changed(PathBuf::from("refs/r.png")))
         );
+        // A build's report names what it wrote: those files are ignored from then on.
+        let after = renewed.with_outputs(["./refs/s.png"]);
+        assert_eq!(after.classify(&root.join("refs/s.png")), None);
+        assert_eq!(after.classify(&root.join("refs/r.png")), None);
     }
 
     #[test]
