@@ -673,60 +673,56 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
     let mut remote_ids = Vec::new();
     // The journal entries of the rounds so far: open until the result is stored.
     let mut journal = Vec::new();
-    for round in 0..=MAX_FOLLOW_UPS {
-        let missing = job.compiled.n - images.len() as u32;
-        if missing == 0 {
-            break;
-        }
-        if round > 0 || !carried.images.is_empty() {
-            let why = if round > 0 {
-                "failed"
-            } else {
-                "are missing (the rest were paid for by an earlier build)"
-            };
-            (shared.exec.on_event)(Event::Retrying {
-                id: job.id.clone(),
-                error: format!(
-                    "{missing} of {} images {why}; requesting them",
-                    job.compiled.n
-                ),
-                wait: Duration::ZERO,
-            });
-        }
-        if sent.is_none() {
-            sent = Some(prepare_request(shared, &client, &job).await?);
-        }
-        let sent = sent.as_ref().expect("prepared just above");
-        let mut body = sent.body.clone();
-        body["parameters"]["n"] = Value::from(missing);
-        let (remote, got, count, took, journal_id) =
+    // The rounds end with every image, or with why not.
+    let short_by: Option<Failure> = 'rounds: {
+        for round in 0..=MAX_FOLLOW_UPS {
+            let missing = job.compiled.n - images.len() as u32;
+            if missing == 0 {
+                break 'rounds None;
+            }
+            if round > 0 || !carried.images.is_empty() {
+                let why = if round > 0 {
+                    "failed"
+                } else {
+                    "are missing (the rest were paid for by an earlier build)"
+                };
+                (shared.exec.on_event)(Event::Retrying {
+                    id: job.id.clone(),
+                    error: format!(
+                        "{missing} of {} images {why}; requesting them",
+                        job.compiled.n
+                    ),
+                    wait: Duration::ZERO,
+                });
+            }
+            if sent.is_none() {
+                sent = Some(prepare_request(shared, &client, &job).await?);
+            }
+            let sent = sent.as_ref().expect("prepared just above");
+            let mut body = sent.body.clone();
+            body["parameters"]["n"] = Value::from(missing);
             match run_remote_task(shared, &client, &limit, &job, sent, body, missing).await {
-                Ok(done) => done,
-                Err(e) => {
-                    let short = Short {
-                        images,
-                        carried: carried.cost,
-                        billed,
-                        journal,
-                    };
-                    return Err(keep_partial(shared, &job, short, e).await);
+                Ok((remote, got, count, took, journal_id)) => {
+                    journal.push(journal_id);
+                    latency.get_or_insert(took);
+                    remote_ids.push(remote);
+                    billed += count;
+                    images.extend(got);
                 }
-            };
-        journal.push(journal_id);
-        latency.get_or_insert(took);
-        remote_ids.push(remote);
-        billed += count;
-        images.extend(got);
-    }
-    let paid_now = job.compiled.price.times(billed);
-    let cost = carried.cost + paid_now;
-    if images.len() as u32 != job.compiled.n {
-        let failure = Failure::from(format!(
-            "only {} of {} images were produced after {} follow-up requests (paid {paid_now})",
-            images.len(),
-            job.compiled.n,
-            MAX_FOLLOW_UPS
-        ));
+                Err(e) => break 'rounds Some(e),
+            }
+        }
+        (images.len() as u32 != job.compiled.n).then(|| {
+            Failure::from(format!(
+                "only {} of {} images were produced after {} follow-up requests (paid {})",
+                images.len(),
+                job.compiled.n,
+                MAX_FOLLOW_UPS,
+                job.compiled.price.times(billed)
+            ))
+        })
+    };
+    if let Some(failure) = short_by {
         let short = Short {
             images,
             carried: carried.cost,
@@ -735,6 +731,8 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
         };
         return Err(keep_partial(shared, &job, short, failure).await);
     }
+    let paid_now = job.compiled.price.times(billed);
+    let cost = carried.cost + paid_now;
     let generated_at = output_name::now_unix();
     let result = StoredResult {
         key: job.key.hex(),

@@ -469,11 +469,8 @@ fn killed_after_submission_before_download_the_next_build_recovers_without_payin
     p.wanx(&["build", "--locked"]).success();
 }
 
-#[test]
-fn killed_during_a_partial_failures_follow_up_the_next_build_recovers_both_requests_without_paying_again()
- {
-    // The first request for two images makes one; wanx asks for the missing one and is killed while
-    // that follow-up runs. The next build must combine both requests' images, not pay for two more.
+/// One task of two images, each request taking 1.5 s; the first request makes only one of them.
+fn harbor_whose_first_request_makes_one_of_two() -> Project {
     let p = Project::with_emulator_toml(
         r#"latency_ms = 1500
 [[faults]]
@@ -486,6 +483,15 @@ fault = { kind = "partial_failure", failed = 1 }
         "plans/a.toml",
         "[[task]]\nid = \"harbor\"\nmodel = \"wan2.2-t2i-flash\"\nsize = \"512*512\"\nn = 2\nprompt = \"a harbor at dawn\"\n",
     );
+    p
+}
+
+#[test]
+fn killed_during_a_partial_failures_follow_up_the_next_build_recovers_both_requests_without_paying_again()
+ {
+    // The first request for two images makes one; wanx asks for the missing one and is killed while
+    // that follow-up runs. The next build must combine both requests' images, not pay for two more.
+    let p = harbor_whose_first_request_makes_one_of_two();
     let mut live = Live::start(p.command(&["-v", "build"]));
     live.wait_for_stderr_times("Submitted", 2);
     let killed = live.kill();
@@ -511,18 +517,7 @@ fault = { kind = "partial_failure", failed = 1 }
 
 #[test]
 fn ctrl_c_between_a_partial_result_and_its_follow_up_keeps_the_paid_image_for_the_next_build() {
-    let p = Project::with_emulator_toml(
-        r#"latency_ms = 1500
-[[faults]]
-on = "submit"
-nth = [1]
-fault = { kind = "partial_failure", failed = 1 }
-"#,
-    );
-    p.file(
-        "plans/a.toml",
-        "[[task]]\nid = \"harbor\"\nmodel = \"wan2.2-t2i-flash\"\nsize = \"512*512\"\nn = 2\nprompt = \"a harbor at dawn\"\n",
-    );
+    let p = harbor_whose_first_request_makes_one_of_two();
     let mut live = Live::start(p.command(&["-v", "build"]));
     live.wait_for_stderr("Submitted");
     live.interrupt();
