@@ -47,7 +47,7 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct Selection {
-    /// Build only these task ids (default: all).
+    /// Only these tasks, and the tasks whose images they consume (default: every task).
     #[arg(value_name = "TASK")]
     pub tasks: Vec<String>,
     /// Build against wanx's in-process DashScope emulator: no API key, no cost, placeholder images.
