@@ -394,14 +394,17 @@ async fn execute(
         later,
         ..
     } = planned;
-    // Reports come out in plan order: decided tasks, then waiting ones in graph order.
-    let order: HashMap<String, usize> = units
-        .iter()
-        .map(|u| &u.task.id)
-        .chain(waiting.iter().map(|w| &w.task.id))
-        .enumerate()
-        .map(|(i, id)| (id.clone(), i))
-        .collect();
+    // Reports come out in plan order: decided tasks, then waiting ones in graph order. Only a
+    // chain reports out of that order (a blocked task as it is settled).
+    let order: Option<HashMap<String, usize>> = (!waiting.is_empty()).then(|| {
+        units
+            .iter()
+            .map(|u| &u.task.id)
+            .chain(waiting.iter().map(|w| &w.task.id))
+            .enumerate()
+            .map(|(i, id)| (id.clone(), i))
+            .collect()
+    });
     // A waiting task exists only downstream of a generation, so this also covers the chain.
     let needs_provider = decisions.iter().any(|d| d.action == Action::Generate);
     let (client, emulator) = if needs_provider {
@@ -519,9 +522,11 @@ async fn execute(
     for (unit, d) in &decided {
         record_outcome(session, unit, d, outcomes.get(&unit.task.id));
     }
-    session
-        .reports
-        .sort_by_key(|r| order.get(&r.id).copied().unwrap_or(usize::MAX));
+    if let Some(order) = order {
+        session
+            .reports
+            .sort_by_key(|r| order.get(&r.id).copied().unwrap_or(usize::MAX));
+    }
     Ok(emulator)
 }
 

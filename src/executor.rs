@@ -770,6 +770,20 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
     })
 }
 
+/// Records `partial` as `key`'s partial result, closing `journal` in the same transaction.
+async fn store_partial(
+    shared: &Arc<Shared>,
+    key: String,
+    partial: Partial,
+    journal: Vec<i64>,
+) -> Result<(), String> {
+    let now = output_name::now_unix();
+    with_store(shared, move |s| {
+        s.put_partial_closing(&key, &partial, &journal, now)
+    })
+    .await
+}
+
 /// The partial result an earlier build left under the job's key, if all its blobs are intact.
 async fn carried_partial(shared: &Arc<Shared>, job: &Job) -> Result<Partial, Failure> {
     let key = job.key.hex();
@@ -818,13 +832,7 @@ async fn keep_partial(
         return failure;
     }
     let kept = images.len();
-    let key = job.key.hex();
-    let partial = Partial { images, cost };
-    let now = output_name::now_unix();
-    let stored = with_store(shared, move |s| {
-        s.put_partial_closing(&key, &partial, &journal, now)
-    })
-    .await;
+    let stored = store_partial(shared, job.key.hex(), Partial { images, cost }, journal).await;
     // `wanx watch` recognizes [`NOT_SUBMITTED`] by its message.
     if failure.message != NOT_SUBMITTED {
         failure.message = match stored {
@@ -1336,13 +1344,7 @@ async fn resume_one(shared: &Arc<Shared>, group: Vec<JournalEntry>, price: Money
     let mut images: Vec<StoredImage> = carried.images.into_iter().chain(images).collect();
     if (images.len() as u32) < wanted {
         let kept = images.len() as u32;
-        let key = first.key.clone();
-        let partial = Partial { images, cost };
-        let now = output_name::now_unix();
-        let stored = with_store(shared, move |s| {
-            s.put_partial_closing(&key, &partial, &ids, now)
-        })
-        .await;
+        let stored = store_partial(shared, first.key.clone(), Partial { images, cost }, ids).await;
         return match stored {
             Ok(()) => Resumed::Partial {
                 task_id,
