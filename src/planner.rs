@@ -809,9 +809,21 @@ fn decide(
         .filter(|(u, d)| d.action != Action::Fresh && !forced.contains(&u.task.id))
         .map(|(u, _)| u)
         .collect();
-    if unsettled.is_empty() {
+    // Generations (forced ones too) may start from images an earlier build paid for.
+    let generating: Vec<String> = units
+        .iter()
+        .zip(&first)
+        .filter(|(_, d)| d.action == Action::Generate)
+        .map(|(u, _)| u.key.hex())
+        .collect();
+    if unsettled.is_empty() && generating.is_empty() {
         return Ok(first);
     }
+    let generating: Vec<&str> = generating.iter().map(String::as_str).collect();
+    let held = store.partials_held(&generating)?;
+    snapshot
+        .partial
+        .extend(held.iter().map(|(k, n)| (k.as_str(), *n)));
     let keys: Vec<String> = unsettled.iter().map(|u| u.key.hex()).collect();
     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let results = store.results(&key_refs)?;
@@ -927,6 +939,13 @@ pub fn print_plan(planned: &Planned<'_>, printer: &Printer, json: bool) {
     };
     for (unit, d) in planned.units.iter().zip(&planned.decisions) {
         let price = match d.action {
+            Action::Generate if d.held > 0 => format!(
+                "{} ({} × {}; {} paid earlier, kept)",
+                d.cost(),
+                unit.compiled.n - d.held,
+                unit.compiled.price,
+                d.held
+            ),
             Action::Generate => format!(
                 "{} ({} × {})",
                 d.cost(),

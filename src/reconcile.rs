@@ -45,6 +45,9 @@ pub struct Snapshot<'a> {
     pub blobs: HashSet<&'a str>,
     /// The blake3 of files on disk at the paths of interest; `None` when missing.
     pub disk: HashMap<&'a str, Option<Cow<'a, str>>>,
+    /// Images an earlier build paid for under a key without completing it, by key hex: a
+    /// generation of that key asks only for the rest.
+    pub partial: HashMap<&'a str, u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,8 +106,12 @@ pub struct Decision {
     pub reason: Reason,
     /// Where the images are or will be. For `generate`, predicted with the build's start time.
     pub outputs: Vec<String>,
-    /// What this task's images cost at the registry price: paid for `generate`, saved otherwise.
+    /// What this task's images cost at the registry price: paid for `generate` (less the images an
+    /// earlier build already paid for), saved otherwise.
     pub value: Money,
+    /// For `generate`: images an earlier build paid for under this key, kept and not requested
+    /// again. Zero otherwise.
+    pub held: u32,
 }
 
 impl Decision {
@@ -146,13 +153,18 @@ fn decide(item: &Item<'_>, snap: &Snapshot<'_>, force: bool, now: i64) -> Decisi
     let hex = item.key.to_hex();
     let key: &str = &hex;
     let paths = |at: i64| output_name::render(item.output, item.id, item.n, &item.key, at);
-    if force {
-        return Decision {
+    let generate = |reason: Reason| {
+        let held = snap.partial.get(key).map_or(0, |h| (*h).min(item.n));
+        Decision {
             action: Action::Generate,
-            reason: Reason::Forced,
+            reason,
             outputs: paths(now),
-            value,
-        };
+            value: item.price.times(item.n - held),
+            held,
+        }
+    };
+    if force {
+        return generate(Reason::Forced);
     }
     let locked = snap.lock.get(item.id).filter(|r| r.key == key);
     let reason = match (snap.lock.get(item.id), locked) {
@@ -165,6 +177,7 @@ fn decide(item: &Item<'_>, snap: &Snapshot<'_>, force: bool, now: i64) -> Decisi
                     reason: Reason::UpToDate,
                     outputs: owned(&rec.outputs),
                     value,
+                    held: 0,
                 };
             }
             Some(reason) => reason,
@@ -183,13 +196,9 @@ fn decide(item: &Item<'_>, snap: &Snapshot<'_>, force: bool, now: i64) -> Decisi
             reason,
             outputs: paths(rec.generated_at),
             value,
+            held: 0,
         },
-        None => Decision {
-            action: Action::Generate,
-            reason,
-            outputs: paths(now),
-            value,
-        },
+        None => generate(reason),
     }
 }
 
@@ -251,7 +260,7 @@ pub fn totals<'a>(decisions: impl IntoIterator<Item = (&'a Decision, u32)>) -> T
             Action::Restore { .. } => t.restore += 1,
             Action::Generate => {
                 t.generate += 1;
-                t.images_to_generate += n;
+                t.images_to_generate += n - d.held;
             }
         }
         t.cost += d.cost();
@@ -410,5 +419,21 @@ mod tests {
             (d[0].action.clone(), d[0].reason.clone()),
             (Action::Generate, Reason::Forced)
         );
+    }
+
+    #[test]
+    fn a_generation_with_a_partial_result_is_priced_for_the_missing_images_only() {
+        let o = spec();
+        let mut snap = Snapshot::default();
+        let hex = key(4).hex();
+        snap.partial.insert(&hex, 1);
+        let d = reconcile(&[item("p", key(4), &o)], &snap, |_| false, 0);
+        assert_eq!((d[0].action.clone(), d[0].held), (Action::Generate, 1));
+        assert_eq!(d[0].cost(), Money::from_yuan(0.14));
+        let t = totals(d.iter().map(|d| (d, 2)));
+        assert_eq!((t.images_to_generate, t.cost), (1, Money::from_yuan(0.14)));
+        // Another key's partial is not this one's.
+        let d = reconcile(&[item("q", key(5), &o)], &snap, |_| false, 0);
+        assert_eq!((d[0].held, d[0].cost()), (0, Money::from_yuan(0.28)));
     }
 }

@@ -351,6 +351,17 @@ impl Store {
         })
     }
 
+    /// How many images the partial results of those of `keys` that have one hold.
+    pub fn partials_held(&self, keys: &[&str]) -> Result<HashMap<String, u32>> {
+        let mut held = HashMap::new();
+        for key in keys {
+            if let Some(partial) = self.partial(key)? {
+                held.insert((*key).to_owned(), partial.images.len() as u32);
+            }
+        }
+        Ok(held)
+    }
+
     /// Records (replacing) the partial result of `key`, indexes its images as blobs and closes the
     /// `journal` entries that produced them, in one transaction: a crash keeps either the entries
     /// (resumed by the next build) or the partial.

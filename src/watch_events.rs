@@ -174,13 +174,13 @@ impl Reporter {
                             "{} ({}, {} × {} = {})",
                             unit.task.id,
                             unit.compiled.model,
-                            unit.compiled.n,
+                            unit.compiled.n - d.held,
                             unit.compiled.price,
                             d.cost()
                         ),
                     );
                     generate.push(json!({ "id": unit.task.id, "model": unit.compiled.model,
-                        "images": unit.compiled.n, "cost": yuan_value(d.cost()) }));
+                        "images": unit.compiled.n - d.held, "cost": yuan_value(d.cost()) }));
                 }
                 Action::Restore { .. } => {
                     saved += d.saved();

@@ -329,6 +329,15 @@ fault = { kind = "http", status = 400, code = "DataInspectionFailed", message = 
         !p.exists("generated/harbor_1.png"),
         "a short result is never written"
     );
+    // The plan prices only what is still missing.
+    let plan = p.wanx(&["plan"]);
+    plan.success();
+    assert!(
+        plan.stdout
+            .contains("¥0.14 (1 × ¥0.14; 1 paid earlier, kept)"),
+        "{}",
+        plan.stdout
+    );
 
     let next = p.wanx(&["build", "--json"]);
     next.success();
