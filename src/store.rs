@@ -375,24 +375,14 @@ impl Store {
         let images = serde_json::to_string(&partial.images)
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)));
         self.write(|tx| {
-            let mut close = tx.prepare_cached(&format!("DELETE FROM {JOURNAL} WHERE id = ?1"))?;
-            for id in journal {
-                close.execute([id])?;
-            }
+            close_journal(tx, journal)?;
             tx.prepare_cached(&format!(
                 "INSERT INTO {PARTIALS} (key, images, cost, updated_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (key) DO UPDATE SET images = excluded.images, cost = excluded.cost,
                    updated_at = excluded.updated_at"
             ))?
             .execute(params![key, images?, partial.cost.0, now])?;
-            let mut blob = tx.prepare_cached(&format!(
-                "INSERT INTO {BLOBS} (blake3, size, added_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (blake3) DO NOTHING"
-            ))?;
-            for img in &partial.images {
-                blob.execute(params![img.blake3, img.size as i64, now])?;
-            }
-            Ok(())
+            index_blobs(tx, &partial.images, now)
         })
     }
 
@@ -409,10 +399,7 @@ impl Store {
         let images = serde_json::to_string(&r.images)
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)));
         self.write(|tx| {
-            let mut close = tx.prepare_cached(&format!("DELETE FROM {JOURNAL} WHERE id = ?1"))?;
-            for id in journal {
-                close.execute([id])?;
-            }
+            close_journal(tx, journal)?;
             tx.prepare_cached(&format!("DELETE FROM {PARTIALS} WHERE key = ?1"))?
                 .execute([&r.key])?;
             tx.prepare_cached(&format!(
@@ -436,14 +423,7 @@ impl Store {
                 r.generated_at,
                 images?
             ])?;
-            let mut blob = tx.prepare_cached(&format!(
-                "INSERT INTO {BLOBS} (blake3, size, added_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (blake3) DO NOTHING"
-            ))?;
-            for img in &r.images {
-                blob.execute(params![img.blake3, img.size as i64, r.generated_at])?;
-            }
-            Ok(())
+            index_blobs(tx, &r.images, r.generated_at)
         })
     }
 
@@ -625,11 +605,7 @@ impl Store {
 
     /// Closes journal entry `id` (its result is stored, or it definitely failed). Idempotent.
     pub fn journal_finish(&mut self, id: i64) -> Result<()> {
-        self.write(|tx| {
-            tx.prepare_cached(&format!("DELETE FROM {JOURNAL} WHERE id = ?1"))?
-                .execute([id])?;
-            Ok(())
-        })
+        self.write(|tx| close_journal(tx, &[id]))
     }
 
     /// The entries begun and not finished, oldest first.
@@ -709,6 +685,27 @@ impl Store {
             source,
         })
     }
+}
+
+/// Closes the `journal` entries (their work is recorded in the same transaction).
+fn close_journal(tx: &Transaction<'_>, journal: &[i64]) -> rusqlite::Result<()> {
+    let mut close = tx.prepare_cached(&format!("DELETE FROM {JOURNAL} WHERE id = ?1"))?;
+    for id in journal {
+        close.execute([id])?;
+    }
+    Ok(())
+}
+
+/// Indexes `images` as blobs in the blob store, added at `at` (Unix seconds).
+fn index_blobs(tx: &Transaction<'_>, images: &[StoredImage], at: i64) -> rusqlite::Result<()> {
+    let mut blob = tx.prepare_cached(&format!(
+        "INSERT INTO {BLOBS} (blake3, size, added_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (blake3) DO NOTHING"
+    ))?;
+    for img in images {
+        blob.execute(params![img.blake3, img.size as i64, at])?;
+    }
+    Ok(())
 }
 
 /// Size, mtime (nanoseconds since the epoch) and inode of a file, as the stat cache compares them.
