@@ -19,7 +19,7 @@ use crate::executor::{Event, Executor, Failure, Job, JobKind, Outcome, PollPolic
 use crate::lock::LockFile;
 use crate::money::Money;
 use crate::output_name::now_unix;
-use crate::planner::{Chain, Settled, Unit, task_report};
+use crate::planner::{Chain, Settled, Unit, Waiting, task_report, waiting_report};
 pub use crate::planner::{Planned, Project, plan, print_plan, waiting_reason};
 use crate::printer::Printer;
 use crate::reconcile::{Action, Decision};
@@ -199,15 +199,17 @@ impl Session {
         }
     }
 
-    fn fail(&mut self, id: &str, why: &str) {
-        self.summary.failed += 1;
-        self.report(bare_report(id, "failed", why));
-    }
-
-    fn skip(&mut self, id: &str, why: &str) {
-        self.summary.skipped += 1;
-        self.unsent.insert(id.to_owned());
-        self.report(bare_report(id, "skipped", why));
+    /// Reports a waiting task that ended unbuilt: skipped (never sent) or failed.
+    fn unbuilt(&mut self, w: &Waiting<'_>, failure: &Failure) {
+        let status = if failure.skipped {
+            self.summary.skipped += 1;
+            self.unsent.insert(w.task.id.clone());
+            "skipped"
+        } else {
+            self.summary.failed += 1;
+            "failed"
+        };
+        self.report(waiting_report(w, status, Some(failure.message.clone())));
     }
 
     /// Acts on a waiting task that a finished task settled: a decided one joins `decided` (and
@@ -220,14 +222,14 @@ impl Session {
         halted: bool,
         decided: &mut Vec<(Unit<'a>, Decision)>,
     ) -> Next {
-        let (id, failure) = match settled {
+        let (w, failure) = match settled {
             Settled::Decided(unit, d) => {
                 let job = job(project, &unit, &d);
                 decided.push((unit, d));
                 return job.map_or(Next::Fresh, Next::Start);
             }
             Settled::Blocked(w, _) if halted => (
-                w.task.id.clone(),
+                w,
                 Failure {
                     message: "not submitted: the build stopped before its inputs were ready".into(),
                     skipped: true,
@@ -236,7 +238,7 @@ impl Session {
             ),
             // Dropped unsent (a newer save in `wanx watch`): nothing failed.
             Settled::Blocked(w, upstream) if self.unsent.contains(&upstream) => (
-                w.task.id.clone(),
+                w,
                 Failure {
                     message: format!("not submitted: input `{upstream}` was not built"),
                     skipped: true,
@@ -244,18 +246,14 @@ impl Session {
                 },
             ),
             Settled::Blocked(w, upstream) => (
-                w.task.id.clone(),
+                w,
                 Failure::from(format!("input `{upstream}` was not built")),
             ),
-            Settled::Invalid(w, why) => (w.task.id.clone(), Failure::from(why)),
+            Settled::Invalid(w, why) => (w, Failure::from(why)),
         };
-        if failure.skipped {
-            self.skip(&id, &failure.message);
-        } else {
-            self.fail(&id, &failure.message);
-        }
+        self.unbuilt(&w, &failure);
         Next::Ended(Outcome {
-            id,
+            id: w.task.id.clone(),
             result: Err(failure),
         })
     }
@@ -269,21 +267,6 @@ enum Next {
     Fresh,
     /// It ended unbuilt.
     Ended(Outcome),
-}
-
-fn bare_report(id: &str, status: &'static str, why: &str) -> TaskReport {
-    TaskReport {
-        id: id.to_owned(),
-        action: "generate",
-        status,
-        reason: why.to_owned(),
-        model: String::new(),
-        images: 0,
-        cost: Money::ZERO,
-        saved: Money::ZERO,
-        outputs: Vec::new(),
-        error: Some(why.to_owned()),
-    }
 }
 
 /// Remembers hashes computed while looking, so the next no-op hashes nothing.
@@ -430,7 +413,7 @@ async fn execute(
         .filter_map(|(u, d)| job(project, u, d))
         .collect();
     let total = Arc::new(AtomicUsize::new(
-        jobs.len() + chain.as_ref().map_or(0, Chain::len),
+        jobs.len() + chain.as_ref().map_or(0, Chain::undecided),
     ));
     if !jobs.is_empty() {
         printer.progress(&format!(
@@ -507,7 +490,10 @@ async fn execute(
         outcomes.insert(outcome.id.clone(), outcome);
     }
     for w in chain.map(Chain::into_remaining).unwrap_or_default() {
-        session.fail(&w.task.id, "its inputs were not produced");
+        session.unbuilt(
+            &w,
+            &Failure::from("its inputs were not produced".to_owned()),
+        );
     }
     let fatal = running.finish();
     if prune {

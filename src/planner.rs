@@ -592,12 +592,8 @@ impl<'a> Chain<'a> {
     }
 
     /// How many tasks are still undecided.
-    pub fn len(&self) -> usize {
+    pub fn undecided(&self) -> usize {
         self.waiting.iter().flatten().count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The tasks never settled: what they consume never finished.
