@@ -664,7 +664,7 @@ async fn resume_journal(
         .partition(|e| e.remote_task_id.is_none());
     for entry in unsent {
         warn_billed_twice(printer, &entry.task_id);
-        store.journal_finish(entry.id)?;
+        store.journal_finish(&[entry.id])?;
     }
     if entries.is_empty() {
         return Ok(());

@@ -895,7 +895,7 @@ async fn run_remote_task(
     let remote = match submit_with_retries(shared, client, limit, job, sent, &body).await {
         Ok(remote) => remote,
         Err(e) => {
-            with_store(shared, move |s| s.journal_finish(journal_id)).await?;
+            with_store(shared, move |s| s.journal_finish(&[journal_id])).await?;
             return Err(e);
         }
     };
@@ -913,7 +913,7 @@ async fn run_remote_task(
     let (results, took) = match waited {
         Waited::Done(results, took) => (results, took),
         Waited::Ended(message) => {
-            with_store(shared, move |s| s.journal_finish(journal_id)).await?;
+            with_store(shared, move |s| s.journal_finish(&[journal_id])).await?;
             return Err(message.into());
         }
     };
@@ -922,7 +922,7 @@ async fn run_remote_task(
         Ok(images) => images,
         Err(e) => {
             // The task is over whatever the downloads did: the service will not bill it again.
-            with_store(shared, move |s| s.journal_finish(journal_id)).await?;
+            with_store(shared, move |s| s.journal_finish(&[journal_id])).await?;
             return Err(format!(
                 "{e}; the service billed {billed} image(s) for task `{remote}` that could not be saved"
             )
@@ -935,10 +935,7 @@ async fn run_remote_task(
 
 /// Closes journal entries whose images will not be cached (the task failed as a whole).
 async fn finish_journals(shared: &Arc<Shared>, journal: Vec<i64>) -> Result<(), String> {
-    with_store(shared, move |s| {
-        journal.iter().try_for_each(|id| s.journal_finish(*id))
-    })
-    .await
+    with_store(shared, move |s| s.journal_finish(&journal)).await
 }
 
 /// How a remote task ended.
@@ -1298,16 +1295,6 @@ impl Executor {
 /// request asked for, they are cached under the key and every entry closes with the result.
 async fn resume_one(shared: &Arc<Shared>, group: Vec<JournalEntry>, price: Money) -> Resumed {
     let ids: Vec<i64> = group.iter().map(|e| e.id).collect();
-    let close = |shared: &Arc<Shared>| {
-        let shared = Arc::clone(shared);
-        let ids = ids.clone();
-        async move {
-            with_store(&shared, move |s| {
-                ids.iter().try_for_each(|id| s.journal_finish(*id))
-            })
-            .await
-        }
-    };
     let first = &group[0];
     let task_id = first.task_id.clone();
     let wanted = first.images;
@@ -1329,7 +1316,7 @@ async fn resume_one(shared: &Arc<Shared>, group: Vec<JournalEntry>, price: Money
         }
     }
     if let Some(lost) = lost.filter(|_| images.is_empty()) {
-        let _ = close(shared).await;
+        let _ = finish_journals(shared, ids.clone()).await;
         return lost;
     }
     // A generation that began from an earlier partial asked only for the rest: what the key needs
@@ -1385,7 +1372,7 @@ async fn resume_one(shared: &Arc<Shared>, group: Vec<JournalEntry>, price: Money
     })
     .await;
     if stored.is_err() {
-        let _ = close(shared).await;
+        let _ = finish_journals(shared, ids.clone()).await;
     }
     match stored {
         Ok(()) => Resumed::Recovered {

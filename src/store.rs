@@ -603,9 +603,10 @@ impl Store {
         })
     }
 
-    /// Closes journal entry `id` (its result is stored, or it definitely failed). Idempotent.
-    pub fn journal_finish(&mut self, id: i64) -> Result<()> {
-        self.write(|tx| close_journal(tx, &[id]))
+    /// Closes the journal entries `ids`, in one transaction (their result is stored, or they
+    /// definitely failed). Idempotent.
+    pub fn journal_finish(&mut self, ids: &[i64]) -> Result<()> {
+        self.write(|tx| close_journal(tx, ids))
     }
 
     /// The entries begun and not finished, oldest first.
@@ -1031,10 +1032,10 @@ mod tests {
             (second, None)
         );
 
-        store.journal_finish(first).unwrap();
-        store.journal_finish(first).unwrap();
+        store.journal_finish(&[first]).unwrap();
+        store.journal_finish(&[first]).unwrap();
         assert_eq!(store.journal_open().unwrap().len(), 1);
-        store.journal_finish(second).unwrap();
+        store.journal_finish(&[second]).unwrap();
         assert!(store.journal_open().unwrap().is_empty());
         assert!(store.journal_submitted(second, "late").is_err());
         // Ids are never reused, so a stale id cannot close someone else's entry.
