@@ -13,5 +13,6 @@ mod locked;
 mod one_writer;
 mod paths;
 mod provider;
+mod tree;
 mod util;
 mod watch;
