@@ -140,7 +140,7 @@ pub async fn build_with(
     if let Some(before) = before {
         let after = LockFile::read(&project.manifest.lock_path())?;
         let blobs = BlobStore::new(project.manifest.state_dir().join("blobs"));
-        crate::stale_outputs::prune(&project.manifest.root, &blobs, before, &after, printer)?;
+        crate::stale_outputs::prune(&project.manifest.root, &blobs, &before, &after, printer)?;
     }
 
     let mut summary = session.summary;

@@ -198,14 +198,13 @@ fn locate(task: &Task, plans: &[PlanFile<'_>], message: String, hint: &str) -> D
     let d = Diagnostic::error(&task.origin.file, message)
         .field("filename")
         .hint(hint);
-    match plans.iter().find(|p| p.path == task.origin.file) {
-        Some(plan) => d.at_line_col(plan.source, task.origin.line, task.origin.column),
-        None => {
-            let mut d = d;
-            d.line = task.origin.line;
-            d.column = task.origin.column;
-            d
-        }
+    if let Some(plan) = plans.iter().find(|p| p.path == task.origin.file) {
+        d.at_line_col(plan.source, task.origin.line, task.origin.column)
+    } else {
+        let mut d = d;
+        d.line = task.origin.line;
+        d.column = task.origin.column;
+        d
     }
 }
 

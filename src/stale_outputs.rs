@@ -56,7 +56,7 @@ impl Before {
 pub fn prune(
     root: &Path,
     blobs: &BlobStore,
-    before: Before,
+    before: &Before,
     after: &LockFile,
     printer: &Printer,
 ) -> Result<()> {

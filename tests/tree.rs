@@ -90,12 +90,9 @@ fn an_output_onto_a_project_file_is_refused() {
     p.file("plans/art/in.png", "not really a png");
     p.file(
         "plans/a.toml",
-        &format!(
-            "{}",
-            task(
-                "a",
-                "edit = \"beautify\"\nmodel = \"wanx2.1-imageedit\"\ninput = \"art/in.png\"\nout_dir = \"plans/art\"\nfilename = \"in.png\""
-            )
+        &task(
+            "a",
+            "edit = \"beautify\"\nmodel = \"wanx2.1-imageedit\"\ninput = \"art/in.png\"\nout_dir = \"plans/art\"\nfilename = \"in.png\"",
         ),
     );
     refused(&p, "input", &["plans/a.toml:3"]);
