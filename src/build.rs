@@ -82,8 +82,10 @@ pub async fn build_with(
     let mut planned = plan(project, &args.selection, &forced)?;
     remember_stats(&mut planned)?;
     let emulated = planned.provider.is_emulated();
+    let foreign = crate::output_guard::find(&project.manifest.root, &planned, now_unix());
     if args.dry_run {
         print_plan(&planned, printer, args.json);
+        crate::output_guard::warn(&foreign, printer);
         let summary = Summary {
             dry_run: true,
             emulated,
@@ -100,6 +102,11 @@ pub async fn build_with(
         check_locked(&planned, printer)?;
     }
     check_budget(project, args, &planned, printer)?;
+    if !foreign.is_empty() {
+        let state_dir = project.manifest.state_dir();
+        let root = &project.manifest.root;
+        crate::output_guard::guard(root, &state_dir, &forced, &foreign, printer)?;
+    }
 
     let mut session = Session {
         summary: Summary {
@@ -116,6 +123,7 @@ pub async fn build_with(
     if let Some(on_plan) = &hooks.on_plan {
         on_plan(&planned);
     }
+    let before = crate::stale_outputs::Before::take(&planned);
     let emulator = execute(
         project,
         args,
@@ -128,6 +136,11 @@ pub async fn build_with(
     .await?;
     if let Some(emu) = emulator {
         emu.shutdown().await;
+    }
+    if let Some(before) = before {
+        let after = LockFile::read(&project.manifest.lock_path())?;
+        let blobs = BlobStore::new(project.manifest.state_dir().join("blobs"));
+        crate::stale_outputs::prune(&project.manifest.root, &blobs, &before, &after, printer)?;
     }
 
     let mut summary = session.summary;

@@ -43,6 +43,9 @@ pub enum Command {
     Emulator(EmulatorArgs),
     /// Rehash every output in `wanx.lock` and every cached blob; report (and with `--repair`, fix) damage.
     Verify(VerifyArgs),
+    /// Remove old outputs: files in output directories that wanx wrote (their bytes are in the cache)
+    /// and no entry of `wanx.lock` claims.
+    Clean(CleanArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -143,6 +146,19 @@ pub struct VerifyArgs {
     /// Restore missing or modified outputs from intact blobs, heal or quarantine damaged blobs.
     #[arg(long)]
     pub repair: bool,
+    /// With `--repair`: also restore outputs edited by hand, moving each to `.wanx/replaced/` first.
+    #[arg(long, requires = "repair")]
+    pub force: bool,
+    /// If another wanx is using this project, stop at once (exit 5) instead of waiting for it.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct CleanArgs {
+    /// List what would be removed, removing nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// If another wanx is using this project, stop at once (exit 5) instead of waiting for it.
     #[arg(long)]
     pub no_wait: bool,

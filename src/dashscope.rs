@@ -273,6 +273,15 @@ impl Client {
         dest: &Path,
         max_bytes: u64,
     ) -> Result<u64, ProviderError> {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            let shown: String = url.chars().take(80).collect();
+            return Err(ProviderError::Task {
+                code: "UnsupportedResultUrl".into(),
+                message: format!(
+                    "the service returned the result URL `{shown}`, which is not an http(s) URL; wanx downloads results only over http(s)"
+                ),
+            });
+        }
         let response = self
             .http
             .get(url)

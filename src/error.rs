@@ -78,6 +78,9 @@ pub enum Error {
     #[error("{problems} problem{} {}", if *problems == 1 { "" } else { "s" }, if *repair { "could not be repaired" } else { "found" })]
     Unverified { problems: usize, repair: bool },
 
+    #[error("{count} output{} would replace a file wanx did not write; nothing was sent or written", if *count == 1 { "" } else { "s" })]
+    Foreign { count: usize, id: String },
+
     #[error("interrupted")]
     Interrupted,
 
@@ -117,6 +120,7 @@ impl Error {
             | Error::ProviderFatal { .. }
             | Error::TasksFailed { .. }
             | Error::Unverified { .. }
+            | Error::Foreign { .. }
             | Error::Other(_) => exit::TASK_FAILED,
         }
     }
@@ -138,6 +142,9 @@ impl Error {
             Error::Unverified { repair: false, .. } => Some("`wanx verify --repair` restores outputs from intact blobs and quarantines damaged ones".to_owned()),
             Error::Unverified { repair: true, .. } => Some("`wanx build` generates what the cache could not restore (`wanx plan` shows the price)".to_owned()),
             Error::Busy { .. } => Some("nothing was sent or written; run again without `--no-wait` to wait for it to finish".to_owned()),
+            Error::Foreign { id, .. } => Some(format!(
+                "move the file away and build again (a modified output is then restored free), or `wanx build --force {id}` to generate over it; `wanx verify --repair --force` restores the cached image over it. `--force` keeps the replaced file under `.wanx/replaced/`"
+            )),
             Error::OverBudget { .. } => Some("raise `--max-spend` or `[build] max_spend`, or build fewer tasks (`wanx build ID…`)".to_owned()),
             _ => None,
         }

@@ -1205,7 +1205,7 @@ async fn download_one(
         match client.download(url, &tmp, MAX_IMAGE_BYTES).await {
             // A body cut short still starts with the magic: never cache it, fetch it again.
             Ok(_) if !crate::image_check::is_complete(&tmp) => {
-                "the image ended early (truncated); it was not cached".clone_into(&mut last);
+                last = crate::image_check::describe_download(&tmp);
                 tokio::time::sleep(Duration::from_millis(300 << attempt)).await;
             }
             Ok(_) => {

@@ -92,6 +92,37 @@ pub fn is_complete(path: &Path) -> bool {
     matches!(check_file(path), Ok(Ok(())))
 }
 
+/// Why a downloaded result at `path` was refused, for the task's error: a truncated image, or
+/// something that is no image at all (an HTML or text page, named as such).
+pub fn describe_download(path: &Path) -> String {
+    match check_file(path) {
+        Ok(Err(Incomplete::NotAnImage)) => {
+            let mut head = Vec::new();
+            if let Ok(file) = File::open(path) {
+                let _ = file.take(256).read_to_end(&mut head);
+            }
+            let text = String::from_utf8_lossy(&head)
+                .trim_start()
+                .to_ascii_lowercase();
+            let what = if head.is_empty() {
+                "it was empty".to_owned()
+            } else if text.starts_with("<!doctype html") || text.starts_with("<html") {
+                "it is an HTML page".to_owned()
+            } else if text.starts_with('<') {
+                "it is an XML or HTML document".to_owned()
+            } else if text.starts_with('{') {
+                "it is a JSON document".to_owned()
+            } else {
+                "it does not start like a PNG, JPEG or WebP".to_owned()
+            };
+            format!("the result is not an image ({what}); it was not cached")
+        }
+        Ok(Err(incomplete)) => format!("the image ended early ({incomplete}); it was not cached"),
+        Ok(Ok(())) => "the image was checked twice with different results".to_owned(),
+        Err(e) => format!("the download could not be read back: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,6 +99,19 @@ const SECTIONS: [&str; 5] = ["project", "provider", "build", "prices", "models"]
 impl Manifest {
     /// Finds `wanx.toml` in `start` or its parents.
     pub fn find(start: &Path) -> Result<PathBuf> {
+        if !start.is_dir() {
+            let what = if start.exists() {
+                "is not a directory"
+            } else {
+                "does not exist"
+            };
+            return Err(Error::Usage {
+                message: format!("the directory `{}` {what}", start.display()),
+                hint: Some(
+                    "`-C DIR` names the project directory (or one inside it) to run in".to_owned(),
+                ),
+            });
+        }
         start
             .ancestors()
             .map(|dir| dir.join(FILE_NAME))

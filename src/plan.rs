@@ -132,6 +132,10 @@ fn discover(manifest: &Manifest, diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
     let mut set = GlobSetBuilder::new();
     let mut bases = Vec::new();
     for pattern in &manifest.project.plans {
+        if let Some(d) = escaping_glob(manifest, pattern) {
+            diags.push(d);
+            continue;
+        }
         match GlobBuilder::new(pattern).literal_separator(true).build() {
             Ok(glob) => {
                 set.add(glob);
@@ -177,6 +181,26 @@ fn discover(manifest: &Manifest, diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
     found.sort();
     found.dedup();
     found
+}
+
+/// A plan glob that reaches outside the project (absolute, or climbing out with `..`), located in
+/// `wanx.toml`: plans are loaded from inside the project only, like every other path.
+fn escaping_glob(manifest: &Manifest, pattern: &str) -> Option<Diagnostic> {
+    let absolute = pattern.starts_with('/') || Path::new(pattern).is_absolute();
+    if !absolute && !pattern.split(['/', '\\']).any(|part| part == "..") {
+        return None;
+    }
+    let d = Diagnostic::error(
+        manifest::FILE_NAME,
+        format!("the plan glob `{pattern}` reaches outside the project"),
+    )
+    .field("project.plans")
+    .hint("plans are loaded from inside the project (the directory holding `wanx.toml`): use a relative glob without `..`");
+    let source = std::fs::read_to_string(manifest.root.join(manifest::FILE_NAME)).ok();
+    match source.and_then(|s| s.find(pattern).map(|at| (s, at))) {
+        Some((source, at)) => Some(d.at(&source, at..at + pattern.len())),
+        None => Some(d),
+    }
 }
 
 /// The directory part of a glob before its first wildcard: only that subtree can match.
@@ -661,6 +685,14 @@ fn load_files(
     check_references(&tasks, &failed, &refs, &mut last);
     let (e, n) = last.finish();
     errors.extend(e);
+    let plans: Vec<crate::output_claims::PlanFile> = files
+        .iter()
+        .map(|f| crate::output_claims::PlanFile {
+            path: &f.path,
+            source: &f.source,
+        })
+        .collect();
+    errors.extend(crate::output_claims::check(&tasks, &plans));
     notes.extend(n);
     diagnostic::sort(&mut errors);
     diagnostic::sort(&mut notes);
@@ -2031,6 +2063,10 @@ impl Inputs<'_, '_, '_> {
             && !real.starts_with(croot)
         {
             outside(c);
+            return None;
+        }
+        if let Some((message, hint)) = crate::input_limit::check(&full, text) {
+            c.err(span, field, message, Some(hint));
             return None;
         }
         Some(rel)

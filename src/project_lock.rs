@@ -33,7 +33,7 @@ impl ProjectLock {
     /// process holds it: with `wait`, prints who holds it and blocks until it is released; without,
     /// returns [`Error::Busy`]. Blocks the calling thread: from async code use [`ProjectLock::acquire_async`].
     pub fn acquire(state_dir: &Path, wait: bool, printer: &Printer) -> Result<ProjectLock> {
-        std::fs::create_dir_all(state_dir)
+        crate::state_dir::create(state_dir)
             .map_err(|e| Error::io("could not create", state_dir, e))?;
         let path = state_dir.join(FILE_NAME);
         let mut file = OpenOptions::new()

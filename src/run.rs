@@ -93,12 +93,20 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> Result<()> {
             let project = Project::load(dir, printer)?;
             let planned = build::plan(&project, &args.selection, &HashSet::new())?;
             build::print_plan(&planned, printer, args.json);
+            let now = crate::output_name::now_unix();
+            let foreign = crate::output_guard::find(&project.manifest.root, &planned, now);
+            crate::output_guard::warn(&foreign, printer);
             Ok(())
         }
         Command::Explain(args) => explain(dir, args, printer),
         Command::Watch(args) => crate::watch::watch(dir, args, printer).await,
         Command::Emulator(args) => emulator(args, printer).await,
-        Command::Verify(args) => crate::verify::verify(dir, args.repair, !args.no_wait, printer),
+        Command::Verify(args) => {
+            crate::verify::verify_with(dir, args.repair, args.force, !args.no_wait, printer)
+        }
+        Command::Clean(args) => {
+            crate::stale_outputs::clean(dir, args.dry_run, !args.no_wait, printer)
+        }
     }
 }
 

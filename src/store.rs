@@ -262,7 +262,7 @@ pub struct JournalEntry {
 impl Store {
     /// Opens (creating if needed) `state_dir/wanx.db` and brings its schema up to date.
     pub fn open(state_dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(state_dir)
+        crate::state_dir::create(state_dir)
             .map_err(|e| Error::io("could not create", state_dir, e))?;
         let path = state_dir.join(DB_FILE);
         let conn = Connection::open(&path).map_err(|source| Error::Store {

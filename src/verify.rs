@@ -48,6 +48,19 @@ enum OutputState {
 
 /// Runs `wanx verify` in the project found from `dir`.
 pub fn verify(dir: Option<&Path>, repair: bool, wait: bool, printer: &Printer) -> Result<()> {
+    verify_with(dir, repair, false, wait, printer)
+}
+
+/// [`verify`]; with `repair` and `force`, an output edited by hand is restored too, after being
+/// moved to `.wanx/replaced/` (without `force` it is kept and reported: wanx never destroys bytes
+/// it did not write).
+pub fn verify_with(
+    dir: Option<&Path>,
+    repair: bool,
+    force: bool,
+    wait: bool,
+    printer: &Printer,
+) -> Result<()> {
     let cwd = match dir {
         Some(d) => d.to_path_buf(),
         None => std::env::current_dir().map_err(|e| Error::io("could not read", ".", e))?,
@@ -193,9 +206,30 @@ pub fn verify(dir: Option<&Path>, repair: bool, wait: bool, printer: &Printer) -
             ),
         };
         note(false, "Mismatch", &problem);
+        let foreign =
+            matches!(state, OutputState::Modified(actual) if !blobs.good.contains(actual));
         if !repair {
             unresolved += 1;
+        } else if foreign && !force && blobs.good.contains(*hash) {
+            unresolved += 1;
+            note(
+                false,
+                "Kept",
+                &format!(
+                    "`{path}`: it was edited by hand, so it is not replaced; `wanx verify --repair --force` restores wanx's image, keeping this file under `.wanx/replaced/`"
+                ),
+            );
         } else if blobs.good.contains(*hash) {
+            if foreign {
+                let now = crate::output_name::now_unix();
+                let kept = crate::output_guard::keep(root, &manifest.state_dir(), path, now)
+                    .map_err(|e| Error::io("could not move aside", root.join(path), e))?;
+                note(
+                    true,
+                    "Kept",
+                    &format!("`{path}` (edited by hand) as `{}`", kept.display()),
+                );
+            }
             store
                 .materialize(hash, &root.join(path))
                 .map_err(|e| Error::io("could not restore", root.join(path), e))?;
@@ -211,6 +245,17 @@ pub fn verify(dir: Option<&Path>, repair: bool, wait: bool, printer: &Printer) -
                 ),
             );
         }
+    }
+
+    for path in crate::stale_outputs::leftovers(root, &lock, &store, &[&manifest.project.out_dir]) {
+        note(
+            false,
+            "Leftover",
+            &format!(
+                "`{path}`: wanx wrote it, but no task in `wanx.lock` claims it; `wanx clean` removes it"
+            ),
+        );
+        unresolved += 1;
     }
 
     let summary = format!(

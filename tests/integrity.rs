@@ -128,7 +128,19 @@ fn verify_reports_damage_read_only_then_repairs_what_the_cache_can() {
     );
     assert_eq!(files_under(&p.path(".wanx/blobs")), blobs_before);
 
+    // The edited output is not wanx's to replace without `--force` (issue 12).
     let run = p.wanx(&["verify", "--repair"]);
+    run.status(1);
+    assert!(
+        run.stderr.contains("2 problems could not be repaired"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read(p.path("generated/harbor_2.png")).unwrap(),
+        b"edited"
+    );
+    let run = p.wanx(&["verify", "--repair", "--force"]);
     run.status(1);
     assert!(
         run.stderr.contains("1 problem could not be repaired"),

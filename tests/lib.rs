@@ -13,5 +13,7 @@ mod locked;
 mod one_writer;
 mod paths;
 mod provider;
+mod result_urls;
+mod tree;
 mod util;
 mod watch;
