@@ -22,6 +22,7 @@ use crate::output_name::now_unix;
 use crate::planner::{Chain, Settled, Unit, Waiting, task_report, waiting_report};
 pub use crate::planner::{Planned, Project, plan, print_plan, waiting_reason};
 use crate::printer::Printer;
+use crate::progress::{Pace, Progress};
 use crate::reconcile::{Action, Decision};
 use crate::report::{Cumulative, Summary, TaskReport};
 use crate::secret::ApiKey;
@@ -83,6 +84,7 @@ pub async fn build_with(
     remember_stats(&mut planned)?;
     let emulated = planned.provider.is_emulated();
     if args.dry_run {
+        project.print_notes(printer, None);
         print_plan(&planned, printer, args.json);
         let summary = Summary {
             dry_run: true,
@@ -111,6 +113,16 @@ pub async fn build_with(
     };
     let totals = planned.totals();
     if totals.generate > 0 {
+        // How the seed's vocabulary was lowered matters when it is about to be paid for.
+        let generating: HashSet<&std::path::Path> = planned
+            .units
+            .iter()
+            .zip(&planned.decisions)
+            .filter(|(_, d)| d.action == Action::Generate)
+            .map(|(u, _)| u.task.origin.file.as_path())
+            .chain(planned.waiting.iter().map(|w| w.task.origin.file.as_path()))
+            .collect();
+        project.print_notes(printer, Some(&generating));
         printer.status("Planning", &totals.describe(emulated));
     }
     if let Some(on_plan) = &hooks.on_plan {
@@ -147,6 +159,7 @@ pub async fn build_with(
         spent: summary.spent,
         saved: summary.saved,
     })?;
+    crate::gc::after_build(&project.manifest, &mut store, printer)?;
     let totals = store.ledger_totals()?;
     let kind = if emulated {
         totals.emulated
@@ -415,13 +428,6 @@ async fn execute(
     let total = Arc::new(AtomicUsize::new(
         jobs.len() + chain.as_ref().map_or(0, Chain::undecided),
     ));
-    if !jobs.is_empty() {
-        printer.progress(&format!(
-            "    Building [{}] 0/{} tasks",
-            " ".repeat(24),
-            total.load(Ordering::SeqCst)
-        ));
-    }
     let mut models: Vec<&str> = jobs
         .iter()
         .filter(|j| matches!(j.kind, JobKind::Generate))
@@ -432,8 +438,16 @@ async fn execute(
     }
     let latency_history = latency_history(&store.lock().expect("never poisoned"), &models)?;
     let emulated = provider.is_emulated();
+    let parallel = args.jobs.or(project.manifest.build.jobs).unwrap_or(16);
+    let latencies: Vec<f64> = latency_history.values().flatten().copied().collect();
+    let progress = Arc::new(Progress::new(
+        printer,
+        total.load(Ordering::SeqCst),
+        models.len(),
+        Pace::from_latencies(&latencies, parallel),
+    ));
     let on_event = with_hook(
-        progress_printer(printer, Arc::clone(&total)),
+        progress_printer(printer, Arc::clone(&progress)),
         hooks.on_event.clone(),
     );
     let executor = Executor {
@@ -450,7 +464,7 @@ async fn execute(
             poll_policy(project)
         },
         task_timeout: task_timeout(project),
-        jobs: args.jobs.or(project.manifest.build.jobs).unwrap_or(16),
+        jobs: parallel,
         on_event: Arc::clone(&on_event),
         cancel: Arc::clone(cancel),
         latency_history,
@@ -481,7 +495,8 @@ async fn execute(
                 match session.settle(project, settled, running.halted(), &mut decided) {
                     Next::Start(job) => running.push(job).await,
                     Next::Fresh => {
-                        total.fetch_sub(1, Ordering::SeqCst);
+                        let left = total.fetch_sub(1, Ordering::SeqCst) - 1;
+                        progress.set_total(left);
                     }
                     Next::Ended(unbuilt) => on_event(Event::Finished(unbuilt)),
                 }
@@ -496,6 +511,8 @@ async fn execute(
         );
     }
     let fatal = running.finish();
+    progress.clear();
+    touch_restored(&store, &outcomes)?;
     if prune {
         lock.lock()
             .expect("never poisoned")
@@ -776,41 +793,42 @@ fn event_printer(printer: &Printer) -> Arc<dyn Fn(Event) + Send + Sync> {
     Arc::new(move |event| print_event(&printer, event))
 }
 
-/// Prints events, and on a terminal keeps a progress line: tasks done of `total` (which shrinks when
-/// a waiting task turns out to need nothing), money spent.
+/// Prints events above the progress bar (a terminal only) and keeps its figures: tasks done, in
+/// flight, images, money spent.
 fn progress_printer(
     printer: &Printer,
-    total: Arc<AtomicUsize>,
+    progress: Arc<Progress>,
 ) -> Arc<dyn Fn(Event) + Send + Sync> {
     let printer = *printer;
-    let done = AtomicUsize::new(0);
-    let spent = Mutex::new(Money::ZERO);
     Arc::new(move |event| {
-        if let Event::Finished(outcome) = &event {
-            let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
-            let mut spent = spent.lock().expect("never poisoned");
-            *spent += match &outcome.result {
-                Ok(done) => done.spent,
-                Err(failure) => failure.spent,
-            };
-            print_event(&printer, event);
-            let total = total.load(Ordering::SeqCst);
-            if finished < total {
-                let width = 24;
-                let filled = finished * width / total.max(1);
-                printer.progress(&format!(
-                    "    Building [{}{}] {finished}/{total} tasks, {} spent",
-                    "=".repeat(filled),
-                    " ".repeat(width - filled),
-                    *spent
-                ));
-            } else {
-                printer.clear_progress();
+        match &event {
+            Event::Submitted { .. } => progress.submitted(),
+            Event::Finished(outcome) => {
+                let (generation, images, spent) = match &outcome.result {
+                    Ok(done) if done.generated => (true, done.entry.images, done.spent),
+                    Ok(_) => (false, 0, Money::ZERO),
+                    Err(failure) => (!failure.skipped, failure.images_billed, failure.spent),
+                };
+                progress.finished(generation, images, spent);
             }
-        } else {
-            print_event(&printer, event);
+            Event::Retrying { .. } => {}
         }
+        progress.suspend(|| print_event(&printer, event));
     })
+}
+
+/// Records that the restored tasks' blobs were just used, so the cache's bound evicts them last.
+fn touch_restored(store: &Mutex<Store>, outcomes: &HashMap<String, Outcome>) -> Result<()> {
+    let used: Vec<&str> = outcomes
+        .values()
+        .filter_map(|o| o.result.as_ref().ok())
+        .filter(|done| !done.generated)
+        .flat_map(|done| done.entry.outputs.iter().map(|o| o.blake3.as_str()))
+        .collect();
+    store
+        .lock()
+        .expect("never poisoned")
+        .touch_blobs(&used, now_unix())
 }
 
 /// A finished build: its summary, and the stop-class provider error that cut it short, if any.

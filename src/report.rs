@@ -67,38 +67,56 @@ fn yuan<S: serde::Serializer>(m: &Money, s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl Summary {
-    /// The closing lines for people.
+    /// The closing lines for people: what happened, then the money (one or two lines, as cargo's).
     pub fn human(&self) -> Vec<String> {
         let label = if self.emulated {
             " (emulated, no real money)"
         } else {
             ""
         };
-        let mut lines = vec![format!(
-            "{} generated ({} image{}), {} restored, {} fresh, {} failed",
-            self.generated,
-            self.images_generated,
-            if self.images_generated == 1 { "" } else { "s" },
-            self.restored,
-            self.fresh,
-            self.failed
-        )];
+        let plural = |n: u32| if n == 1 { "" } else { "s" };
+        let mut parts = Vec::new();
+        if self.generated > 0 {
+            parts.push(format!(
+                "{} generated ({} image{})",
+                self.generated,
+                self.images_generated,
+                plural(self.images_generated)
+            ));
+        }
+        if self.restored > 0 {
+            parts.push(format!("{} restored", self.restored));
+        }
+        if self.fresh > 0 || (self.generated == 0 && self.restored == 0 && self.failed == 0) {
+            parts.push(format!("{} fresh", self.fresh));
+        }
+        if self.failed > 0 {
+            // Images paid for by tasks that failed (a partial result, kept for the next build).
+            if self.generated == 0 && self.images_generated > 0 {
+                parts.push(format!(
+                    "{} failed ({} image{} paid for and kept for the next build)",
+                    self.failed,
+                    self.images_generated,
+                    plural(self.images_generated)
+                ));
+            } else {
+                parts.push(format!("{} failed", self.failed));
+            }
+        }
         if self.skipped > 0 {
-            lines.push(format!(
+            parts.push(format!(
                 "{} not submitted (nothing paid for them)",
                 self.skipped
             ));
         }
-        lines.push(format!("spent {}, saved {}{label}", self.spent, self.saved));
-        if self.cumulative.runs > 0 {
-            lines.push(format!(
-                "all builds of this project: spent {}, saved {} over {} build{}{label}",
-                self.cumulative.spent,
-                self.cumulative.saved,
-                self.cumulative.runs,
-                if self.cumulative.runs == 1 { "" } else { "s" }
+        let mut money = format!("spent {}, saved {}", self.spent, self.saved);
+        if self.cumulative.runs > 1 {
+            money.push_str(&format!(
+                "; all {} builds: spent {}, saved {}",
+                self.cumulative.runs, self.cumulative.spent, self.cumulative.saved
             ));
         }
-        lines
+        money.push_str(label);
+        vec![parts.join(", "), money]
     }
 }

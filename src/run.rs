@@ -24,6 +24,11 @@ use crate::registry::Registry;
 const BLOCKING_THREADS: usize = 16;
 
 pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let args: Vec<OsString> = args.into_iter().collect();
+    // `COMPLETE=bash wanx …`: a shell asking for completions (task ids from the project).
+    if crate::completions::dynamic(&args) {
+        return ExitCode::SUCCESS;
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -35,7 +40,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             });
         }
     };
-    let printer = Printer::new(cli.quiet, cli.verbose);
+    let printer = Printer::with_color(cli.quiet, cli.verbose, cli.color);
     // Blocking work is SQLite (one connection, behind a mutex), file writes and PNG renders: a few
     // threads keep two cores busy, while tokio's default of 512 lets hundreds of generations each
     // park a thread (and a malloc arena) on the store's mutex.
@@ -92,6 +97,9 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> Result<()> {
         Command::Plan(args) => {
             let project = Project::load(dir, printer)?;
             let planned = build::plan(&project, &args.selection, &HashSet::new())?;
+            if !args.json {
+                project.print_notes(printer, None);
+            }
             build::print_plan(&planned, printer, args.json);
             Ok(())
         }
@@ -99,6 +107,17 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> Result<()> {
         Command::Watch(args) => crate::watch::watch(dir, args, printer).await,
         Command::Emulator(args) => emulator(args, printer).await,
         Command::Verify(args) => crate::verify::verify(dir, args.repair, !args.no_wait, printer),
+        Command::Init(args) => {
+            let here = match dir {
+                Some(d) => d.to_path_buf(),
+                None => std::env::current_dir().map_err(|e| Error::io("could not read", ".", e))?,
+            };
+            crate::init::init(&here, args.from.as_deref(), printer)
+        }
+        Command::Gc(args) => crate::gc::gc(dir, args.dry_run, args.max_size.as_deref(), printer),
+        Command::Stats(args) => crate::stats::stats(dir, args.json, printer),
+        Command::Completions(args) => crate::completions::completions(args.shell),
+        Command::Man => crate::completions::man(),
     }
 }
 
@@ -123,6 +142,7 @@ fn explain(dir: Option<&std::path::Path>, args: &ExplainArgs, printer: &Printer)
             hint,
         });
     };
+    project.print_notes(printer, Some(&HashSet::from([task.origin.file.as_path()])));
     let compiled = compile(task, &project.registry);
     let selection = crate::cli::Selection {
         tasks: vec![id.clone()],
@@ -258,12 +278,7 @@ pub(crate) fn report_error(printer: &Printer, e: &Error) {
             printer.block(&d.render(printer.color), true);
         }
     }
-    let (on, off) = if printer.color {
-        ("\x1b[1;31m", "\x1b[0m")
-    } else {
-        ("", "")
-    };
-    let mut text = format!("{on}error{off}: {e}\n");
+    let mut text = format!("{}: {e}\n", Printer::error_label());
     if let Some(hint) = e.hint() {
         text.push_str("\n  hint: ");
         text.push_str(&hint);
