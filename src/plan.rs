@@ -2450,6 +2450,8 @@ pub(crate) mod tests {
             build: BuildSection::default(),
             prices: BTreeMap::new(),
             models: BTreeMap::new(),
+            defaults: None,
+            cache: crate::manifest::CacheSection::default(),
             digest: [0; 32],
         }
     }

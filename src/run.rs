@@ -160,17 +160,36 @@ fn explain(dir: Option<&std::path::Path>, args: &ExplainArgs, printer: &Printer)
     for (name, value) in &compiled.headers {
         printer.data(&format!("          {name}: {value}"));
     }
-    printer.data(&serde_json::to_string_pretty(&compiled.body).expect("JSON values serialize"));
     let unit = planned
         .units
         .iter()
         .zip(&planned.decisions)
         .find(|(u, _)| &u.task.id == id);
-    let how = if project.registry.takes_inline_media(&task.model) {
+    let inline = project.registry.takes_inline_media(&task.model);
+    let how = if inline {
         "sent inline as a data URI"
     } else {
         "uploaded to DashScope's temporary storage (oss://)"
     };
+    // A media slot is filled when the request is sent: show what will be there, not `null`.
+    let mut body = compiled.body.clone();
+    for slot in &compiled.media {
+        if let Some(value) = body.pointer_mut(&slot.pointer)
+            && value.is_null()
+        {
+            *value = serde_json::Value::String(if inline {
+                format!("data:image/…;base64,… (the bytes of {})", slot.source)
+            } else {
+                format!("oss://… (an upload of {})", slot.source)
+            });
+        }
+    }
+    printer.data(&serde_json::to_string_pretty(&body).expect("JSON values serialize"));
+    if let crate::task::Prompt::Text(text) = &task.prompt
+        && crate::edit_prompt::is_default(text)
+    {
+        printer.data("prompt    the default instruction for this edit (the task has no `prompt`; write one to replace it)");
+    }
     for (i, slot) in compiled.media.iter().enumerate() {
         let source = match unit.and_then(|(u, _)| u.media.get(i)) {
             Some(MediaSource::Blob(hash)) => format!("{} = blake3 {hash}", slot.source),

@@ -13,5 +13,6 @@ mod locked;
 mod one_writer;
 mod paths;
 mod provider;
+mod setup;
 mod util;
 mod watch;
