@@ -301,11 +301,13 @@ fn check_locked(planned: &Planned<'_>, printer: &Printer) -> Result<()> {
             d.action == Action::Generate || lock_key != Some(u.key.hex().as_str())
         })
         .count()
-        + planned.waiting.len()
-        + planned.stale_lock_entries.len();
-    if changed > 0 {
+        + planned.waiting.len();
+    if changed > 0 || !planned.stale_lock_entries.is_empty() {
         print_plan(planned, printer, false);
-        return Err(Error::NotLocked { stale: changed });
+        return Err(Error::NotLocked {
+            stale: changed,
+            removed: planned.stale_lock_entries.clone(),
+        });
     }
     Ok(())
 }
@@ -447,7 +449,7 @@ async fn execute(
         Pace::from_latencies(&latencies, parallel),
     ));
     let on_event = with_hook(
-        progress_printer(printer, Arc::clone(&progress)),
+        progress_printer(printer, Arc::clone(&progress), restore_reasons(&decided)),
         hooks.on_event.clone(),
     );
     let executor = Executor {
@@ -790,7 +792,22 @@ fn with_hook(
 
 fn event_printer(printer: &Printer) -> Arc<dyn Fn(Event) + Send + Sync> {
     let printer = *printer;
-    Arc::new(move |event| print_event(&printer, event))
+    Arc::new(move |event| print_event(&printer, event, None))
+}
+
+/// Why each restore was needed, when it is about one file (`potion_2.png` is missing): the restore
+/// line names that file rather than the task's first output.
+fn restore_reasons(decided: &[(Unit<'_>, Decision)]) -> HashMap<String, String> {
+    use crate::reconcile::Reason;
+    decided
+        .iter()
+        .filter(|(_, d)| matches!(d.action, Action::Restore { .. }))
+        .filter_map(|(u, d)| match &d.reason {
+            Reason::OutputMissing(p) => Some((u.task.id.clone(), format!("{p} (was missing)"))),
+            Reason::OutputModified(p) => Some((u.task.id.clone(), format!("{p} (was modified)"))),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Prints events above the progress bar (a terminal only) and keeps its figures: tasks done, in
@@ -798,6 +815,7 @@ fn event_printer(printer: &Printer) -> Arc<dyn Fn(Event) + Send + Sync> {
 fn progress_printer(
     printer: &Printer,
     progress: Arc<Progress>,
+    restore_reasons: HashMap<String, String>,
 ) -> Arc<dyn Fn(Event) + Send + Sync> {
     let printer = *printer;
     Arc::new(move |event| {
@@ -813,7 +831,11 @@ fn progress_printer(
             }
             Event::Retrying { .. } => {}
         }
-        progress.suspend(|| print_event(&printer, event));
+        let reason = match &event {
+            Event::Finished(o) => restore_reasons.get(&o.id).map(String::as_str),
+            _ => None,
+        };
+        progress.suspend(|| print_event(&printer, event, reason));
     })
 }
 
@@ -840,7 +862,7 @@ pub struct Built {
 }
 
 /// Reports one executor event as a status line.
-fn print_event(printer: &Printer, event: Event) {
+fn print_event(printer: &Printer, event: Event, restore_reason: Option<&str>) {
     match event {
         Event::Submitted { id, remote } => {
             printer.verbose("Submitted", &format!("{id} (task {remote})"));
@@ -865,11 +887,14 @@ fn print_event(printer: &Printer, event: Event) {
             }
             Ok(done) => printer.status(
                 "Restored",
-                &format!(
-                    "{} → {} (free)",
-                    outcome.id,
-                    describe_outputs(&done.entry.outputs)
-                ),
+                &match restore_reason {
+                    Some(file) => format!("{} → {file} (free)", outcome.id),
+                    None => format!(
+                        "{} → {} (free)",
+                        outcome.id,
+                        describe_outputs(&done.entry.outputs)
+                    ),
+                },
             ),
             Err(error) if error.message == crate::executor::NOT_SUBMITTED => {
                 printer.warn("Dropped", &format!("{}: {error}", outcome.id));

@@ -120,3 +120,34 @@ impl Summary {
         vec![parts.join(", "), money]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_paid_by_a_failed_task_are_not_reported_as_generated() {
+        let summary = Summary {
+            failed: 1,
+            images_generated: 1,
+            ..Summary::default()
+        };
+        let lines = summary.human();
+        assert!(!lines[0].contains("generated"), "{lines:?}");
+        assert!(lines[0].contains("1 failed (1 image paid for"), "{lines:?}");
+    }
+
+    #[test]
+    fn a_no_op_is_two_lines() {
+        let summary = Summary {
+            fresh: 14,
+            cumulative: Cumulative {
+                runs: 2,
+                ..Cumulative::default()
+            },
+            ..Summary::default()
+        };
+        assert_eq!(summary.human().len(), 2);
+        assert_eq!(summary.human()[0], "14 fresh");
+    }
+}

@@ -230,7 +230,8 @@ async fn emulator(args: &EmulatorArgs, printer: &Printer) -> Result<()> {
                     path.display()
                 ),
                 hint: Some(
-                    "the format is documented in `src/emulator.rs` and the README".to_owned(),
+                    "the format is in the README's \"The emulator\" section (`latency_ms`, `quotas`, `[[faults]]`, …)"
+                        .to_owned(),
                 ),
             })?
         }

@@ -441,3 +441,76 @@ fn the_examples_no_op_prints_at_most_two_lines() {
         plan.stderr
     );
 }
+
+// --- small things a user trips on ------------------------------------------------------------------
+
+#[test]
+fn locked_names_a_stale_lock_entry_and_a_re_added_task_is_restored_as_cached_not_new() {
+    let p = Project::new();
+    p.file("plans/a.toml", TWO_TASKS);
+    p.wanx(&["build"]).success();
+    let without_harbor = TWO_TASKS
+        .split("\n[[task]]\nid = \"harbor\"")
+        .next()
+        .unwrap();
+    p.file("plans/a.toml", without_harbor);
+    let run = p.wanx(&["build", "--locked"]);
+    run.status(3);
+    assert!(
+        run.stderr
+            .contains("still records 1 task no longer in the plans (`harbor`)"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("is not fresh"), "{}", run.stderr);
+    p.wanx(&["build"]).success();
+    p.file("plans/a.toml", TWO_TASKS);
+    let plan = p.wanx(&["plan"]);
+    assert!(
+        plan.stdout.contains("not in `wanx.lock`, but cached"),
+        "{}",
+        plan.stdout
+    );
+    assert!(!plan.stdout.contains("new task"), "{}", plan.stdout);
+}
+
+#[test]
+fn the_restore_line_names_the_file_that_was_restored() {
+    let p = Project::new();
+    p.file("plans/a.toml", TWO_TASKS);
+    p.wanx(&["build"]).success();
+    std::fs::remove_file(p.path("generated/harbor_2.png")).unwrap();
+    let run = p.wanx(&["build"]);
+    run.success();
+    assert!(
+        run.stderr
+            .contains("harbor → generated/harbor_2.png (was missing)"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_task_failed_fault_needs_no_code() {
+    let p = Project::with_emulator_toml(
+        "[[faults]]\non = \"submit\"\nnth = [1]\nfault = { kind = \"task_failed\" }\n",
+    );
+    p.file(
+        "plans/a.toml",
+        "[[task]]\nid = \"one\"\nmodel = \"wan2.2-t2i-flash\"\nprompt = \"x\"\n",
+    );
+    let run = p.wanx(&["build"]);
+    run.status(1);
+    assert!(run.stderr.contains("1 failed"), "{}", run.stderr);
+    assert!(!run.stderr.contains("generated ("), "{}", run.stderr);
+}
+
+#[test]
+fn an_emulator_config_error_points_at_the_readme() {
+    let p = Project::new();
+    p.file("emu.toml", "latency_ms = \"slow\"\n");
+    let run = p.wanx(&["emulator", "--port", "0", "--config", "emu.toml"]);
+    run.status(2);
+    assert!(run.stderr.contains("README"), "{}", run.stderr);
+    assert!(!run.stderr.contains("src/emulator.rs"), "{}", run.stderr);
+}
