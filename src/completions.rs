@@ -47,11 +47,13 @@ pub fn task_ids() -> Vec<CompletionCandidate> {
 }
 
 /// `wanx completions SHELL`: the static script on stdout.
+#[allow(clippy::unnecessary_wraps, reason = "every command returns a Result")]
 pub fn completions(shell: clap_complete::Shell) -> Result<()> {
     let mut cmd = Cli::command();
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut cmd, "wanx", &mut out);
-    write_stdout(&out)
+    write_stdout(&out);
+    Ok(())
 }
 
 /// `wanx man`: the man page (roff) on stdout, e.g. `wanx man > wanx.1`.
@@ -60,12 +62,12 @@ pub fn man() -> Result<()> {
     clap_mangen::Man::new(Cli::command())
         .render(&mut out)
         .map_err(|e| Error::Other(format!("could not render the man page: {e}")))?;
-    write_stdout(&out)
+    write_stdout(&out);
+    Ok(())
 }
 
-fn write_stdout(bytes: &[u8]) -> Result<()> {
+fn write_stdout(bytes: &[u8]) {
     let mut stdout = std::io::stdout().lock();
     // A closed pipe (`wanx man | head`) is not an error.
     let _ = stdout.write_all(bytes);
-    Ok(())
 }

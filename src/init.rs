@@ -4,6 +4,7 @@
 //! commands to run next. It refuses to overwrite anything: an existing `wanx.toml` or plan file
 //! stops it before it writes.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -184,10 +185,16 @@ pub fn import_seed(seed: &Value, shown: &str) -> Result<String> {
     let mut header = format!("# Imported by `wanx init --from {shown}`.\n");
     if let Some(exec) = seed.get("execution_config") {
         if let Some(var) = exec.get("api_key_env").and_then(Value::as_str) {
-            header.push_str(&format!("# The seed read its key from `{var}`: set `[provider] api_key_env` in wanx.toml if that is not DASHSCOPE_API_KEY.\n"));
+            let _ = writeln!(
+                header,
+                "# The seed read its key from `{var}`: set `[provider] api_key_env` in wanx.toml if that is not DASHSCOPE_API_KEY."
+            );
         }
         if let Some(url) = exec.get("api_endpoint").and_then(Value::as_str) {
-            header.push_str(&format!("# The seed's endpoint was {url}: `[provider] base_url` in wanx.toml picks the region.\n"));
+            let _ = writeln!(
+                header,
+                "# The seed's endpoint was {url}: `[provider] base_url` in wanx.toml picks the region."
+            );
         }
     }
     Ok(format!("{header}\n{body}"))

@@ -4,6 +4,7 @@
 //! as long as the median latency). Status lines printed through [`Progress::suspend`] appear above it.
 //! It belongs to one build and is dropped with it: no global state.
 
+use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -161,7 +162,7 @@ impl Progress {
         if let Some(eta) = self.pace.eta(state.generations_left)
             && state.generations_left > 0
         {
-            message.push_str(&format!(", ETA {}s", eta.as_secs().max(1)));
+            let _ = write!(message, ", ETA {}s", eta.as_secs().max(1));
         }
         bar.set_message(message);
     }

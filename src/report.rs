@@ -8,6 +8,8 @@
 //! (`fresh` | `restored` | `generated` | `failed` | `skipped` | `planned`), `reason`, `cost`, `saved`, `outputs`
 //! (project-relative paths) and `error` (a string, for failed tasks).
 
+use std::fmt::Write as _;
+
 use serde::Serialize;
 
 use crate::money::Money;
@@ -111,10 +113,11 @@ impl Summary {
         }
         let mut money = format!("spent {}, saved {}", self.spent, self.saved);
         if self.cumulative.runs > 1 {
-            money.push_str(&format!(
+            let _ = write!(
+                money,
                 "; all {} builds: spent {}, saved {}",
                 self.cumulative.runs, self.cumulative.spent, self.cumulative.saved
-            ));
+            );
         }
         money.push_str(label);
         vec![parts.join(", "), money]

@@ -58,9 +58,9 @@ struct MonthRow {
 /// `wanx stats [--json]`.
 pub fn stats(dir: Option<&Path>, json: bool, printer: &Printer) -> Result<()> {
     let manifest = manifest(dir)?;
-    let state = manifest.state_dir();
-    let (size, images, models, months) = if state.join(crate::store::DB_FILE).exists() {
-        let store = Store::open(&state)?;
+    let state_dir = manifest.state_dir();
+    let (size, images, models, months) = if state_dir.join(crate::store::DB_FILE).exists() {
+        let store = Store::open(&state_dir)?;
         let (size, images) = store.blob_totals()?;
         (
             size,
