@@ -22,6 +22,7 @@ use crate::output_name::now_unix;
 use crate::planner::{Chain, Settled, Unit, Waiting, task_report, waiting_report};
 pub use crate::planner::{Planned, Project, plan, print_plan, waiting_reason};
 use crate::printer::Printer;
+use crate::progress::{Pace, Progress};
 use crate::reconcile::{Action, Decision};
 use crate::report::{Cumulative, Summary, TaskReport};
 use crate::secret::ApiKey;
@@ -84,6 +85,7 @@ pub async fn build_with(
     let emulated = planned.provider.is_emulated();
     let foreign = crate::output_guard::find(&project.manifest.root, &planned, now_unix());
     if args.dry_run {
+        project.print_notes(printer, None);
         print_plan(&planned, printer, args.json);
         crate::output_guard::warn(&foreign, printer);
         let summary = Summary {
@@ -118,6 +120,16 @@ pub async fn build_with(
     };
     let totals = planned.totals();
     if totals.generate > 0 {
+        // How the seed's vocabulary was lowered matters when it is about to be paid for.
+        let generating: HashSet<&std::path::Path> = planned
+            .units
+            .iter()
+            .zip(&planned.decisions)
+            .filter(|(_, d)| d.action == Action::Generate)
+            .map(|(u, _)| u.task.origin.file.as_path())
+            .chain(planned.waiting.iter().map(|w| w.task.origin.file.as_path()))
+            .collect();
+        project.print_notes(printer, Some(&generating));
         printer.status("Planning", &totals.describe(emulated));
     }
     if let Some(on_plan) = &hooks.on_plan {
@@ -160,6 +172,7 @@ pub async fn build_with(
         spent: summary.spent,
         saved: summary.saved,
     })?;
+    crate::gc::after_build(&project.manifest, &mut store, printer)?;
     let totals = store.ledger_totals()?;
     let kind = if emulated {
         totals.emulated
@@ -301,11 +314,13 @@ fn check_locked(planned: &Planned<'_>, printer: &Printer) -> Result<()> {
             d.action == Action::Generate || lock_key != Some(u.key.hex().as_str())
         })
         .count()
-        + planned.waiting.len()
-        + planned.stale_lock_entries.len();
-    if changed > 0 {
+        + planned.waiting.len();
+    if changed > 0 || !planned.stale_lock_entries.is_empty() {
         print_plan(planned, printer, false);
-        return Err(Error::NotLocked { stale: changed });
+        return Err(Error::NotLocked {
+            stale: changed,
+            removed: planned.stale_lock_entries.clone(),
+        });
     }
     Ok(())
 }
@@ -428,13 +443,6 @@ async fn execute(
     let total = Arc::new(AtomicUsize::new(
         jobs.len() + chain.as_ref().map_or(0, Chain::undecided),
     ));
-    if !jobs.is_empty() {
-        printer.progress(&format!(
-            "    Building [{}] 0/{} tasks",
-            " ".repeat(24),
-            total.load(Ordering::SeqCst)
-        ));
-    }
     let mut models: Vec<&str> = jobs
         .iter()
         .filter(|j| matches!(j.kind, JobKind::Generate))
@@ -445,8 +453,16 @@ async fn execute(
     }
     let latency_history = latency_history(&store.lock().expect("never poisoned"), &models)?;
     let emulated = provider.is_emulated();
+    let parallel = args.jobs.or(project.manifest.build.jobs).unwrap_or(16);
+    let latencies: Vec<f64> = latency_history.values().flatten().copied().collect();
+    let progress = Arc::new(Progress::new(
+        printer,
+        total.load(Ordering::SeqCst),
+        models.len(),
+        Pace::from_latencies(&latencies, parallel),
+    ));
     let on_event = with_hook(
-        progress_printer(printer, Arc::clone(&total)),
+        progress_printer(printer, Arc::clone(&progress), restore_reasons(&decided)),
         hooks.on_event.clone(),
     );
     let executor = Executor {
@@ -463,7 +479,7 @@ async fn execute(
             poll_policy(project)
         },
         task_timeout: task_timeout(project),
-        jobs: args.jobs.or(project.manifest.build.jobs).unwrap_or(16),
+        jobs: parallel,
         on_event: Arc::clone(&on_event),
         cancel: Arc::clone(cancel),
         latency_history,
@@ -494,7 +510,8 @@ async fn execute(
                 match session.settle(project, settled, running.halted(), &mut decided) {
                     Next::Start(job) => running.push(job).await,
                     Next::Fresh => {
-                        total.fetch_sub(1, Ordering::SeqCst);
+                        let left = total.fetch_sub(1, Ordering::SeqCst) - 1;
+                        progress.set_total(left);
                     }
                     Next::Ended(unbuilt) => on_event(Event::Finished(unbuilt)),
                 }
@@ -509,6 +526,8 @@ async fn execute(
         );
     }
     let fatal = running.finish();
+    progress.clear();
+    touch_restored(&store, &outcomes)?;
     if prune {
         lock.lock()
             .expect("never poisoned")
@@ -786,44 +805,65 @@ fn with_hook(
 
 fn event_printer(printer: &Printer) -> Arc<dyn Fn(Event) + Send + Sync> {
     let printer = *printer;
-    Arc::new(move |event| print_event(&printer, event))
+    Arc::new(move |event| print_event(&printer, event, None))
 }
 
-/// Prints events, and on a terminal keeps a progress line: tasks done of `total` (which shrinks when
-/// a waiting task turns out to need nothing), money spent.
+/// Why each restore was needed, when it is about one file (`potion_2.png` is missing): the restore
+/// line names that file rather than the task's first output.
+fn restore_reasons(decided: &[(Unit<'_>, Decision)]) -> HashMap<String, String> {
+    use crate::reconcile::Reason;
+    decided
+        .iter()
+        .filter(|(_, d)| matches!(d.action, Action::Restore { .. }))
+        .filter_map(|(u, d)| match &d.reason {
+            Reason::OutputMissing(p) => Some((u.task.id.clone(), format!("{p} (was missing)"))),
+            Reason::OutputModified(p) => Some((u.task.id.clone(), format!("{p} (was modified)"))),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Prints events above the progress bar (a terminal only) and keeps its figures: tasks done, in
+/// flight, images, money spent.
 fn progress_printer(
     printer: &Printer,
-    total: Arc<AtomicUsize>,
+    progress: Arc<Progress>,
+    restore_reasons: HashMap<String, String>,
 ) -> Arc<dyn Fn(Event) + Send + Sync> {
     let printer = *printer;
-    let done = AtomicUsize::new(0);
-    let spent = Mutex::new(Money::ZERO);
     Arc::new(move |event| {
-        if let Event::Finished(outcome) = &event {
-            let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
-            let mut spent = spent.lock().expect("never poisoned");
-            *spent += match &outcome.result {
-                Ok(done) => done.spent,
-                Err(failure) => failure.spent,
-            };
-            print_event(&printer, event);
-            let total = total.load(Ordering::SeqCst);
-            if finished < total {
-                let width = 24;
-                let filled = finished * width / total.max(1);
-                printer.progress(&format!(
-                    "    Building [{}{}] {finished}/{total} tasks, {} spent",
-                    "=".repeat(filled),
-                    " ".repeat(width - filled),
-                    *spent
-                ));
-            } else {
-                printer.clear_progress();
+        match &event {
+            Event::Submitted { .. } => progress.submitted(),
+            Event::Finished(outcome) => {
+                let (generation, images, spent) = match &outcome.result {
+                    Ok(done) if done.generated => (true, done.entry.images, done.spent),
+                    Ok(_) => (false, 0, Money::ZERO),
+                    Err(failure) => (!failure.skipped, failure.images_billed, failure.spent),
+                };
+                progress.finished(generation, images, spent);
             }
-        } else {
-            print_event(&printer, event);
+            Event::Retrying { .. } => {}
         }
+        let reason = match &event {
+            Event::Finished(o) => restore_reasons.get(&o.id).map(String::as_str),
+            _ => None,
+        };
+        progress.suspend(|| print_event(&printer, event, reason));
     })
+}
+
+/// Records that the restored tasks' blobs were just used, so the cache's bound evicts them last.
+fn touch_restored(store: &Mutex<Store>, outcomes: &HashMap<String, Outcome>) -> Result<()> {
+    let used: Vec<&str> = outcomes
+        .values()
+        .filter_map(|o| o.result.as_ref().ok())
+        .filter(|done| !done.generated)
+        .flat_map(|done| done.entry.outputs.iter().map(|o| o.blake3.as_str()))
+        .collect();
+    store
+        .lock()
+        .expect("never poisoned")
+        .touch_blobs(&used, now_unix())
 }
 
 /// A finished build: its summary, and the stop-class provider error that cut it short, if any.
@@ -835,7 +875,7 @@ pub struct Built {
 }
 
 /// Reports one executor event as a status line.
-fn print_event(printer: &Printer, event: Event) {
+fn print_event(printer: &Printer, event: Event, restore_reason: Option<&str>) {
     match event {
         Event::Submitted { id, remote } => {
             printer.verbose("Submitted", &format!("{id} (task {remote})"));
@@ -860,11 +900,14 @@ fn print_event(printer: &Printer, event: Event) {
             }
             Ok(done) => printer.status(
                 "Restored",
-                &format!(
-                    "{} → {} (free)",
-                    outcome.id,
-                    describe_outputs(&done.entry.outputs)
-                ),
+                &match restore_reason {
+                    Some(file) => format!("{} → {file} (free)", outcome.id),
+                    None => format!(
+                        "{} → {} (free)",
+                        outcome.id,
+                        describe_outputs(&done.entry.outputs)
+                    ),
+                },
             ),
             Err(error) if error.message == crate::executor::NOT_SUBMITTED => {
                 printer.warn("Dropped", &format!("{}: {error}", outcome.id));

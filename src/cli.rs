@@ -25,6 +25,16 @@ pub struct Cli {
     /// Say more: submissions, retries, timings.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// When to use colour: `auto` (a terminal, unless `NO_COLOR` is set; `CLICOLOR_FORCE` forces it),
+    /// `always` or `never`.
+    #[arg(
+        long,
+        value_name = "WHEN",
+        global = true,
+        env = "WANX_COLOR",
+        default_value = "auto"
+    )]
+    pub color: ColorChoice,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -46,12 +56,73 @@ pub enum Command {
     /// Remove old outputs: files in output directories that wanx wrote (their bytes are in the cache)
     /// and no entry of `wanx.lock` claims.
     Clean(CleanArgs),
+    /// Start a project here: a commented `wanx.toml`, an example plan and `.gitignore` lines.
+    Init(InitArgs),
+    /// Shrink the cache to `[cache] max_size`, least recently used first; never what `wanx.lock` needs.
+    Gc(GcArgs),
+    /// Cache size and entries, images generated and restored, money spent and saved.
+    Stats(StatsArgs),
+    /// Print a shell completion script (see the README for dynamic task-id completion).
+    Completions(CompletionsArgs),
+    /// Print wanx's man page (roff) on stdout.
+    #[command(hide = true)]
+    Man,
+}
+
+/// `--color`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ColorChoice {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct InitArgs {
+    /// Import this seed JSON plan (`plan_id`, `batches[].tasks[]`) as the project's first TOML plan.
+    #[arg(long, value_name = "SEED_JSON")]
+    pub from: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct GcArgs {
+    /// Say what would be removed, remove nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Use this bound instead of `[cache] max_size` (e.g. `500MB`, `0`).
+    #[arg(long, value_name = "SIZE")]
+    pub max_size: Option<String>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct StatsArgs {
+    /// Print the figures as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    pub shell: clap_complete::Shell,
+}
+
+/// A non-negative, finite amount of CNY (`--max-spend`).
+fn parse_budget(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Ok(_) => Err(format!(
+            "`{text}` is not an amount of CNY: write a number, 0 or more"
+        )),
+        Err(_) => Err(format!("`{text}` is not a number")),
+    }
 }
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct Selection {
     /// Only these tasks, and the tasks whose images they consume (default: every task).
-    #[arg(value_name = "TASK")]
+    #[arg(value_name = "TASK", add = clap_complete::engine::ArgValueCandidates::new(crate::completions::task_ids))]
     pub tasks: Vec<String>,
     /// Build against wanx's in-process DashScope emulator: no API key, no cost, placeholder images.
     #[arg(long)]
@@ -76,10 +147,10 @@ pub struct BuildArgs {
     #[arg(long)]
     pub json: bool,
     /// Tasks in flight at once (each model also keeps its own quota).
-    #[arg(short, long, value_name = "N")]
+    #[arg(short, long, value_name = "N", env = "WANX_JOBS")]
     pub jobs: Option<usize>,
     /// Refuse to start if the planned generations cost more than this many CNY.
-    #[arg(long, value_name = "CNY")]
+    #[arg(long, value_name = "CNY", env = "WANX_MAX_SPEND", value_parser = parse_budget)]
     pub max_spend: Option<f64>,
     /// If another wanx is using this project, stop at once (exit 5) instead of waiting for it.
     #[arg(long)]
@@ -97,10 +168,10 @@ pub struct WatchArgs {
     #[arg(long)]
     pub json: bool,
     /// Tasks in flight at once (each model also keeps its own quota).
-    #[arg(short, long, value_name = "N")]
+    #[arg(short, long, value_name = "N", env = "WANX_JOBS")]
     pub jobs: Option<usize>,
     /// Refuse any rebuild whose generations cost more than this many CNY.
-    #[arg(long, value_name = "CNY")]
+    #[arg(long, value_name = "CNY", env = "WANX_MAX_SPEND", value_parser = parse_budget)]
     pub max_spend: Option<f64>,
 }
 
@@ -116,6 +187,7 @@ pub struct PlanArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ExplainArgs {
     /// The task to explain.
+    #[arg(add = clap_complete::engine::ArgValueCandidates::new(crate::completions::task_ids))]
     pub task: Option<String>,
     /// Key the request as the emulator would.
     #[arg(long)]

@@ -116,7 +116,9 @@ pub enum Fault {
         message: String,
     },
     /// Submit only: the task is accepted but ends FAILED with `output.code`/`message`; nothing billed.
+    /// `code` defaults to `InvalidParameter`: the task fails and is not retried.
     TaskFailed {
+        #[serde(default = "default_task_failed_code")]
         code: String,
         #[serde(default = "default_fault_message")]
         message: String,
@@ -130,6 +132,10 @@ pub enum Fault {
     Reset,
     /// Answer normally, `ms` late.
     Delay { ms: u64 },
+}
+
+fn default_task_failed_code() -> String {
+    "InvalidParameter".to_owned()
 }
 
 fn default_fault_message() -> String {

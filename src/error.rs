@@ -63,8 +63,12 @@ pub enum Error {
         request_id: Option<String>,
     },
 
-    #[error("{stale} task{} not fresh and `--locked` forbids changing `wanx.lock`", if *stale == 1 { " is" } else { "s are" })]
-    NotLocked { stale: usize },
+    #[error("{}", not_locked(*stale, removed))]
+    NotLocked {
+        stale: usize,
+        /// Tasks `wanx.lock` records that are no longer in the plans.
+        removed: Vec<String>,
+    },
 
     #[error("the planned generations cost {planned}, more than the budget of {budget}")]
     OverBudget { planned: Money, budget: Money },
@@ -173,3 +177,33 @@ fn provider_hint(code: &str) -> &'static str {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `--locked`'s message: tasks that are not fresh, and lock entries of tasks no longer in the plans.
+fn not_locked(stale: usize, removed: &[String]) -> String {
+    let mut parts = Vec::new();
+    if stale > 0 {
+        parts.push(format!(
+            "{stale} task{} not fresh",
+            if stale == 1 { " is" } else { "s are" }
+        ));
+    }
+    if !removed.is_empty() {
+        let names: Vec<String> = removed.iter().take(3).map(|id| format!("`{id}`")).collect();
+        let more = removed.len().saturating_sub(3);
+        parts.push(format!(
+            "`wanx.lock` still records {} task{} no longer in the plans ({}{})",
+            removed.len(),
+            if removed.len() == 1 { "" } else { "s" },
+            names.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    format!(
+        "{} and `--locked` forbids changing `wanx.lock`",
+        parts.join("; ")
+    )
+}

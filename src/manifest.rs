@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::error::{Error, Result};
+use crate::plan::RawTask;
 use crate::registry::{ModelOverride, Registry};
 
 pub const FILE_NAME: &str = "wanx.toml";
@@ -24,6 +25,10 @@ pub struct Manifest {
     pub build: BuildSection,
     pub prices: BTreeMap<String, f64>,
     pub models: BTreeMap<String, ModelOverride>,
+    /// `[defaults]`: task fields for every plan file (a plan's own `[defaults]` and the task win).
+    pub(crate) defaults: Option<RawTask>,
+    /// `[cache]`: how big the local cache may grow.
+    pub cache: CacheSection,
     /// blake3 of `wanx.toml` as read: everything above, and the registry it extends, follow from it.
     pub digest: [u8; 32],
 }
@@ -84,6 +89,15 @@ pub struct BuildSection {
     pub poll_interval: Option<f64>,
 }
 
+/// `[cache]`: the local cache's bound.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSection {
+    /// The most the cache (`.wanx/blobs`) may hold, e.g. `"5GB"`, `"500MB"`; default 5 GB. Builds evict
+    /// the blobs used least recently beyond it, never one `wanx.lock` references.
+    pub max_size: Option<String>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 struct Wire {
@@ -92,9 +106,13 @@ struct Wire {
     build: BuildSection,
     prices: BTreeMap<String, f64>,
     models: BTreeMap<String, ModelOverride>,
+    defaults: Option<RawTask>,
+    cache: CacheSection,
 }
 
-const SECTIONS: [&str; 5] = ["project", "provider", "build", "prices", "models"];
+const SECTIONS: [&str; 7] = [
+    "project", "provider", "build", "prices", "models", "defaults", "cache",
+];
 
 impl Manifest {
     /// Finds `wanx.toml` in `start` or its parents.
@@ -150,6 +168,8 @@ impl Manifest {
             build: wire.build,
             prices: wire.prices,
             models: wire.models,
+            defaults: wire.defaults,
+            cache: wire.cache,
             digest: *blake3::hash(source.as_bytes()).as_bytes(),
         };
         let mut registry = Registry::builtin();
@@ -172,6 +192,22 @@ impl Manifest {
                     .field("build.max_spend"),
             );
         }
+        if let Some(id) = manifest.defaults.as_ref().and_then(|d| d.id.as_ref()) {
+            diagnostics.push(
+                Diagnostic::error(FILE_NAME, "`id` cannot be set in `[defaults]`")
+                    .field("defaults.id")
+                    .at(&source, id.span()),
+            );
+        }
+        if let Some(text) = &manifest.cache.max_size
+            && let Err(message) = crate::gc::parse_size(text)
+        {
+            diagnostics.push(
+                Diagnostic::error(FILE_NAME, message)
+                    .field("cache.max_size")
+                    .hint("write a size such as `\"5GB\"`, `\"500MB\"` or `\"0\"` (keep only what `wanx.lock` needs)"),
+            );
+        }
         if !diagnostics.is_empty() {
             return Err(Error::Invalid {
                 count: diagnostics.len(),
@@ -188,6 +224,15 @@ impl Manifest {
 
     pub fn lock_path(&self) -> PathBuf {
         self.root.join("wanx.lock")
+    }
+
+    /// `[cache] max_size` in bytes (5 GB, ccache's default, when unset).
+    pub fn cache_max_size(&self) -> u64 {
+        self.cache
+            .max_size
+            .as_deref()
+            .and_then(|s| crate::gc::parse_size(s).ok())
+            .unwrap_or(crate::gc::DEFAULT_MAX_SIZE)
     }
 }
 

@@ -292,6 +292,9 @@ pub(crate) struct RawTask {
     /// The task could not be read at all (already reported): its id is registered, nothing is checked.
     #[serde(skip)]
     pub broken: bool,
+    /// Fields taken from `wanx.toml`'s `[defaults]` (see [`RawTask::inherit_project`]).
+    #[serde(skip)]
+    pub from_project: Vec<&'static str>,
 }
 
 /// `prompt`: a string, or the seed's structured template as a table.
@@ -448,6 +451,48 @@ impl RawTask {
         {
             *list = inherited;
         }
+    }
+
+    /// Fills what the task and its plan's `[defaults]` leave out from `wanx.toml`'s `[defaults]`.
+    /// The values are located at the task (their spans in `wanx.toml` mean nothing in the plan file).
+    pub fn inherit_project(&mut self, defaults: &RawTask) {
+        let at = self.at.clone();
+        macro_rules! merge {
+            ($($f:ident),*) => {$(
+                if self.$f.is_none() && let Some(v) = &defaults.$f {
+                    self.$f = Some(Spanned::new(at.clone(), v.get_ref().clone()));
+                    self.from_project.push(stringify!($f));
+                }
+            )*};
+        }
+        merge!(
+            model,
+            prompt,
+            negative_prompt,
+            negative,
+            size,
+            n,
+            seed,
+            style,
+            prompt_extend,
+            watermark,
+            ref_img,
+            ref_strength,
+            ref_mode,
+            composer,
+            text,
+            edit,
+            function,
+            input,
+            extend,
+            style_reference,
+            mask,
+            strength,
+            out_dir,
+            filename,
+            extra_input,
+            extra_parameters
+        );
     }
 }
 
@@ -624,6 +669,9 @@ fn load_files(
     for (file, tasks) in per_file.iter_mut().enumerate() {
         for task in tasks {
             check_unique_id(task, file, &mut ids, &mut sinks);
+            if let Some(defaults) = &manifest.defaults {
+                task.inherit_project(defaults);
+            }
         }
     }
 
@@ -972,9 +1020,26 @@ struct Check<'s, 'f> {
     paths: FieldPaths,
     at: Range<usize>,
     errors: usize,
+    /// Fields inherited from `wanx.toml`'s `[defaults]`.
+    from_project: Vec<&'static str>,
 }
 
 impl Check<'_, '_> {
+    /// Whether `name` came from a `[defaults]` table (the plan's or the project's), not the task.
+    fn inherited(&self, name: &str) -> bool {
+        self.paths.inherited(name) || self.from_project.contains(&name)
+    }
+
+    /// How diagnostics name `field`: values from `wanx.toml` are named there.
+    fn field_path(&self, field: &str) -> String {
+        let top = field.split(['.', '[']).next().unwrap_or(field);
+        if self.from_project.contains(&top) {
+            format!("defaults.{field} in `wanx.toml`")
+        } else {
+            self.paths.path(field)
+        }
+    }
+
     fn err(
         &mut self,
         span: Range<usize>,
@@ -983,7 +1048,7 @@ impl Check<'_, '_> {
         hint: Option<String>,
     ) {
         self.errors += 1;
-        let field = self.paths.path(field);
+        let field = self.field_path(field);
         self.sink
             .error(self.file, Some(span), message, Some(field), hint);
     }
@@ -995,7 +1060,7 @@ impl Check<'_, '_> {
         message: impl Into<String>,
         hint: Option<String>,
     ) {
-        let field = self.paths.path(field);
+        let field = self.field_path(field);
         self.sink.note(
             Severity::Note,
             self.file,
@@ -1148,6 +1213,7 @@ impl<'a> Validator<'a> {
             paths,
             poisoned,
             broken: _,
+            from_project,
         } = raw;
         let mut c = Check {
             sink,
@@ -1155,6 +1221,7 @@ impl<'a> Validator<'a> {
             paths,
             at,
             errors: 0,
+            from_project,
         };
         let id_span = id.as_ref().map_or(c.at.clone(), Spanned::span);
         let id = if let Some(id) = id {
@@ -1188,7 +1255,14 @@ impl<'a> Validator<'a> {
         };
         let family = spec.map(|s| s.family);
 
-        let prompt = Self::prompt(prompt, spec, &poisoned, is_edit, &mut c);
+        let prompt = match (prompt, kind.as_ref()) {
+            (None, Some(kind)) if !poisoned.iter().any(|p| p == "prompt") => {
+                crate::edit_prompt::default_for(kind, style_reference.is_some())
+                    .map(|text| Prompt::Text(text.to_owned()))
+                    .or_else(|| Self::prompt(None, spec, &poisoned, is_edit, &mut c))
+            }
+            (prompt, _) => Self::prompt(prompt, spec, &poisoned, is_edit, &mut c),
+        };
         let negative_prompt = negative_prompt.map(|p| {
             if p.get_ref().chars().count() > NEGATIVE_PROMPT_LIMIT {
                 c.note(
@@ -1373,7 +1447,7 @@ impl<'a> Validator<'a> {
         // `[defaults]` names a text-to-image model for the generation tasks: edit tasks use an edit model.
         if let Some(m) = model
             && is_edit
-            && c.paths.inherited("model")
+            && c.inherited("model")
             && let Some(r) = self.registry.resolve(m.get_ref())
             && !r.spec.family.is_edit()
         {
@@ -1577,6 +1651,18 @@ impl<'a> Validator<'a> {
             }
         };
         match &spec.sizes {
+            SizeRule::FromInput if c.inherited("size") => {
+                c.note(
+                    span,
+                    "size",
+                    format!(
+                        "`{}` takes its size from the input image: the inherited `size` is ignored for this task",
+                        spec.id
+                    ),
+                    None,
+                );
+                None
+            }
             SizeRule::FromInput => {
                 c.err(
                     span,
@@ -1709,6 +1795,15 @@ impl<'a> Validator<'a> {
                 ("ref_mode", ref_mode.as_ref().map(Spanned::span)),
             ] {
                 if let Some(span) = span {
+                    if c.inherited(field) {
+                        c.note(
+                            span,
+                            field,
+                            format!("`{field}` is a wanx-v1 parameter: the inherited value is ignored for this task"),
+                            None,
+                        );
+                        continue;
+                    }
                     c.err(
                         span,
                         field,
@@ -2391,6 +2486,8 @@ pub(crate) mod tests {
             build: BuildSection::default(),
             prices: BTreeMap::new(),
             models: BTreeMap::new(),
+            defaults: None,
+            cache: crate::manifest::CacheSection::default(),
             digest: [0; 32],
         }
     }

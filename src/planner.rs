@@ -41,8 +41,10 @@ pub struct Project {
 }
 
 impl Project {
-    /// Finds and loads the project, printing plan notes. Any error stops here, before any effect.
-    pub fn load(dir: Option<&Path>, printer: &Printer) -> Result<Project> {
+    /// Finds and loads the project. Any error stops here, before any effect. Plan notes (how the
+    /// seed's vocabulary was lowered) are kept for [`Project::print_notes`]: `wanx plan`, `explain` and a
+    /// build that generates print them, a no-op does not.
+    pub fn load(dir: Option<&Path>, _printer: &Printer) -> Result<Project> {
         let cwd = match dir {
             Some(d) => d.to_path_buf(),
             None => std::env::current_dir().map_err(|e| Error::io("could not read", ".", e))?,
@@ -50,14 +52,20 @@ impl Project {
         let path = Manifest::find(&cwd)?;
         let (manifest, registry) = Manifest::load(&path)?;
         let loaded = plan::load(&manifest, &registry)?;
-        for note in &loaded.notes {
-            printer.block(&note.render(printer.color), false);
-        }
         Ok(Project {
             manifest,
             registry,
             loaded,
         })
+    }
+
+    /// Prints the notes about the plan files `files` (all of them when `None`).
+    pub fn print_notes(&self, printer: &Printer, files: Option<&HashSet<&Path>>) {
+        for note in &self.loaded.notes {
+            if files.is_none_or(|f| f.contains(note.path.as_path())) {
+                printer.block(&note.render(printer.color), false);
+            }
+        }
     }
 
     /// The tasks named on the command line and every task whose images they consume, in plan order

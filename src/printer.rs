@@ -1,27 +1,50 @@
 //! `Printer`: all human output goes through here, to stderr; stdout carries only data (`--json`).
-//! Respects `--quiet`, `-v`, `NO_COLOR` and whether stderr is a terminal. On a terminal, a build also
-//! keeps one live progress line at the bottom, redrawn under each status line.
+//! Respects `--quiet`, `-v`, and colour as the ecosystem decides it: `--color auto|always|never` (or
+//! `WANX_COLOR`), then `NO_COLOR` and `CLICOLOR_FORCE`, then whether stderr is a terminal. anstream is
+//! the one owner of the terminal's colour: every line goes through its stream, which strips styles
+//! wherever colour is off, so nothing else decides it. A build's progress bar is [`crate::progress`].
 
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
 
-/// The live progress line, if one is showing (terminal only).
-static PROGRESS: Mutex<Option<String>> = Mutex::new(None);
+use anstyle::{AnsiColor, Style};
+
+use crate::cli::ColorChoice;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Printer {
     pub quiet: bool,
     pub verbose: u8,
+    /// Whether stderr gets colour (after `--color`, `NO_COLOR`, `CLICOLOR_FORCE` and the terminal).
     pub color: bool,
+    /// Whether stderr is a terminal (progress bars are drawn only there).
     pub tty: bool,
 }
 
+const GREEN: Style = AnsiColor::Green.on_default().bold();
+const YELLOW: Style = AnsiColor::Yellow.on_default().bold();
+const RED: Style = AnsiColor::Red.on_default().bold();
+
 impl Printer {
+    /// A printer with colour decided by `--color` and the environment (anstream's rules).
     pub fn new(quiet: bool, verbose: u8) -> Printer {
-        let tty = std::io::stderr().is_terminal();
-        let color = tty
-            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-            && std::env::var("TERM").map_or(true, |t| t != "dumb");
+        Printer::with_color(quiet, verbose, ColorChoice::Auto)
+    }
+
+    /// A printer with colour as `choice` says; `auto` follows `NO_COLOR`, `CLICOLOR_FORCE`, `TERM`
+    /// and the terminal. Sets anstream's global choice, so every stream agrees.
+    pub fn with_color(quiet: bool, verbose: u8, choice: ColorChoice) -> Printer {
+        let global = match choice {
+            ColorChoice::Auto => anstream::ColorChoice::Auto,
+            ColorChoice::Always => anstream::ColorChoice::Always,
+            ColorChoice::Never => anstream::ColorChoice::Never,
+        };
+        global.write_global();
+        let stderr = std::io::stderr();
+        let tty = stderr.is_terminal();
+        let color = !matches!(
+            anstream::AutoStream::choice(&stderr),
+            anstream::ColorChoice::Never
+        );
         Printer {
             quiet,
             verbose,
@@ -30,73 +53,38 @@ impl Printer {
         }
     }
 
+    /// `text` in `style` (the stream strips it where colour is off).
+    pub fn paint(style: Style, text: &str) -> String {
+        format!("{style}{text}{style:#}")
+    }
+
     /// A status line: a right-aligned verb (like cargo's `Compiling`), then the text.
     pub fn status(&self, verb: &str, text: &str) {
-        if self.quiet {
-            return;
+        if !self.quiet {
+            Self::line(GREEN, verb, text);
         }
-        let (on, off) = if self.color {
-            ("\x1b[1;32m", "\x1b[0m")
-        } else {
-            ("", "")
-        };
-        Self::line(&format!("{on}{verb:>12}{off} {text}"));
     }
 
     /// A status line in the warning colour.
     pub fn warn(&self, verb: &str, text: &str) {
-        if self.quiet {
-            return;
+        if !self.quiet {
+            Self::line(YELLOW, verb, text);
         }
-        let (on, off) = if self.color {
-            ("\x1b[1;33m", "\x1b[0m")
-        } else {
-            ("", "")
-        };
-        Self::line(&format!("{on}{verb:>12}{off} {text}"));
     }
 
     /// A failure line: shown even with `--quiet`.
     pub fn fail(&self, verb: &str, text: &str) {
-        let (on, off) = if self.color {
-            ("\x1b[1;31m", "\x1b[0m")
-        } else {
-            ("", "")
-        };
-        Self::line(&format!("{on}{verb:>12}{off} {text}"));
+        Self::line(RED, verb, text);
     }
 
-    /// Shows (or replaces) the live progress line; a no-op unless stderr is a terminal.
-    pub fn progress(&self, text: &str) {
-        if self.quiet || !self.tty {
-            return;
-        }
-        let mut progress = PROGRESS
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        eprint_safe(&format!("\r\x1b[2K{text}"));
-        *progress = Some(text.to_owned());
+    /// `error` in the error style, for the one error line of a run.
+    pub fn error_label() -> String {
+        Self::paint(RED, "error")
     }
 
-    /// Removes the live progress line.
-    pub fn clear_progress(&self) {
-        let mut progress = PROGRESS
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if progress.take().is_some() {
-            eprint_safe("\r\x1b[2K");
-        }
-    }
-
-    /// One line on stderr, keeping the progress line below it.
-    fn line(line: &str) {
-        let progress = PROGRESS
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match progress.as_deref() {
-            Some(bar) => eprint_safe(&format!("\r\x1b[2K{line}\n{bar}")),
-            None => eprintln_safe(line),
-        }
+    fn line(style: Style, verb: &str, text: &str) {
+        let verb = Self::paint(style, &format!("{verb:>12}"));
+        eprint_safe(&format!("{verb} {text}\n"));
     }
 
     /// Detail shown with `-v`.
@@ -115,16 +103,12 @@ impl Printer {
 
     /// A line of data on stdout (tables of `wanx plan`, JSON).
     pub fn data(&self, text: &str) {
-        let mut out = std::io::stdout().lock();
+        let mut out = anstream::stdout().lock();
         // A closed pipe (`wanx plan | head`) is not an error.
         let _ = writeln!(out, "{text}");
     }
 }
 
-fn eprintln_safe(line: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
-}
-
 fn eprint_safe(text: &str) {
-    let _ = write!(std::io::stderr().lock(), "{text}");
+    let _ = write!(anstream::stderr().lock(), "{text}");
 }

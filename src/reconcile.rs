@@ -77,6 +77,8 @@ pub enum Reason {
     UpToDate,
     /// The lock has no entry for the task.
     New,
+    /// The lock has no entry for the task, but the cache has its images (a task added back).
+    NewCached,
     /// The compiled request differs from the one the lock records.
     Changed,
     OutputMissing(String),
@@ -91,6 +93,7 @@ impl fmt::Display for Reason {
         match self {
             Reason::UpToDate => f.write_str("up to date"),
             Reason::New => f.write_str("new task"),
+            Reason::NewCached => f.write_str("not in `wanx.lock`, but cached"),
             Reason::Changed => f.write_str("request changed"),
             Reason::OutputMissing(p) => write!(f, "`{p}` is missing"),
             Reason::OutputModified(p) => write!(f, "`{p}` was modified"),
@@ -193,7 +196,11 @@ fn decide(item: &Item<'_>, snap: &Snapshot<'_>, force: bool, now: i64) -> Decisi
                 images: owned(&rec.images),
                 generated_at: rec.generated_at,
             },
-            reason,
+            reason: if reason == Reason::New {
+                Reason::NewCached
+            } else {
+                reason
+            },
             outputs: paths(rec.generated_at),
             value,
             held: 0,

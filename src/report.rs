@@ -8,6 +8,8 @@
 //! (`fresh` | `restored` | `generated` | `failed` | `skipped` | `planned`), `reason`, `cost`, `saved`, `outputs`
 //! (project-relative paths) and `error` (a string, for failed tasks).
 
+use std::fmt::Write as _;
+
 use serde::Serialize;
 
 use crate::money::Money;
@@ -67,38 +69,88 @@ fn yuan<S: serde::Serializer>(m: &Money, s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl Summary {
-    /// The closing lines for people.
+    /// The closing lines for people: what happened, then the money (one or two lines, as cargo's).
     pub fn human(&self) -> Vec<String> {
         let label = if self.emulated {
             " (emulated, no real money)"
         } else {
             ""
         };
-        let mut lines = vec![format!(
-            "{} generated ({} image{}), {} restored, {} fresh, {} failed",
-            self.generated,
-            self.images_generated,
-            if self.images_generated == 1 { "" } else { "s" },
-            self.restored,
-            self.fresh,
-            self.failed
-        )];
+        let plural = |n: u32| if n == 1 { "" } else { "s" };
+        let mut parts = Vec::new();
+        if self.generated > 0 {
+            parts.push(format!(
+                "{} generated ({} image{})",
+                self.generated,
+                self.images_generated,
+                plural(self.images_generated)
+            ));
+        }
+        if self.restored > 0 {
+            parts.push(format!("{} restored", self.restored));
+        }
+        if self.fresh > 0 || (self.generated == 0 && self.restored == 0 && self.failed == 0) {
+            parts.push(format!("{} fresh", self.fresh));
+        }
+        if self.failed > 0 {
+            // Images paid for by tasks that failed (a partial result, kept for the next build).
+            if self.generated == 0 && self.images_generated > 0 {
+                parts.push(format!(
+                    "{} failed ({} image{} paid for and kept for the next build)",
+                    self.failed,
+                    self.images_generated,
+                    plural(self.images_generated)
+                ));
+            } else {
+                parts.push(format!("{} failed", self.failed));
+            }
+        }
         if self.skipped > 0 {
-            lines.push(format!(
+            parts.push(format!(
                 "{} not submitted (nothing paid for them)",
                 self.skipped
             ));
         }
-        lines.push(format!("spent {}, saved {}{label}", self.spent, self.saved));
-        if self.cumulative.runs > 0 {
-            lines.push(format!(
-                "all builds of this project: spent {}, saved {} over {} build{}{label}",
-                self.cumulative.spent,
-                self.cumulative.saved,
-                self.cumulative.runs,
-                if self.cumulative.runs == 1 { "" } else { "s" }
-            ));
+        let mut money = format!("spent {}, saved {}", self.spent, self.saved);
+        if self.cumulative.runs > 1 {
+            let _ = write!(
+                money,
+                "; all {} builds: spent {}, saved {}",
+                self.cumulative.runs, self.cumulative.spent, self.cumulative.saved
+            );
         }
-        lines
+        money.push_str(label);
+        vec![parts.join(", "), money]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_paid_by_a_failed_task_are_not_reported_as_generated() {
+        let summary = Summary {
+            failed: 1,
+            images_generated: 1,
+            ..Summary::default()
+        };
+        let lines = summary.human();
+        assert!(!lines[0].contains("generated"), "{lines:?}");
+        assert!(lines[0].contains("1 failed (1 image paid for"), "{lines:?}");
+    }
+
+    #[test]
+    fn a_no_op_is_two_lines() {
+        let summary = Summary {
+            fresh: 14,
+            cumulative: Cumulative {
+                runs: 2,
+                ..Cumulative::default()
+            },
+            ..Summary::default()
+        };
+        assert_eq!(summary.human().len(), 2);
+        assert_eq!(summary.human()[0], "14 fresh");
     }
 }

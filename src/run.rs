@@ -24,6 +24,11 @@ use crate::registry::Registry;
 const BLOCKING_THREADS: usize = 16;
 
 pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let args: Vec<OsString> = args.into_iter().collect();
+    // `COMPLETE=bash wanx …`: a shell asking for completions (task ids from the project).
+    if crate::completions::dynamic(&args) {
+        return ExitCode::SUCCESS;
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -35,7 +40,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             });
         }
     };
-    let printer = Printer::new(cli.quiet, cli.verbose);
+    let printer = Printer::with_color(cli.quiet, cli.verbose, cli.color);
     // Blocking work is SQLite (one connection, behind a mutex), file writes and PNG renders: a few
     // threads keep two cores busy, while tokio's default of 512 lets hundreds of generations each
     // park a thread (and a malloc arena) on the store's mutex.
@@ -92,6 +97,9 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> Result<()> {
         Command::Plan(args) => {
             let project = Project::load(dir, printer)?;
             let planned = build::plan(&project, &args.selection, &HashSet::new())?;
+            if !args.json {
+                project.print_notes(printer, None);
+            }
             build::print_plan(&planned, printer, args.json);
             let now = crate::output_name::now_unix();
             let foreign = crate::output_guard::find(&project.manifest.root, &planned, now);
@@ -107,6 +115,17 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> Result<()> {
         Command::Clean(args) => {
             crate::stale_outputs::clean(dir, args.dry_run, !args.no_wait, printer)
         }
+        Command::Init(args) => {
+            let here = match dir {
+                Some(d) => d.to_path_buf(),
+                None => std::env::current_dir().map_err(|e| Error::io("could not read", ".", e))?,
+            };
+            crate::init::init(&here, args.from.as_deref(), printer)
+        }
+        Command::Gc(args) => crate::gc::gc(dir, args.dry_run, args.max_size.as_deref(), printer),
+        Command::Stats(args) => crate::stats::stats(dir, args.json, printer),
+        Command::Completions(args) => crate::completions::completions(args.shell),
+        Command::Man => crate::completions::man(),
     }
 }
 
@@ -131,6 +150,7 @@ fn explain(dir: Option<&std::path::Path>, args: &ExplainArgs, printer: &Printer)
             hint,
         });
     };
+    project.print_notes(printer, Some(&HashSet::from([task.origin.file.as_path()])));
     let compiled = compile(task, &project.registry);
     let selection = crate::cli::Selection {
         tasks: vec![id.clone()],
@@ -148,17 +168,36 @@ fn explain(dir: Option<&std::path::Path>, args: &ExplainArgs, printer: &Printer)
     for (name, value) in &compiled.headers {
         printer.data(&format!("          {name}: {value}"));
     }
-    printer.data(&serde_json::to_string_pretty(&compiled.body).expect("JSON values serialize"));
     let unit = planned
         .units
         .iter()
         .zip(&planned.decisions)
         .find(|(u, _)| &u.task.id == id);
-    let how = if project.registry.takes_inline_media(&task.model) {
+    let inline = project.registry.takes_inline_media(&task.model);
+    let how = if inline {
         "sent inline as a data URI"
     } else {
         "uploaded to DashScope's temporary storage (oss://)"
     };
+    // A media slot is filled when the request is sent: show what will be there, not `null`.
+    let mut body = compiled.body.clone();
+    for slot in &compiled.media {
+        if let Some(value) = body.pointer_mut(&slot.pointer)
+            && value.is_null()
+        {
+            *value = serde_json::Value::String(if inline {
+                format!("data:image/…;base64,… (the bytes of {})", slot.source)
+            } else {
+                format!("oss://… (an upload of {})", slot.source)
+            });
+        }
+    }
+    printer.data(&serde_json::to_string_pretty(&body).expect("JSON values serialize"));
+    if let crate::task::Prompt::Text(text) = &task.prompt
+        && crate::edit_prompt::is_default(text)
+    {
+        printer.data("prompt    the default instruction for this edit (the task has no `prompt`; write one to replace it)");
+    }
     for (i, slot) in compiled.media.iter().enumerate() {
         let source = match unit.and_then(|(u, _)| u.media.get(i)) {
             Some(MediaSource::Blob(hash)) => format!("{} = blake3 {hash}", slot.source),
@@ -199,7 +238,8 @@ async fn emulator(args: &EmulatorArgs, printer: &Printer) -> Result<()> {
                     path.display()
                 ),
                 hint: Some(
-                    "the format is documented in `src/emulator.rs` and the README".to_owned(),
+                    "the format is in the README's \"The emulator\" section (`latency_ms`, `quotas`, `[[faults]]`, …)"
+                        .to_owned(),
                 ),
             })?
         }
@@ -266,12 +306,7 @@ pub(crate) fn report_error(printer: &Printer, e: &Error) {
             printer.block(&d.render(printer.color), true);
         }
     }
-    let (on, off) = if printer.color {
-        ("\x1b[1;31m", "\x1b[0m")
-    } else {
-        ("", "")
-    };
-    let mut text = format!("{on}error{off}: {e}\n");
+    let mut text = format!("{}: {e}\n", Printer::error_label());
     if let Some(hint) = e.hint() {
         text.push_str("\n  hint: ");
         text.push_str(&hint);

@@ -125,7 +125,16 @@ const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL
     );
     ",
+    // 4: when a blob was last used (generated or restored), for evicting the least recently used
+    // beyond `[cache] max_size` (src/gc.rs). 0 means: as old as its `added_at`.
+    "
+    ALTER TABLE blobs ADD COLUMN used_at INTEGER NOT NULL DEFAULT 0;
+    ",
 ];
+
+#[path = "store_cache.rs"]
+mod cache;
+pub use cache::{BlobUse, ModelFigures, MonthFigures};
 
 /// The build database; see the module documentation.
 pub struct Store {

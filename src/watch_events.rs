@@ -24,7 +24,8 @@
 //!   `saved`}.
 //! - `error`: the build of `seq` stopped (over budget, a missing API key, the service refused it).
 //!   `seq`, `message`, `hint`.
-//! - `stopped`: Ctrl-C (or SIGTERM) ended the watch. `interrupted` (a build was cut short),
+//! - `stopped`: Ctrl-C (or SIGTERM) ended the watch. `interrupted` (always `true`: a signal stopped
+//!   it), `cut_short` (a second Ctrl-C cut a build short, leaving its submissions journaled),
 //!   `session`.
 //!
 //! `saved` in a `built` event and in the session counts restores (images the cache supplied instead of
@@ -119,11 +120,11 @@ impl Reporter {
             json!({ "seq": seq, "paths": paths, "during_build": during_build,
                     "changed_at_ms": self.ms(changed) }),
         );
-        let what = if paths.is_empty() {
-            "initial build".to_owned()
-        } else {
-            paths.join(", ")
-        };
+        if paths.is_empty() {
+            // The initial build: nothing changed, and the build's own lines say what it does.
+            return;
+        }
+        let what = paths.join(", ");
         if during_build {
             self.printer.warn(
                 "Changed",
@@ -310,10 +311,10 @@ impl Reporter {
         );
     }
 
-    pub fn stopped(&self, interrupted: bool, session: &Session) {
+    pub fn stopped(&self, cut_short: bool, session: &Session) {
         self.emit(
             "stopped",
-            json!({ "interrupted": interrupted, "session": session }),
+            json!({ "interrupted": true, "cut_short": cut_short, "session": session }),
         );
         self.printer.status(
             "Stopped",

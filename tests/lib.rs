@@ -15,5 +15,6 @@ mod paths;
 mod provider;
 mod result_urls;
 mod tree;
+mod setup;
 mod util;
 mod watch;

@@ -248,6 +248,9 @@ fn watch_rebuilds_exactly_what_each_save_changed_and_never_its_own_writes() {
     assert_eq!(w.interrupt(), 0);
     let stopped = w.seen.last().unwrap();
     assert_eq!(stopped["session"]["builds"], 6);
+    // SIGINT stopped it (an idle watch: no build was cut short).
+    assert_eq!(stopped["interrupted"], true);
+    assert_eq!(stopped["cut_short"], false);
 }
 
 #[test]
