@@ -130,6 +130,12 @@ pub enum Fault {
     Reset,
     /// Answer normally, `ms` late.
     Delay { ms: u64 },
+    /// Submit only: the task is created (and billed as usual), then the connection closes without
+    /// an answer: the client cannot know the task exists.
+    ResetAfterAccept,
+    /// Submit only: the task is created, and the answer sent `ms` late (past a client's read
+    /// timeout).
+    DelayAfterAccept { ms: u64 },
 }
 
 fn default_fault_message() -> String {
@@ -257,6 +263,8 @@ pub(crate) fn check_rule(rule: &FaultRule) -> Result<(), String> {
         }
         Fault::PartialFailure { .. } => only(FaultEvent::Submit, "partial_failure"),
         Fault::Truncate => only(FaultEvent::Download, "truncate"),
+        Fault::ResetAfterAccept => only(FaultEvent::Submit, "reset_after_accept"),
+        Fault::DelayAfterAccept { .. } => only(FaultEvent::Submit, "delay_after_accept"),
         Fault::Http { .. } | Fault::Reset | Fault::Delay { .. } => Ok(()),
     }
 }
