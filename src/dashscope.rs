@@ -110,13 +110,9 @@ pub fn classify(
     }
     let throttle =
         code == "Throttling" || code.starts_with("Throttling.") || code == "LimitRequests";
-    let transient = match status {
-        // 408: the service gave up waiting for the request; it was not processed.
-        408 | 429 => true,
-        400..=499 => throttle,
-        500..=599 => true,
-        _ => false,
-    };
+    // 408: the service gave up waiting for the request; it was not processed.
+    let transient =
+        matches!(status, 408 | 429 | 500..=599) || ((400..=499).contains(&status) && throttle);
     if transient {
         ProviderError::Transient { code, message }
     } else {
@@ -385,9 +381,9 @@ impl Client {
                     code: "BadResponse".into(),
                     message: format!("the task list is not the documented JSON: {e}"),
                 })?;
-            let last = list.data.is_empty() || list.total_page.is_none_or(|pages| page >= pages);
+            let done = list.data.is_empty() || list.total_page.is_none_or(|pages| page >= pages);
             tasks.extend(list.data);
-            if last {
+            if done {
                 break;
             }
         }

@@ -437,7 +437,7 @@ impl From<ApiError> for Refusal {
 async fn submit(shared: &Shared, endpoint: &'static str, request: Request<Incoming>) -> Answer {
     let request_id = shared.ids.next("request");
     match accept(shared, endpoint, request).await {
-        Ok((_, Some(Fault::ResetAfterAccept))) => Err(ConnectionReset),
+        Ok((_, Some(Fault::ResetAfterAccept))) | Err(Refusal::Reset) => Err(ConnectionReset),
         Ok((output, after)) => {
             if let Some(Fault::DelayAfterAccept { ms }) = after {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -451,7 +451,6 @@ async fn submit(shared: &Shared, endpoint: &'static str, request: Request<Incomi
             shared.state().ledger.rejected += 1;
             Ok(error.response(&request_id))
         }
-        Err(Refusal::Reset) => Err(ConnectionReset),
     }
 }
 
@@ -656,7 +655,7 @@ fn list(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         Ok(parsed) => parsed,
         Err(error) => return error.response(&request_id),
     };
-    let key_id = shared.api_key_id(request.headers());
+    let key_id = Shared::api_key_id(request.headers());
     let now = Instant::now();
     let mut state = shared.state();
     state.ledger.task_lists += 1;
@@ -1216,7 +1215,7 @@ impl Shared {
     }
 
     /// A stable, numeric id for the request's key (the service's `api_key_id`), never the key.
-    fn api_key_id(&self, headers: &HeaderMap) -> String {
+    fn api_key_id(headers: &HeaderMap) -> String {
         let key = headers
             .get(AUTHORIZATION)
             .map(|v| v.as_bytes().to_vec())
