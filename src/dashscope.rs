@@ -341,6 +341,17 @@ impl Client {
                     )
                 });
         }
+        // A 5xx the service wrote (a DashScope error with its `code`) is its refusal; one without
+        // (a gateway's 502 or 504) may hide a task the service accepted behind it.
+        let service_said = serde_json::from_slice::<Envelope>(&bytes)
+            .ok()
+            .is_some_and(|e| e.code.is_some());
+        if status >= 500 && !service_said {
+            return Err(ambiguous(
+                &format!("HTTP{status}"),
+                "a gateway error without the service's answer".to_owned(),
+            ));
+        }
         Err(SubmitError::Refused(error_of(status, &bytes)))
     }
 

@@ -30,6 +30,8 @@ struct Log {
 enum Reply {
     Json(u16, String),
     Redirect(String),
+    /// A status and a plain-text body.
+    Text(u16, String),
     /// `200` JSON without a length, `prefix` then filler up to `limit` bytes.
     Endless {
         prefix: String,
@@ -140,6 +142,17 @@ fn write_reply(mut stream: TcpStream, reply: Reply) -> u64 {
                 status,
                 &format!(
                     "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                    body.len()
+                ),
+            ) + &body;
+            let _ = stream.write_all(text.as_bytes());
+            body.len() as u64
+        }
+        Reply::Text(status, body) => {
+            let text = head(
+                status,
+                &format!(
+                    "Content-Type: text/plain\r\nContent-Length: {}\r\n",
                     body.len()
                 ),
             ) + &body;
@@ -332,4 +345,39 @@ fn task_timeout_covers_the_download_of_a_trickled_result() {
         "a result URL never gets the key"
     );
     assert_eq!(submits(&api), 1, "paid once");
+}
+
+#[test]
+fn a_gateway_timeout_on_a_submit_is_looked_up_in_the_task_list_not_resent() {
+    let api = Fake::start(|method, path, _| {
+        match method {
+        "POST" => Reply::Text(504, "<html>504 Gateway Time-out</html>".to_owned()),
+        _ if path.starts_with("/api/v1/tasks?") => Reply::Json(
+            200,
+            serde_json::json!({"total": 0, "data": [], "total_page": 0, "page_no": 1, "request_id": "r", "page_size": 100})
+                .to_string(),
+        ),
+        _ => Reply::Text(404, "no".to_owned()),
+    }
+    });
+    let p = Project::new();
+    p.file("plans/a.toml", ONE);
+    let run: crate::util::Run = p
+        .command(&["build", "--json"])
+        .env("DASHSCOPE_HTTP_BASE_URL", api.base_url())
+        .output()
+        .unwrap()
+        .into();
+    run.status(1);
+    assert_eq!(submits(&api), 1, "not sent again");
+    let lists = api
+        .seen()
+        .iter()
+        .filter(|s| {
+            s.path.starts_with("/api/v1/tasks?") && s.path.contains("model_name=wan2.2-t2i-flash")
+        })
+        .count();
+    assert!(lists >= 1, "the task list was asked");
+    assert_eq!(run.json()["maybe_billed"], 0.14);
+    assert_eq!(run.json()["spent"], 0.0);
 }

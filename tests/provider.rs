@@ -386,6 +386,11 @@ fault = { kind = "reset_after_accept" }
     let again = p.wanx(&["build", "--json"]);
     assert_eq!(again.success().json()["fresh"], 3);
     assert_eq!(p.ledger().images_billed, 3);
+    assert_eq!(
+        again.json()["cumulative"]["spent"].as_f64(),
+        Some(p.ledger().amount),
+        "what every build spent is what the service billed"
+    );
 }
 
 #[test]
@@ -436,6 +441,11 @@ fault = { kind = "reset" }
     next.success();
     assert_eq!(p.ledger().submissions, 1);
     assert_billed_as_reported(&p, &next);
+    assert_eq!(
+        next.json()["cumulative"]["spent"].as_f64(),
+        Some(p.ledger().amount),
+        "what every build spent is what the service billed"
+    );
 }
 
 #[test]
