@@ -377,6 +377,17 @@ fault = { kind = "delay", ms = 50 }
         );
         assert!(error(&rule("submit", "{ kind = \"explode\" }")).contains("explode"));
         assert!(
+            error(&rule("query", "{ kind = \"reset_after_accept\" }"))
+                .contains("only happen on `submit`")
+        );
+        assert!(
+            error(&rule(
+                "download",
+                "{ kind = \"delay_after_accept\", ms = 5 }"
+            ))
+            .contains("only happen on `submit`")
+        );
+        assert!(
             error(&format!(
                 "{}\nrate = 2.0",
                 rule("query", "{ kind = \"reset\" }")

@@ -1094,13 +1094,20 @@ async fn recover(
     let since = from
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let mut known = with_store(shared, move |s| s.remote_ids_since(since))
-        .await
-        .unwrap_or_default();
-    known.extend(shared.known.lock().expect("never poisoned").iter().cloned());
+    // Without the project's own recent ids, an earlier build's task could pass for this one.
+    let known = with_store(shared, move |s| s.remote_ids_since(since)).await;
     let mut found = Err(String::new());
+    let pauses: &[Duration] = match &known {
+        Ok(_) => &[Duration::ZERO, Duration::from_secs(1)],
+        Err(e) => {
+            found = Err(format!("the build database could not be read ({e})"));
+            &[]
+        }
+    };
+    let mut known = known.unwrap_or_default();
+    known.extend(shared.known.lock().expect("never poisoned").iter().cloned());
     // A task just created may take a moment to be listed.
-    for pause in [Duration::ZERO, Duration::from_secs(1)] {
+    for pause in pauses.iter().copied() {
         tokio::time::sleep(pause).await;
         let to = SystemTime::now() + CLOCK_SLACK;
         found = match client.list_tasks(model, from, to).await {
