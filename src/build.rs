@@ -616,6 +616,7 @@ fn record_outcome(session: &mut Session, unit: &Unit<'_>, d: &Decision, outcome:
             };
             // A task can fail after paying for part of its images (kept for the next build).
             summary.spent += e.spent;
+            summary.maybe_billed += e.maybe_billed;
             summary.images_generated += e.images_billed;
             let mut r = task_report(unit, d, status, Some(e.message.clone()));
             r.cost = e.spent;
@@ -653,8 +654,19 @@ async fn connect(
             .ok_or(Error::MissingApiKey { var })?;
         (project.base_url(), ApiKey::new(key.trim()))
     };
-    let client = Client::new(&base_url, key, project.manifest.provider.workspace.clone())
-        .map_err(Error::Other)?;
+    let timeout = project
+        .manifest
+        .provider
+        .request_timeout
+        .filter(|t| t.is_finite() && *t > 0.0)
+        .map_or(Duration::from_secs(120), Duration::from_secs_f64);
+    let client = Client::with_timeout(
+        &base_url,
+        key,
+        project.manifest.provider.workspace.clone(),
+        timeout,
+    )
+    .map_err(Error::Other)?;
     Ok((Arc::new(client), emulator))
 }
 

@@ -11,6 +11,11 @@
 //! - `GET /api/v1/tasks/{id}`: PENDING for the first tenth of the task's latency, then RUNNING, then
 //!   SUCCEEDED (or FAILED, by an injected fault); UNKNOWN for an id never issued or older than
 //!   `task_ttl` (HTTP 200, as the service does).
+//! - `GET /api/v1/tasks?page_no&page_size&start_time&end_time&model_name&status&api_key_id&region`:
+//!   the tasks not yet forgotten, newest first, shaped as the service's recorded answer (§3 "List":
+//!   `total`, `data[]`, `total_page`, `page_no`, `page_size`, `request_id`); `start_time` and
+//!   `end_time` are `YYYYMMDDhhmmss` (UTC here) bounding the creation time, inclusive; page size
+//!   10 by default, at most 100.
 //! - `POST /api/v1/tasks/{id}/cancel`: a PENDING task becomes CANCELED; any other answers
 //!   `400 UnsupportedOperation`.
 //! - `GET /api/v1/uploads?action=getPolicy&model=M`: an upload credential whose `upload_host` is
@@ -40,7 +45,9 @@
 //!   the `nth` occurrences listed, and/or with probability `rate` drawn from splitmix64 of
 //!   (`fault_seed`, rule index, occurrence): the same seed and requests give the same faults.
 //!   Submit faults are decided after validation and before the quota check; a `reset` or `http`
-//!   fault on a submit creates no task.
+//!   fault on a submit creates no task. `reset_after_accept` creates (and bills) the task, then
+//!   closes the connection without an answer; `delay_after_accept` creates it and answers `ms`
+//!   late (past a client's read timeout: the client cannot know the task exists).
 //! - Where the real service's behaviour is unknown the emulator picks one and says so: an unknown
 //!   model is `404 ModelNotFound`; an alias such as `wanx2.2-t2i-flash` is unknown, as it is to the
 //!   service; timestamps are UTC; a result without an explicit `size` uses the registry's default
@@ -78,7 +85,8 @@
 //! [[faults]]
 //! on = "submit"
 //! nth = [3]
-//! fault = { kind = "partial_failure", failed = 1 }   # or { kind = "task_failed", code, message }
+//! fault = { kind = "partial_failure", failed = 1 }   # or { kind = "task_failed", code, message },
+//!                                                    # "reset_after_accept", { kind = "delay_after_accept", ms }
 //!
 //! [[faults]]
 //! on = "download"
@@ -143,6 +151,8 @@ pub struct Ledger {
     pub throttled: u64,
     /// Authorized `GET /tasks/{id}` requests.
     pub queries: u64,
+    /// Authorized `GET /tasks` (task list) requests.
+    pub task_lists: u64,
     /// Result images served (truncated ones included).
     pub downloads: u64,
     /// Tasks canceled while PENDING.
@@ -336,6 +346,8 @@ enum Route<'a> {
     /// A task submission to one of the registry's endpoint paths.
     Submit(&'static str),
     Task(&'a str),
+    /// `GET /tasks?…`: the recent tasks.
+    List,
     Cancel(&'a str),
     Policy,
     OssUpload,
@@ -365,6 +377,7 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
             TEXT2IMAGE if post => Route::Submit(TEXT2IMAGE),
             IMAGE2IMAGE if post => Route::Submit(IMAGE2IMAGE),
             "/uploads" if get => Route::Policy,
+            "/tasks" if get => Route::List,
             _ => Route::NotFound,
         };
     }
@@ -392,6 +405,7 @@ async fn respond(shared: &Shared, request: Request<Incoming>) -> Answer {
     match route(request.method(), &path) {
         Route::Submit(endpoint) => submit(shared, endpoint, request).await,
         Route::Task(task_id) => query(shared, request.headers(), task_id).await,
+        Route::List => Ok(list(shared, &request)),
         Route::Cancel(task_id) => Ok(cancel(shared, request.headers(), task_id)),
         Route::Policy => Ok(get_policy(shared, &request)),
         Route::OssUpload => upload(shared, request).await,
@@ -423,24 +437,31 @@ impl From<ApiError> for Refusal {
 async fn submit(shared: &Shared, endpoint: &'static str, request: Request<Incoming>) -> Answer {
     let request_id = shared.ids.next("request");
     match accept(shared, endpoint, request).await {
-        Ok(output) => Ok(json_response(
-            StatusCode::OK,
-            &json!({"output": output, "request_id": request_id}),
-        )),
+        Ok((_, Some(Fault::ResetAfterAccept))) | Err(Refusal::Reset) => Err(ConnectionReset),
+        Ok((output, after)) => {
+            if let Some(Fault::DelayAfterAccept { ms }) = after {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"output": output, "request_id": request_id}),
+            ))
+        }
         Err(Refusal::Error(error)) => {
             shared.state().ledger.rejected += 1;
             Ok(error.response(&request_id))
         }
-        Err(Refusal::Reset) => Err(ConnectionReset),
     }
 }
 
-/// Validates, injects the submit faults, checks the quotas, and records the task.
+/// Validates, injects the submit faults, checks the quotas, and records the task. Returns the
+/// answer's `output`, and the fault to enact once the task exists (`reset_after_accept`,
+/// `delay_after_accept`).
 async fn accept(
     shared: &Shared,
     endpoint: &'static str,
     request: Request<Incoming>,
-) -> Result<Value, Refusal> {
+) -> Result<(Value, Option<Fault>), Refusal> {
     shared.authorize(request.headers())?;
     require_async(request.headers())?;
     let oss_resolve = header_enabled(request.headers(), "x-dashscope-ossresourceresolve");
@@ -449,10 +470,13 @@ async fn accept(
     let body = read_json(request.into_body()).await?;
     let config = &shared.config;
     let submission = Submission::validate(&config.registry, endpoint, &body, oss_resolve)?;
-    let outcome = match shared
+    let fault = shared
         .inject(FaultEvent::Submit, Some(&submission.model))
-        .await
-    {
+        .await;
+    let after = fault
+        .clone()
+        .filter(|f| matches!(f, Fault::ResetAfterAccept | Fault::DelayAfterAccept { .. }));
+    let outcome = match fault {
         Some(Fault::Http {
             status,
             code,
@@ -461,7 +485,13 @@ async fn accept(
         Some(Fault::Reset) => return Err(Refusal::Reset),
         Some(Fault::TaskFailed { code, message }) => Outcome::Failed { code, message },
         Some(Fault::PartialFailure { failed }) => Outcome::Partial { failed },
-        Some(Fault::Truncate | Fault::Delay { .. }) | None => Outcome::Success,
+        Some(
+            Fault::Truncate
+            | Fault::Delay { .. }
+            | Fault::ResetAfterAccept
+            | Fault::DelayAfterAccept { .. },
+        )
+        | None => Outcome::Success,
     };
     let model = submission.model.clone();
     let now = Instant::now();
@@ -510,7 +540,7 @@ async fn accept(
         outcome,
         now,
     ));
-    Ok(json!({"task_status": "PENDING", "task_id": task_id}))
+    Ok((json!({"task_status": "PENDING", "task_id": task_id}), after))
 }
 
 /// Checks every `oss://` input names a live object uploaded for this model and holding an image;
@@ -583,6 +613,102 @@ async fn query(shared: &Shared, headers: &HeaderMap, task_id: &str) -> Answer {
     drop(state);
     body["request_id"] = json!(request_id);
     Ok(json_response(StatusCode::OK, &body))
+}
+
+/// The most tasks one page of `GET /tasks` holds (the service's limit is not documented).
+const MAX_PAGE_SIZE: usize = 100;
+
+/// `GET /tasks?page_no&page_size&start_time&end_time&model_name&status&api_key_id&region`: the
+/// tasks not yet forgotten, newest first, filtered and paged, shaped as the service's recorded
+/// answer (protocol §3 "List"). `start_time` and `end_time` (`YYYYMMDDhhmmss`, UTC here, inclusive
+/// to the second) bound the creation time; times in the answer are epoch milliseconds.
+fn list(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let request_id = shared.ids.next("request");
+    if let Err(error) = shared.authorize(request.headers()) {
+        return error.response(&request_id);
+    }
+    let params = query_params(request.uri().query().unwrap_or_default());
+    let param = |name: &str| params.get(name).filter(|v| !v.is_empty()).cloned();
+    let number = |name: &str, default: usize| match param(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| ApiError::invalid(format!("{name} must be a positive integer"))),
+    };
+    let time = |name: &str| match param(name) {
+        None => Ok(None),
+        Some(v) => crate::emulator_state::parse_list_time(&v)
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid(format!("{name} must be YYYYMMDDhhmmss"))),
+    };
+    let parsed = (|| {
+        Ok::<_, ApiError>((
+            number("page_no", 1)?,
+            number("page_size", 10)?.min(MAX_PAGE_SIZE),
+            time("start_time")?,
+            time("end_time")?,
+        ))
+    })();
+    let (page_no, page_size, start, end) = match parsed {
+        Ok(parsed) => parsed,
+        Err(error) => return error.response(&request_id),
+    };
+    let key_id = Shared::api_key_id(request.headers());
+    let now = Instant::now();
+    let mut state = shared.state();
+    state.ledger.task_lists += 1;
+    state.settle(now);
+    let mut entries: Vec<(u64, Value)> = state
+        .tasks
+        .values()
+        .filter(|t| !t.expired(now, shared.config.task_ttl))
+        .filter(|t| param("model_name").is_none_or(|m| t.model == m))
+        .filter(|t| param("status").is_none_or(|s| t.phase(now).as_str() == s))
+        .filter(|_| param("api_key_id").is_none_or(|k| k == key_id))
+        .filter(|_| param("region").is_none_or(|r| r == crate::emulator_state::REGION))
+        .filter(|t| {
+            let created = t.created_ms() / 1000;
+            start.is_none_or(|s| created >= s) && end.is_none_or(|e| created <= e)
+        })
+        .map(|t| (t.created_ms(), t.list_entry(now, &key_id)))
+        .collect();
+    drop(state);
+    entries.sort_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then_with(|| a.1["task_id"].as_str().cmp(&b.1["task_id"].as_str()))
+    });
+    let total = entries.len();
+    let data: Vec<Value> = entries
+        .into_iter()
+        .skip((page_no - 1).saturating_mul(page_size))
+        .take(page_size)
+        .map(|(_, entry)| entry)
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "total": total,
+            "data": data,
+            "total_page": total.div_ceil(page_size),
+            "page_no": page_no,
+            "request_id": request_id,
+            "page_size": page_size,
+        }),
+    )
+}
+
+/// A query string's parameters (no percent-decoding: the list's values are plain).
+fn query_params(query: &str) -> BTreeMap<String, String> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (key.to_owned(), value.to_owned())
+        })
+        .collect()
 }
 
 /// `POST /tasks/{id}/cancel`: only a PENDING task can be canceled (§3).
@@ -1088,6 +1214,20 @@ impl Shared {
         Duration::from_millis(spec.base_ms + jitter)
     }
 
+    /// A stable, numeric id for the request's key (the service's `api_key_id`), never the key.
+    fn api_key_id(headers: &HeaderMap) -> String {
+        let key = headers
+            .get(AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default();
+        let bits = u64::from_le_bytes(
+            blake3::hash(&key).as_bytes()[..8]
+                .try_into()
+                .unwrap_or_default(),
+        );
+        (bits % 100_000).to_string()
+    }
+
     /// `Authorization: Bearer KEY` with a key this emulator accepts.
     fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(value) = headers.get(AUTHORIZATION) else {
@@ -1135,7 +1275,9 @@ mod tests {
         );
         assert_eq!(route(&Method::GET, &t2i), Route::NotFound);
         assert_eq!(route(&Method::GET, "/api/v1/tasks/abc"), Route::Task("abc"));
-        assert_eq!(route(&Method::GET, "/api/v1/tasks/"), Route::NotFound);
+        assert_eq!(route(&Method::GET, "/api/v1/tasks/"), Route::List);
+        assert_eq!(route(&Method::GET, "/api/v1/tasks"), Route::List);
+        assert_eq!(route(&Method::POST, "/api/v1/tasks"), Route::NotFound);
         assert_eq!(
             route(&Method::POST, "/api/v1/tasks/abc/cancel"),
             Route::Cancel("abc")

@@ -132,6 +132,12 @@ pub enum Fault {
     Reset,
     /// Answer normally, `ms` late.
     Delay { ms: u64 },
+    /// Submit only: the task is created (and billed as usual), then the connection closes without
+    /// an answer: the client cannot know the task exists.
+    ResetAfterAccept,
+    /// Submit only: the task is created, and the answer sent `ms` late (past a client's read
+    /// timeout).
+    DelayAfterAccept { ms: u64 },
 }
 
 fn default_task_failed_code() -> String {
@@ -263,6 +269,8 @@ pub(crate) fn check_rule(rule: &FaultRule) -> Result<(), String> {
         }
         Fault::PartialFailure { .. } => only(FaultEvent::Submit, "partial_failure"),
         Fault::Truncate => only(FaultEvent::Download, "truncate"),
+        Fault::ResetAfterAccept => only(FaultEvent::Submit, "reset_after_accept"),
+        Fault::DelayAfterAccept { .. } => only(FaultEvent::Submit, "delay_after_accept"),
         Fault::Http { .. } | Fault::Reset | Fault::Delay { .. } => Ok(()),
     }
 }
@@ -374,6 +382,17 @@ fault = { kind = "delay", ms = 50 }
             .contains("400")
         );
         assert!(error(&rule("submit", "{ kind = \"explode\" }")).contains("explode"));
+        assert!(
+            error(&rule("query", "{ kind = \"reset_after_accept\" }"))
+                .contains("only happen on `submit`")
+        );
+        assert!(
+            error(&rule(
+                "download",
+                "{ kind = \"delay_after_accept\", ms = 5 }"
+            ))
+            .contains("only happen on `submit`")
+        );
         assert!(
             error(&format!(
                 "{}\nrate = 2.0",

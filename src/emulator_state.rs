@@ -182,6 +182,35 @@ impl Task {
         material
     }
 
+    /// When it was created, in milliseconds since the Unix epoch.
+    pub(crate) fn created_ms(&self) -> u64 {
+        epoch_ms(self.submitted_wall)
+    }
+
+    /// Its entry in `GET /tasks`, shaped as the service's recorded list (§3 "List").
+    pub(crate) fn list_entry(&self, now: Instant, api_key_id: &str) -> Value {
+        let phase = self.phase(now);
+        let wall = |at: Instant| {
+            epoch_ms(self.submitted_wall + at.saturating_duration_since(self.submitted))
+        };
+        let started = (phase != Phase::Pending).then(|| wall(self.submitted + self.queued()));
+        let ended = phase.is_terminal().then(|| wall(self.ended()));
+        json!({
+            "api_key_id": api_key_id,
+            "caller_parent_id": "1000000000000000",
+            "caller_uid": "1000000000000000",
+            "end_time": ended,
+            "gmt_create": self.created_ms(),
+            "model_name": self.model,
+            "region": REGION,
+            "request_id": self.id,
+            "start_time": started,
+            "status": phase.as_str(),
+            "task_id": self.id,
+            "user_api_unique_key": format!("apikey:v1:aigc:image-synthesis:{}", self.model),
+        })
+    }
+
     /// The task-query answer (without `request_id`), shaped as §3.
     pub(crate) fn to_json(&self, now: Instant, files_base: &str) -> Value {
         let phase = self.phase(now);
@@ -506,6 +535,36 @@ fn uuid_like(hash: &blake3::Hash) -> String {
     )
 }
 
+/// The region the emulator says its tasks ran in.
+pub(crate) const REGION: &str = "cn-beijing";
+
+fn epoch_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Seconds since the Unix epoch of the task list's `YYYYMMDDhhmmss` (read as UTC).
+pub(crate) fn parse_list_time(text: &str) -> Option<u64> {
+    if text.len() != 14 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let field = |range: std::ops::Range<usize>| text[range].parse::<i64>().ok();
+    let (y, mo, d) = (field(0..4)?, field(4..6)?, field(6..8)?);
+    let (h, mi, s) = (field(8..10)?, field(10..12)?, field(12..14)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3600 + mi * 60 + s).ok()
+}
+
 /// `2024-03-01 17:38:24.817`, in UTC.
 pub(crate) fn format_time(time: SystemTime) -> String {
     let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -526,6 +585,14 @@ mod tests {
     use super::*;
     use crate::emulator_request::tests::{flash, validate};
     use crate::registry::TEXT2IMAGE;
+
+    #[test]
+    fn parses_list_times_as_utc() {
+        assert_eq!(parse_list_time("20240301023804"), Some(1_709_260_684));
+        assert_eq!(parse_list_time("19700101000000"), Some(0));
+        assert_eq!(parse_list_time("2024030102380"), None);
+        assert_eq!(parse_list_time("20241301023804"), None);
+    }
 
     #[test]
     fn formats_times_like_the_service_in_utc() {

@@ -900,3 +900,149 @@ async fn reset_forgets_everything_and_health_answers() {
         "UNKNOWN"
     );
 }
+
+async fn list_tasks(emulator: &Emulator, query: &str) -> (u16, Value) {
+    let response = client()
+        .get(format!("{}/tasks?{query}", emulator.base_url()))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_task_list_has_the_recorded_shape_filters_and_pages() {
+    let emulator = start_with(with_quota(config(0), 100, 100)).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(submit_ok(&emulator, &flash(&json!({"n": 1}))).await);
+    }
+    let qwen = json!({"model": "qwen-image", "input": {"prompt": "a cat"}, "parameters": {"n": 1}});
+    let other = submit_ok(&emulator, &qwen).await;
+    let (status, all) = list_tasks(&emulator, "").await;
+    assert_eq!(status, 200, "{all}");
+    // The recorded answer's fields (protocol §3 "List"), and nothing else at the top.
+    let mut top: Vec<&str> = all
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    top.sort_unstable();
+    assert_eq!(
+        top,
+        [
+            "data",
+            "page_no",
+            "page_size",
+            "request_id",
+            "total",
+            "total_page"
+        ]
+    );
+    assert_eq!(
+        (all["total"].as_u64(), all["page_size"].as_u64()),
+        (Some(4), Some(10))
+    );
+    let mut fields: Vec<&str> = all["data"][0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        [
+            "api_key_id",
+            "caller_parent_id",
+            "caller_uid",
+            "end_time",
+            "gmt_create",
+            "model_name",
+            "region",
+            "request_id",
+            "start_time",
+            "status",
+            "task_id",
+            "user_api_unique_key"
+        ]
+    );
+    assert!(all["data"][0]["gmt_create"].is_u64());
+    // By model, in pages of two, newest first.
+    let (_, page1) = list_tasks(&emulator, "model_name=wan2.2-t2i-flash&page_size=2").await;
+    let (_, page2) = list_tasks(
+        &emulator,
+        "model_name=wan2.2-t2i-flash&page_size=2&page_no=2",
+    )
+    .await;
+    assert_eq!(
+        (page1["total"].as_u64(), page1["total_page"].as_u64()),
+        (Some(3), Some(2))
+    );
+    let listed: Vec<&str> = page1["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(page2["data"].as_array().unwrap())
+        .map(|t| t["task_id"].as_str().unwrap())
+        .collect();
+    let mut expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut sorted = listed.clone();
+    sorted.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(sorted, expected, "every task once, none of the other model");
+    assert!(!listed.contains(&other.as_str()));
+    // By creation time: a window in the past holds nothing, one around now everything.
+    let (_, past) = list_tasks(
+        &emulator,
+        "start_time=20000101000000&end_time=20000102000000",
+    )
+    .await;
+    assert_eq!(past["total"], 0);
+    let (_, now) = list_tasks(
+        &emulator,
+        "start_time=20000101000000&end_time=29991231235959",
+    )
+    .await;
+    assert_eq!(now["total"], 4);
+    // By status.
+    wait(&emulator, &other).await;
+    let (_, done) = list_tasks(&emulator, "status=SUCCEEDED&model_name=qwen-image").await;
+    assert_eq!(done["data"][0]["task_id"], other.as_str());
+    let (status, bad) = list_tasks(&emulator, "start_time=yesterday").await;
+    assert_eq!(
+        (status, bad["code"].as_str()),
+        (400, Some("InvalidParameter"))
+    );
+    assert_eq!(
+        emulator.ledger().task_lists,
+        6,
+        "the malformed one is not counted"
+    );
+}
+
+#[tokio::test]
+async fn a_reset_after_accept_creates_and_bills_the_task_and_answers_nothing() {
+    let emulator = start_faulty(
+        0,
+        vec![rule(FaultEvent::Submit, &[1], Fault::ResetAfterAccept)],
+    )
+    .await;
+    let sent = client()
+        .post(format!("{}{TEXT2IMAGE}", emulator.base_url()))
+        .headers(headers(Some(KEY), true))
+        .json(&flash(&json!({"n": 1})))
+        .send()
+        .await;
+    assert!(sent.is_err(), "no answer");
+    let (_, listed) = list_tasks(&emulator, "").await;
+    let task = listed["data"][0]["task_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        wait(&emulator, &task).await["output"]["task_status"],
+        "SUCCEEDED"
+    );
+    let ledger = emulator.ledger();
+    assert_eq!((ledger.submissions, ledger.images_billed), (1, 1));
+}

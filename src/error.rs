@@ -160,8 +160,11 @@ fn provider_hint(code: &str) -> &'static str {
         "InvalidApiKey" => {
             "check the API key and that it belongs to the region of `provider.base_url` (Beijing, Singapore and US keys differ)"
         }
-        c if c.starts_with("AccessDenied") || c.ends_with("AccessDenied") => {
-            "the account cannot use this model: enable it in the DashScope console, or check the workspace"
+        "Workspace.AccessDenied" | "AccessDenied.Workspace" | "WorkSpaceNotFound" => {
+            "the key cannot use this workspace: check `provider.workspace` and the key's workspace in the console"
+        }
+        "Redirected" => {
+            "check `provider.base_url`: it must be the API's own address (e.g. `https://dashscope.aliyuncs.com/api/v1`), not one that redirects"
         }
         "Arrearage" | "PrepaidBillOverdue" | "PostpaidBillOverdue" => {
             "the account is in arrears: top it up in the Alibaba Cloud console"

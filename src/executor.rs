@@ -4,11 +4,11 @@
 //! blobs, record the result, write the outputs atomically, update `wanx.lock`. Each task's effects are
 //! recorded as it completes, so an interrupted build keeps everything it paid for.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 use tokio::sync::Semaphore;
@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use crate::blob_store::BlobStore;
 use crate::cache_key::CacheKey;
 use crate::compile::Compiled;
-use crate::dashscope::{Client, ProviderError, TaskState};
+use crate::dashscope::{Client, ListedTask, ProviderError, SubmitError, TaskState};
 use crate::lock::{LockEntry, LockFile, LockOutput};
 use crate::money::Money;
 use crate::output_name;
@@ -73,6 +73,10 @@ pub struct Failure {
     pub images_billed: u32,
     /// What they cost.
     pub spent: Money,
+    /// What the service may have billed for a submission whose fate is unknown (the connection broke
+    /// after it was sent, and its task could not be found in the service's list): not paid for
+    /// certain, not sent again in this build.
+    pub maybe_billed: Money,
 }
 
 impl Failure {
@@ -182,6 +186,10 @@ impl Pacer {
 struct ModelLimit {
     in_flight: Arc<Semaphore>,
     pacer: Pacer,
+    /// Held shared by each submission until its task id is known, and exclusively while an
+    /// ambiguous submission looks for its task in the service's list: no other submission of the
+    /// model can then be in the air, unknown, and mistaken for it.
+    submitting: tokio::sync::RwLock<()>,
     quota: u32,
     cut: AtomicU32,
 }
@@ -331,6 +339,11 @@ struct Shared {
     lock_dirty: AtomicBool,
     stopped: Mutex<Option<ProviderError>>,
     stop_flag: AtomicBool,
+    /// Models the service refused for this key (access denied, not served): why, by model. Their
+    /// other tasks are not submitted; other models go on.
+    refused: Mutex<HashMap<String, String>>,
+    /// Remote task ids this build was given: an ambiguous submission's task is none of these.
+    known: Mutex<HashSet<String>>,
 }
 
 impl Shared {
@@ -344,6 +357,7 @@ impl Shared {
             Arc::new(ModelLimit {
                 in_flight: Arc::new(Semaphore::new(quota as usize)),
                 pacer: Pacer::new(spec.map_or(2, |s| s.submit_rps)),
+                submitting: tokio::sync::RwLock::new(()),
                 quota,
                 cut: AtomicU32::new(0),
             })
@@ -360,6 +374,24 @@ impl Shared {
         } else {
             None
         }
+    }
+}
+
+impl Shared {
+    /// Why `model`'s tasks are no longer submitted, once the service refused it.
+    fn refused_model(&self, model: &str) -> Option<String> {
+        let refused = self.refused.lock().expect("never poisoned");
+        refused
+            .get(model)
+            .map(|why| format!("not submitted: the service refused `{model}` for this key ({why})"))
+    }
+
+    /// Stops submitting `model`'s tasks; the rest of the build goes on.
+    fn refuse_model(&self, model: &str, error: &ProviderError) {
+        let mut refused = self.refused.lock().expect("never poisoned");
+        refused
+            .entry(model.to_owned())
+            .or_insert_with(|| error.to_string());
     }
 }
 
@@ -383,6 +415,8 @@ impl Executor {
             queries: Pacer::new(queries_per_second),
             stopped: Mutex::new(None),
             stop_flag: AtomicBool::new(false),
+            refused: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashSet::new()),
         })
     }
 
@@ -886,6 +920,9 @@ async fn run_remote_task(
     if let Some(reason) = shared.halted() {
         return Err(Failure::skipped(reason));
     }
+    if let Some(why) = shared.refused_model(&job.compiled.model) {
+        return Err(Failure::skipped(&why));
+    }
     if let Some(gate) = &shared.exec.before_submit
         && !gate(job)
     {
@@ -917,7 +954,9 @@ async fn run_remote_task(
             return Err(message.into());
         }
     };
-    let (images, billed) = download_all(shared, client, &results).await;
+    // `task_timeout` runs from submission to downloaded result.
+    let deadline = since + shared.exec.task_timeout;
+    let (images, billed) = download_all(shared, client, &results, deadline).await;
     let images = match images {
         Ok(images) => images,
         Err(e) => {
@@ -946,6 +985,9 @@ enum Waited {
     Ended(String),
 }
 
+/// Submits `body`, again after a refusal worth retrying (throttling, 5xx, a connection that never
+/// opened). A failure after the request was sent is never retried: the service may have created
+/// (and will bill) the task, so it is looked for in the service's task list instead ([`recover`]).
 async fn submit_with_retries(
     shared: &Arc<Shared>,
     client: &Client,
@@ -963,12 +1005,28 @@ async fn submit_with_retries(
         if attempt > 1 {
             limit.pacer.wait().await;
         }
-        match client.submit(sent, body).await {
+        let sent_at = SystemTime::now();
+        let submitted = {
+            let _submitting = limit.submitting.read().await;
+            let submitted = client.submit(sent, body).await;
+            if let Ok(remote) = &submitted {
+                let mut known = shared.known.lock().expect("never poisoned");
+                known.insert(remote.clone());
+            }
+            submitted
+        };
+        let error = match submitted {
             Ok(remote) => {
                 limit.recover_once();
                 return Ok(remote);
             }
-            Err(ProviderError::Transient { code, message }) if attempt < MAX_SUBMIT_ATTEMPTS => {
+            Err(SubmitError::Ambiguous { code, message }) => {
+                return recover(shared, client, limit, job, body, sent_at, &code, &message).await;
+            }
+            Err(SubmitError::Refused(error)) => error,
+        };
+        match error {
+            ProviderError::Transient { code, message } if attempt < MAX_SUBMIT_ATTEMPTS => {
                 if code.starts_with("Throttling") {
                     limit.cut_once();
                 }
@@ -981,15 +1039,145 @@ async fn submit_with_retries(
                 tokio::time::sleep(wait).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
-            Err(e @ ProviderError::Fatal { .. }) => {
+            e @ ProviderError::Fatal { .. } => {
                 let message = format!("submission refused: {e}");
                 stop(shared, e);
                 return Err(message.into());
             }
-            Err(e) => return Err(format!("submission failed: {e}").into()),
+            e @ ProviderError::Model { .. } => {
+                shared.refuse_model(&job.compiled.model, &e);
+                let hint = crate::dashscope::model_refusal_hint(&job.compiled.model, &e);
+                return Err(format!(
+                    "submission refused: {e}; `{}`'s other tasks are not submitted, other models' go on; hint: {hint}",
+                    job.compiled.model
+                )
+                .into());
+            }
+            e => return Err(format!("submission failed: {e}").into()),
         }
     }
     unreachable!("the last attempt returns")
+}
+
+/// How far the service's clock and ours may disagree when matching a listed task's creation time.
+const CLOCK_SLACK: Duration = Duration::from_secs(30);
+
+/// After a submission sent at `sent_at` failed without an answer (`code`: `message`): finds the task
+/// it may have created in the service's task list. Exactly one task of the model, created in the
+/// window and unknown to this build and project, is adopted; otherwise the submission is reported
+/// as "may have been billed", with its price, and not sent again in this build.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the failed submission's context, all needed to report it"
+)]
+async fn recover(
+    shared: &Arc<Shared>,
+    client: &Client,
+    limit: &ModelLimit,
+    job: &Job,
+    body: &Value,
+    sent_at: SystemTime,
+    code: &str,
+    message: &str,
+) -> Result<String, Failure> {
+    let model = &job.compiled.model;
+    (shared.exec.on_event)(Event::Retrying {
+        id: job.id.clone(),
+        error: format!(
+            "{code}: {message}; the service may have accepted the task: looking for it in its task list"
+        ),
+        wait: Duration::ZERO,
+    });
+    // No other submission of this model is in the air (unanswered, unknown) while we look.
+    let _alone = limit.submitting.write().await;
+    let from = sent_at - CLOCK_SLACK;
+    let since = from
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    // Without the project's own recent ids, an earlier build's task could pass for this one.
+    let known = with_store(shared, move |s| s.remote_ids_since(since)).await;
+    let mut found = Err(String::new());
+    let pauses: &[Duration] = match &known {
+        Ok(_) => &[Duration::ZERO, Duration::from_secs(1)],
+        Err(e) => {
+            found = Err(format!("the build database could not be read ({e})"));
+            &[]
+        }
+    };
+    let mut known = known.unwrap_or_default();
+    known.extend(shared.known.lock().expect("never poisoned").iter().cloned());
+    // A task just created may take a moment to be listed.
+    for pause in pauses.iter().copied() {
+        tokio::time::sleep(pause).await;
+        let to = SystemTime::now() + CLOCK_SLACK;
+        found = match client.list_tasks(model, from, to).await {
+            Ok(listed) => Ok(candidates(&listed, model, from, to, &known)),
+            Err(e) => Err(format!("the service's task list could not be read ({e})")),
+        };
+        if !matches!(&found, Ok(c) if c.is_empty()) {
+            break;
+        }
+    }
+    let why = match found {
+        Ok(c) if c.len() == 1 => {
+            let remote = c[0].clone();
+            shared
+                .known
+                .lock()
+                .expect("never poisoned")
+                .insert(remote.clone());
+            (shared.exec.on_event)(Event::Retrying {
+                id: job.id.clone(),
+                error: format!(
+                    "found task `{remote}` in the service's list: taking it instead of paying again"
+                ),
+                wait: Duration::ZERO,
+            });
+            return Ok(remote);
+        }
+        Ok(c) if c.is_empty() => "no such task is in the service's list".to_owned(),
+        Ok(c) => format!(
+            "{} tasks of `{model}` created then are in the service's list, none known to be it",
+            c.len()
+        ),
+        Err(why) => why,
+    };
+    let images = body["parameters"]["n"]
+        .as_u64()
+        .map_or(job.compiled.n, |n| n as u32);
+    let maybe = job.compiled.price.times(images);
+    Err(Failure {
+        message: format!(
+            "the submission broke after it was sent ({code}: {message}) and {why}: the service may have billed it (up to {maybe}); it is not sent again in this build, and the next build submits it again"
+        ),
+        maybe_billed: maybe,
+        ..Failure::default()
+    })
+}
+
+/// The listed tasks that may be an unanswered submission's: of `model`, created within
+/// `from..=to`, and not among the `known` ids.
+fn candidates(
+    listed: &[ListedTask],
+    model: &str,
+    from: SystemTime,
+    to: SystemTime,
+    known: &HashSet<String>,
+) -> Vec<String> {
+    let ms = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    };
+    let window = ms(from)..=ms(to);
+    let mut ids: Vec<String> = listed
+        .iter()
+        .filter(|t| t.model_name == model && !known.contains(&t.task_id))
+        .filter(|t| t.gmt_create.is_none_or(|at| window.contains(&at)))
+        .map(|t| t.task_id.clone())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 /// The request as it is sent: local files and upstream images placed in the body, inline as data
@@ -1051,6 +1239,10 @@ async fn prepare_request(
                         let message = format!("uploading an input was refused: {e}");
                         stop(shared, e);
                         return Err(message.into());
+                    }
+                    Err(e @ ProviderError::Model { .. }) => {
+                        shared.refuse_model(&job.compiled.model, &e);
+                        return Err(format!("uploading an input was refused: {e}").into());
                     }
                     Err(e) => return Err(format!("uploading an input failed: {e}").into()),
                 }
@@ -1168,12 +1360,13 @@ async fn download_all(
     shared: &Arc<Shared>,
     client: &Client,
     results: &[crate::dashscope::TaskResult],
+    deadline: Instant,
 ) -> (Result<Vec<StoredImage>, String>, u32) {
     let billed = results.iter().filter(|r| r.url.is_some()).count() as u32;
     let mut images = Vec::new();
     for result in results {
         let Some(url) = &result.url else { continue };
-        match download_one(shared, client, url).await {
+        match download_one(shared, client, url, deadline).await {
             Ok((blake3, size)) => images.push(StoredImage {
                 blake3,
                 size,
@@ -1189,6 +1382,7 @@ async fn download_one(
     shared: &Arc<Shared>,
     client: &Client,
     url: &str,
+    deadline: Instant,
 ) -> Result<(String, u64), String> {
     let tmp_dir = shared
         .exec
@@ -1202,7 +1396,10 @@ async fn download_one(
         .into_temp_path();
     let mut last = String::new();
     for attempt in 0..3 {
-        match client.download(url, &tmp, MAX_IMAGE_BYTES).await {
+        match client
+            .download_until(url, &tmp, MAX_IMAGE_BYTES, deadline)
+            .await
+        {
             // A body cut short still starts with the magic: never cache it, fetch it again.
             Ok(_) if !crate::image_check::is_complete(&tmp) => {
                 last = crate::image_check::describe_download(&tmp);
@@ -1416,7 +1613,8 @@ async fn fetch_journaled(shared: &Arc<Shared>, entry: &JournalEntry) -> Result<F
             Ok(Waited::Ended(reason)) => return Err(Resumed::Lost { task_id, reason }),
             Err(reason) => return Err(Resumed::Pending { task_id, reason }),
         };
-    let (images, billed) = download_all(shared, &client, &results).await;
+    let deadline = since + shared.exec.task_timeout;
+    let (images, billed) = download_all(shared, &client, &results, deadline).await;
     match images {
         Ok(images) => Ok(Fetched {
             images,
@@ -1427,5 +1625,40 @@ async fn fetch_journaled(shared: &Arc<Shared>, entry: &JournalEntry) -> Result<F
             task_id,
             reason: format!("{e} (billed {billed} images)"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(id: &str, model: &str, at_ms: Option<i64>) -> ListedTask {
+        ListedTask {
+            task_id: id.to_owned(),
+            model_name: model.to_owned(),
+            status: "RUNNING".to_owned(),
+            gmt_create: at_ms,
+        }
+    }
+
+    #[test]
+    fn an_unanswered_submissions_candidates_are_unknown_tasks_of_its_model_in_its_window() {
+        let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        let (from, to) = (at(1000), at(1060));
+        let known: HashSet<String> = ["mine".to_owned()].into();
+        let tasks = [
+            listed("it", "m", Some(1_030_000)),
+            listed("mine", "m", Some(1_030_000)),
+            listed("other-model", "n", Some(1_030_000)),
+            listed("too-early", "m", Some(999_999)),
+            listed("too-late", "m", Some(1_060_001)),
+        ];
+        assert_eq!(candidates(&tasks, "m", from, to, &known), ["it"]);
+        // Without a creation time, the service's own window is trusted.
+        let twice = [
+            listed("it", "m", None),
+            listed("also", "m", Some(1_000_000)),
+        ];
+        assert_eq!(candidates(&twice, "m", from, to, &known), ["also", "it"]);
     }
 }

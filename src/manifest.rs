@@ -64,6 +64,8 @@ pub struct ProviderSection {
     pub api_key_env: String,
     /// Sent as `X-DashScope-WorkSpace` when set.
     pub workspace: Option<String>,
+    /// Seconds an API call (submit, task query, task list) may take before it is abandoned.
+    pub request_timeout: Option<f64>,
 }
 
 impl Default for ProviderSection {
@@ -72,6 +74,7 @@ impl Default for ProviderSection {
             base_url: None,
             api_key_env: "DASHSCOPE_API_KEY".to_owned(),
             workspace: None,
+            request_timeout: None,
         }
     }
 }

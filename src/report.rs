@@ -2,7 +2,8 @@
 //! one documented JSON object on stdout.
 //!
 //! JSON fields: `generated`, `restored`, `fresh`, `failed`, `skipped` (task counts), `images_generated`, `spent`,
-//! `saved` (CNY, numbers), `currency` (`"CNY"`), `emulated` (money is emulated, not real), `dry_run`,
+//! `saved` (CNY, numbers), `maybe_billed` (CNY: submissions whose fate is unknown, which the service
+//! may have billed; `spent + maybe_billed` bounds what the build cost), `currency` (`"CNY"`), `emulated` (money is emulated, not real), `dry_run`,
 //! `cumulative` (`runs`, `spent`, `saved` over every recorded build of this kind), and `tasks`: one
 //! object per selected task with `id`, `action` (`fresh` | `restore` | `generate`), `status`
 //! (`fresh` | `restored` | `generated` | `failed` | `skipped` | `planned`), `reason`, `cost`, `saved`, `outputs`
@@ -27,6 +28,10 @@ pub struct Summary {
     pub spent: Money,
     #[serde(serialize_with = "yuan")]
     pub saved: Money,
+    /// Submissions that broke after they were sent and whose task could not be found: the service
+    /// may have billed them. Not in `spent`; `spent + maybe_billed` is the most the build cost.
+    #[serde(serialize_with = "yuan")]
+    pub maybe_billed: Money,
     pub currency: &'static str,
     pub emulated: bool,
     pub dry_run: bool,
@@ -120,7 +125,15 @@ impl Summary {
             );
         }
         money.push_str(label);
-        vec![parts.join(", "), money]
+        let mut lines = vec![parts.join(", "), money];
+        if self.maybe_billed > Money::ZERO {
+            lines.push(format!(
+                "and up to {} more may have been billed for submissions whose answer was lost (see above): at most {} in all",
+                self.maybe_billed,
+                self.spent + self.maybe_billed
+            ));
+        }
+        lines
     }
 }
 

@@ -641,6 +641,27 @@ impl Store {
         })
     }
 
+    /// Remote task ids this project knows of since `since` (unix seconds): those of open journal
+    /// entries and of results stored since then. A task found in the service's list is one of these,
+    /// or someone else's (or an unanswered submission's).
+    pub fn remote_ids_since(&self, since: i64) -> Result<std::collections::HashSet<String>> {
+        self.read(|conn| {
+            let mut ids = std::collections::HashSet::new();
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT remote_task_id FROM {JOURNAL} WHERE remote_task_id IS NOT NULL
+                 UNION ALL
+                 SELECT remote_task_id FROM {RESULTS}
+                 WHERE remote_task_id IS NOT NULL AND generated_at >= ?1"
+            ))?;
+            let mut rows = stmt.query([since])?;
+            while let Some(row) = rows.next()? {
+                let joined: String = row.get(0)?;
+                ids.extend(joined.split(',').map(str::to_owned));
+            }
+            Ok(ids)
+        })
+    }
+
     /// Records how long a task of `model` took from submit to result; the newest
     /// [`LATENCIES_KEPT`] samples per model are kept.
     pub fn record_latency(&mut self, model: &str, seconds: f64) -> Result<()> {

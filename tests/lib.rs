@@ -6,6 +6,7 @@ mod build;
 mod chain;
 mod cli;
 mod crash;
+mod hostile;
 mod integrity;
 mod invalid;
 mod key_cache;

@@ -350,3 +350,180 @@ fault = { kind = "http", status = 400, code = "DataInspectionFailed", message = 
     let again = p.wanx(&["build", "--json"]);
     assert_eq!(again.success().json()["fresh"], 1);
 }
+
+/// One one-image task.
+const ONE: &str =
+    "[[task]]\nid = \"x\"\nmodel = \"wan2.2-t2i-flash\"\nsize = \"512*512\"\nprompt = \"x\"\n";
+
+#[test]
+fn a_submit_whose_connection_drops_after_it_was_accepted_is_found_in_the_task_list_not_paid_again()
+{
+    let p = Project::with_emulator_toml(
+        r#"
+[[faults]]
+on = "submit"
+nth = [1]
+fault = { kind = "reset_after_accept" }
+"#,
+    );
+    p.file("plans/a.toml", THREE);
+    let run = p.wanx(&["build", "--json", "-j", "1"]);
+    run.success();
+    let ledger = p.ledger();
+    assert_eq!(ledger.submissions, 3, "each task was accepted once");
+    assert_eq!(ledger.images_billed, 3, "each image billed once");
+    assert!(ledger.task_lists >= 1, "wanx asked for the task list");
+    assert!(
+        run.stderr.contains("taking it instead of paying again"),
+        "{}",
+        run.stderr
+    );
+    for id in ["a", "b", "c"] {
+        assert_eq!(p.png_size(&format!("generated/{id}.png")), (512, 512));
+    }
+    assert_billed_as_reported(&p, &run);
+    assert_eq!(run.json()["maybe_billed"], 0.0);
+    let again = p.wanx(&["build", "--json"]);
+    assert_eq!(again.success().json()["fresh"], 3);
+    assert_eq!(p.ledger().images_billed, 3);
+    assert_eq!(
+        again.json()["cumulative"]["spent"].as_f64(),
+        Some(p.ledger().amount),
+        "what every build spent is what the service billed"
+    );
+}
+
+#[test]
+fn a_submit_answered_after_the_read_timeout_is_found_in_the_task_list_not_paid_again() {
+    let p = Project::with_emulator_toml(
+        r#"
+[[faults]]
+on = "submit"
+nth = [1]
+fault = { kind = "delay_after_accept", ms = 10000 }
+"#,
+    );
+    p.file("wanx.toml", "[provider]\nrequest_timeout = 2\n");
+    p.file("plans/a.toml", ONE);
+    let run = p.wanx(&["build", "--json"]);
+    run.success();
+    let ledger = p.ledger();
+    assert_eq!(ledger.submissions, 1, "never sent again");
+    assert_eq!(ledger.images_billed, 1);
+    assert!(p.exists("generated/x.png"));
+    assert_billed_as_reported(&p, &run);
+}
+
+#[test]
+fn a_submit_lost_without_a_task_is_reported_as_maybe_billed_and_not_sent_again_in_the_build() {
+    let p = Project::with_emulator_toml(
+        r#"
+[[faults]]
+on = "submit"
+nth = [1]
+fault = { kind = "reset" }
+"#,
+    );
+    p.file("plans/a.toml", ONE);
+    let run = p.wanx(&["build", "--json"]);
+    run.status(1);
+    let json = run.json();
+    assert_eq!(p.ledger().submissions, 0, "not sent again in this build");
+    assert_eq!(json["maybe_billed"], 0.14, "counted in the upper bound");
+    assert!(
+        run.stderr.contains("may have been billed") && run.stderr.contains("at most ¥0.14"),
+        "{}",
+        run.stderr
+    );
+    assert_billed_as_reported(&p, &run);
+    // The next build submits it again (once).
+    let next = p.wanx(&["build", "--json"]);
+    next.success();
+    assert_eq!(p.ledger().submissions, 1);
+    assert_billed_as_reported(&p, &next);
+    assert_eq!(
+        next.json()["cumulative"]["spent"].as_f64(),
+        Some(p.ledger().amount),
+        "what every build spent is what the service billed"
+    );
+}
+
+#[test]
+fn a_400_whose_code_starts_with_internal_error_fails_the_task_and_is_not_resubmitted() {
+    for code in [
+        "InternalError.Algo.DataInspectionFailed",
+        "InternalError.Algo.InvalidParameter",
+    ] {
+        let p = Project::with_emulator_toml(&format!(
+            "[[faults]]\non = \"submit\"\nnth = [1]\nfault = {{ kind = \"http\", status = 400, code = \"{code}\", message = \"recorded\" }}\n"
+        ));
+        p.file("plans/a.toml", ONE);
+        let run = p.wanx(&["build", "--json"]);
+        run.status(1);
+        assert_eq!(run.json()["failed"], 1, "{code}");
+        let ledger = p.ledger();
+        assert_eq!(ledger.rejected, 1, "{code}: not retried");
+        assert_eq!(ledger.submissions, 0, "{code}");
+        assert!(!run.stderr.contains("Retrying"), "{}", run.stderr);
+        assert_billed_as_reported(&p, &run);
+    }
+}
+
+#[test]
+fn one_models_refusal_stops_only_that_models_tasks() {
+    let p = Project::with_emulator_toml(
+        r#"
+[[faults]]
+on = "submit"
+model = "qwen-image"
+fault = { kind = "http", status = 403, code = "AccessDenied", message = "current user api does not support asynchronous calls" }
+"#,
+    );
+    p.file(
+        "plans/a.toml",
+        r#"[[task]]
+id = "q1"
+model = "qwen-image"
+prompt = "one"
+
+[[task]]
+id = "q2"
+model = "qwen-image"
+prompt = "two"
+
+[[task]]
+id = "f1"
+model = "wan2.2-t2i-flash"
+size = "512*512"
+prompt = "three"
+
+[[task]]
+id = "f2"
+model = "wan2.2-t2i-flash"
+size = "512*512"
+prompt = "four"
+"#,
+    );
+    let run = p.wanx(&["build", "--json", "-j", "1"]);
+    run.status(1);
+    let json = run.json();
+    assert_eq!(json["generated"], 2, "the other model's tasks were built");
+    assert!(p.exists("generated/f1.png") && p.exists("generated/f2.png"));
+    assert_eq!(
+        (json["failed"].as_u64(), json["skipped"].as_u64()),
+        (Some(1), Some(1)),
+        "one refused, the other not sent"
+    );
+    assert_eq!(p.ledger().rejected, 1, "the refused model was asked once");
+    assert!(
+        !run.stderr.contains("enable it in the DashScope console"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("does not take asynchronous calls"),
+        "{}",
+        run.stderr
+    );
+    assert_billed_as_reported(&p, &run);
+}
