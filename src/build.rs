@@ -66,9 +66,11 @@ pub async fn build_with(
     let started_at = now_unix();
     // One writer per project, held from before the journal and the snapshot to the last write.
     let _project_lock = crate::project_lock::ProjectLock::for_build(project, args, printer).await?;
-    if !args.dry_run && !args.locked {
-        resume_journal(project, args, printer, &cancel).await?;
-    }
+    let resumption = if !args.dry_run && !args.locked {
+        resume_journal(project, args, printer, &cancel).await?
+    } else {
+        Resumption::default()
+    };
     // `--force` regenerates the tasks named (all when none is), not the upstream tasks a named
     // one pulls in: those are only built if they need to be.
     let forced: HashSet<String> = match (args.force, args.selection.tasks.is_empty()) {
@@ -84,8 +86,11 @@ pub async fn build_with(
     let emulated = planned.provider.is_emulated();
     if args.dry_run {
         print_plan(&planned, printer, args.json);
+        let totals = planned.totals();
         let summary = Summary {
             dry_run: true,
+            would_spend: Some(totals.cost),
+            would_save: Some(totals.saved),
             emulated,
             currency: "CNY",
             ..Summary::default()
@@ -101,10 +106,13 @@ pub async fn build_with(
     }
     check_budget(project, args, &planned, printer)?;
 
+    // What the resume booked is this build's spend, whether or not a task still wants the key.
     let mut session = Session {
         summary: Summary {
             currency: "CNY",
             emulated,
+            spent: resumption.spent,
+            images_generated: resumption.images_billed,
             ..Summary::default()
         },
         ..Session::default()
@@ -123,6 +131,7 @@ pub async fn build_with(
         &cancel,
         hooks,
         planned,
+        resumption.keys,
         &mut session,
     )
     .await?;
@@ -147,17 +156,7 @@ pub async fn build_with(
         spent: summary.spent,
         saved: summary.saved,
     })?;
-    let totals = store.ledger_totals()?;
-    let kind = if emulated {
-        totals.emulated
-    } else {
-        totals.real
-    };
-    summary.cumulative = Cumulative {
-        runs: kind.runs,
-        spent: kind.spent,
-        saved: kind.saved,
-    };
+    summary.cumulative = Cumulative::of(&store.ledger_totals()?, emulated);
     let fatal = session.fatal.map(|f| match f {
         ProviderError::Fatal {
             code,
@@ -363,6 +362,7 @@ async fn execute(
     cancel: &Arc<AtomicBool>,
     hooks: &Hooks,
     planned: Planned<'_>,
+    resumed: HashMap<String, (Money, u32)>,
     session: &mut Session,
 ) -> Result<Option<Emulator>> {
     let Planned {
@@ -455,6 +455,7 @@ async fn execute(
         cancel: Arc::clone(cancel),
         latency_history,
         before_submit: hooks.before_submit.clone(),
+        resumed,
     };
     // The executor writes the lock after each task; only pruning (or a first, empty lock) is left to
     // write here. A build with nothing to do touches nothing: a no-op must stay as cheap as ninja's.
@@ -553,18 +554,28 @@ fn record_outcome(session: &mut Session, unit: &Unit<'_>, d: &Decision, outcome:
     }
     let summary = &mut session.summary;
     let report = match outcome.map(|o| &o.result) {
+        // Fresh: the cache kept nothing from being paid in this build.
         None => {
             summary.fresh += 1;
-            summary.saved += d.saved();
             task_report(unit, d, "fresh", None)
         }
         Some(Ok(done)) => {
             let mut r = if done.generated {
                 summary.generated += 1;
-                summary.images_generated += done.entry.images;
-                summary.spent += done.spent;
+                // A resumed task's booking is in the figures from the resume already.
+                if !done.resumed {
+                    summary.images_generated += done.images_billed;
+                    summary.spent += done.spent;
+                }
                 let mut r = task_report(unit, d, "generated", None);
+                r.action = "generate";
+                r.reason = if done.resumed {
+                    "resumed from the journal".to_owned()
+                } else {
+                    r.reason
+                };
                 r.cost = done.spent;
+                r.saved = Money::ZERO;
                 r
             } else {
                 summary.restored += 1;
@@ -633,15 +644,16 @@ async fn resume_journal(
     args: &BuildArgs,
     printer: &Printer,
     cancel: &Arc<AtomicBool>,
-) -> Result<()> {
+) -> Result<Resumption> {
+    let mut resumption = Resumption::default();
     let state_dir = project.manifest.state_dir();
     if !state_dir.join(crate::store::DB_FILE).exists() {
-        return Ok(());
+        return Ok(resumption);
     }
     let mut store = Store::open(&state_dir)?;
     let entries = store.journal_open()?;
     if entries.is_empty() {
-        return Ok(());
+        return Ok(resumption);
     }
     let tasks: HashSet<&str> = entries.iter().map(|e| e.key.as_str()).collect();
     printer.status(
@@ -667,7 +679,7 @@ async fn resume_journal(
         store.journal_finish(&[entry.id])?;
     }
     if entries.is_empty() {
-        return Ok(());
+        return Ok(resumption);
     }
     let (client, emulator) = match connect(project, args.selection.emulate, printer).await {
         Ok(connected) => connected,
@@ -676,7 +688,7 @@ async fn resume_journal(
                 "Skipping",
                 &format!("cannot resume journaled tasks now: {e}"),
             );
-            return Ok(());
+            return Ok(resumption);
         }
     };
     let emulated =
@@ -702,14 +714,25 @@ async fn resume_journal(
         cancel: Arc::clone(cancel),
         latency_history,
         before_submit: None,
+        resumed: HashMap::new(),
     };
     for resumed in executor.resume(entries, &project.registry).await {
-        match resumed {
+        resumption.spent += resumed.spent;
+        resumption.images_billed += resumed.images_billed;
+        let booked = if resumed.spent > Money::ZERO {
+            format!("billed {}, counted in this build's spend", resumed.spent)
+        } else {
+            "paid for, and counted, by an earlier build".to_owned()
+        };
+        match resumed.outcome {
             Resumed::Recovered { task_id, images } => {
                 printer.status(
                     "Recovered",
-                    &format!("{task_id}: {images} image(s) paid for by an earlier build"),
+                    &format!("{task_id}: {images} image(s) of a task an earlier build submitted ({booked})"),
                 );
+                resumption
+                    .keys
+                    .insert(resumed.key, (resumed.spent, resumed.images_billed));
             }
             Resumed::Partial {
                 task_id,
@@ -719,7 +742,7 @@ async fn resume_journal(
                 printer.status(
                     "Kept",
                     &format!(
-                        "{task_id}: {images} of {of} images paid for by an earlier build; only the {} missing will be requested",
+                        "{task_id}: {images} of {of} images of a task an earlier build submitted ({booked}); only the {} missing will be requested",
                         of - images
                     ),
                 );
@@ -736,7 +759,17 @@ async fn resume_journal(
     if let Some(emu) = emulator {
         emu.shutdown().await;
     }
-    Ok(())
+    Ok(resumption)
+}
+
+/// What resuming the journal booked, for the build's figures: a task an earlier build submitted is a
+/// generation, paid once, by whichever build first saw the service bill it.
+#[derive(Default)]
+struct Resumption {
+    /// Keys whose images the resume cached, with what this build booked for each.
+    keys: HashMap<String, (Money, u32)>,
+    spent: Money,
+    images_billed: u32,
 }
 
 fn warn_billed_twice(printer: &Printer, task_id: &str) {
@@ -834,6 +867,21 @@ fn print_event(printer: &Printer, event: Event) {
             );
         }
         Event::Finished(outcome) => match outcome.result {
+            Ok(done) if done.resumed => {
+                let paid = if done.spent > Money::ZERO {
+                    format!("{}, a task resumed from the journal", done.spent)
+                } else {
+                    "a task resumed from the journal, paid for by an earlier build".to_owned()
+                };
+                printer.status(
+                    "Generated",
+                    &format!(
+                        "{} → {} ({paid})",
+                        outcome.id,
+                        describe_outputs(&done.entry.outputs)
+                    ),
+                );
+            }
             Ok(done) if done.generated => {
                 printer.status(
                     "Generated",

@@ -25,6 +25,11 @@ pub struct Summary {
     pub spent: Money,
     #[serde(serialize_with = "yuan")]
     pub saved: Money,
+    /// `wanx plan` and `--dry-run` only: what the build would spend and save.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "yuan_opt")]
+    pub would_spend: Option<Money>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "yuan_opt")]
+    pub would_save: Option<Money>,
     pub currency: &'static str,
     pub emulated: bool,
     pub dry_run: bool,
@@ -56,6 +61,33 @@ pub struct TaskReport {
     pub outputs: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl Cumulative {
+    /// The ledger's totals of the kind (real or emulated) the build is.
+    pub fn of(ledger: &crate::store::Ledger, emulated: bool) -> Cumulative {
+        let kind = if emulated {
+            ledger.emulated
+        } else {
+            ledger.real
+        };
+        Cumulative {
+            runs: kind.runs,
+            spent: kind.spent,
+            saved: kind.saved,
+        }
+    }
+}
+
+#[allow(
+    clippy::ref_option,
+    reason = "serde's serialize_with passes a reference"
+)]
+fn yuan_opt<S: serde::Serializer>(m: &Option<Money>, s: S) -> Result<S::Ok, S::Error> {
+    match m {
+        Some(m) => yuan(m, s),
+        None => s.serialize_none(),
+    }
 }
 
 #[allow(

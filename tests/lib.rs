@@ -10,6 +10,7 @@ mod integrity;
 mod invalid;
 mod key_cache;
 mod locked;
+mod money;
 mod one_writer;
 mod paths;
 mod provider;
