@@ -115,6 +115,7 @@ pub async fn build_with(
             images_generated: resumption.images_billed,
             ..Summary::default()
         },
+        resumed: resumption.keys,
         ..Session::default()
     };
     let totals = planned.totals();
@@ -131,7 +132,6 @@ pub async fn build_with(
         &cancel,
         hooks,
         planned,
-        resumption.keys,
         &mut session,
     )
     .await?;
@@ -189,6 +189,8 @@ struct Session {
     /// Tasks that ended unsent (skipped, dropped): their dependants are skipped too, not failed.
     unsent: HashSet<String>,
     fatal: Option<ProviderError>,
+    /// Keys the resume of the journal cached, with what it booked (see [`Executor::resumed`]).
+    resumed: HashMap<String, (Money, u32)>,
 }
 
 impl Session {
@@ -362,7 +364,6 @@ async fn execute(
     cancel: &Arc<AtomicBool>,
     hooks: &Hooks,
     planned: Planned<'_>,
-    resumed: HashMap<String, (Money, u32)>,
     session: &mut Session,
 ) -> Result<Option<Emulator>> {
     let Planned {
@@ -455,7 +456,7 @@ async fn execute(
         cancel: Arc::clone(cancel),
         latency_history,
         before_submit: hooks.before_submit.clone(),
-        resumed,
+        resumed: std::mem::take(&mut session.resumed),
     };
     // The executor writes the lock after each task; only pruning (or a first, empty lock) is left to
     // write here. A build with nothing to do touches nothing: a no-op must stay as cheap as ninja's.

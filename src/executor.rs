@@ -703,7 +703,9 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
     // The rounds end with every image, or with why not.
     let short_by: Option<Failure> = 'rounds: {
         for round in 0..=MAX_FOLLOW_UPS {
-            let missing: Vec<u32> = (0..n as u32).filter(|i| slots[*i as usize].is_none()).collect();
+            let missing: Vec<u32> = (0..n as u32)
+                .filter(|i| slots[*i as usize].is_none())
+                .collect();
             if missing.is_empty() {
                 break 'rounds None;
             }
@@ -1640,7 +1642,10 @@ mod tests {
     #[test]
     fn follow_ups_ask_for_each_run_of_missing_seeds() {
         assert_eq!(follow_ups(&[1, 2], true), vec![vec![1, 2]]);
-        assert_eq!(follow_ups(&[0, 2, 3, 5], true), vec![vec![0], vec![2, 3], vec![5]]);
+        assert_eq!(
+            follow_ups(&[0, 2, 3, 5], true),
+            vec![vec![0], vec![2, 3], vec![5]]
+        );
         assert_eq!(follow_ups(&[0, 2, 3], false), vec![vec![0, 2, 3]]);
         assert!(follow_ups(&[], true).is_empty());
         assert!(follow_ups(&[], false).is_empty());

@@ -2,8 +2,12 @@
 //! one documented JSON object on stdout.
 //!
 //! JSON fields: `generated`, `restored`, `fresh`, `failed`, `skipped` (task counts), `images_generated`, `spent`,
-//! `saved` (CNY, numbers), `currency` (`"CNY"`), `emulated` (money is emulated, not real), `dry_run`,
-//! `cumulative` (`runs`, `spent`, `saved` over every recorded build of this kind), and `tasks`: one
+//! `saved` (CNY, numbers; defined once, in the README's "Spent and saved": money the service billed that
+//! this build was the first to see, and the price of the images it restored instead of paying again),
+//! `would_spend` and `would_save` (plans and dry runs only, which spend and save nothing),
+//! `currency` (`"CNY"`), `emulated` (money is emulated, not real), `dry_run`,
+//! `cumulative` (`runs`: finished builds; `spent`: every charge booked; `saved`: the finished builds'
+//! `saved`; of this kind, real or emulated), and `tasks`: one
 //! object per selected task with `id`, `action` (`fresh` | `restore` | `generate`), `status`
 //! (`fresh` | `restored` | `generated` | `failed` | `skipped` | `planned`), `reason`, `cost`, `saved`, `outputs`
 //! (project-relative paths) and `error` (a string, for failed tasks).

@@ -2,7 +2,8 @@
 //! build learns and must not forget: results by request key (the request, its images with their
 //! actual prompts, cost, provider task id), the index of blobs in the blob store, a stat cache
 //! (path, size, mtime, inode → blake3, so a no-op build hashes nothing), the run ledger (spent and
-//! saved per run), per-model latencies, the in-flight journal (a remote task id is recorded before
+//! saved per run), the charges (what the service billed per remote task, booked once, the moment wanx
+//! first sees it succeed: cumulative spend is their sum), per-model latencies, the in-flight journal (a remote task id is recorded before
 //! wanx waits for it, so a crash never makes a build pay twice for the same images) and partial
 //! results (images paid for under a key that has not all its images yet: the next generation of
 //! that key asks only for the missing ones).

@@ -481,9 +481,17 @@ fn killed_after_submission_before_download_the_next_build_recovers_without_payin
     assert_eq!(ledger.submissions, 1, "submitted once in all");
     assert_eq!(ledger.images_billed, 1);
     assert_eq!(json["spent"].as_f64(), Some(ledger.amount), "{json}");
-    assert_eq!(json["cumulative"]["spent"].as_f64(), Some(ledger.amount), "{json}");
+    assert_eq!(
+        json["cumulative"]["spent"].as_f64(),
+        Some(ledger.amount),
+        "{json}"
+    );
     assert_eq!(json["tasks"][0]["status"], "generated", "{json}");
-    assert_eq!(json["tasks"][0]["cost"].as_f64(), Some(ledger.amount), "{json}");
+    assert_eq!(
+        json["tasks"][0]["cost"].as_f64(),
+        Some(ledger.amount),
+        "{json}"
+    );
     assert_eq!(decode_png(&p, "generated/lighthouse.png"), (512, 512));
     p.wanx(&["build", "--locked"]).success();
 }
@@ -529,7 +537,11 @@ fn killed_during_a_partial_failures_follow_up_the_next_build_recovers_both_reque
     let ledger = p.ledger();
     assert_eq!(ledger.submissions, 2, "nothing was submitted again");
     assert_eq!(ledger.images_billed, 2, "one image from each request");
-    assert_eq!(json["cumulative"]["spent"].as_f64(), Some(ledger.amount), "{json}");
+    assert_eq!(
+        json["cumulative"]["spent"].as_f64(),
+        Some(ledger.amount),
+        "{json}"
+    );
     assert_eq!(decode_png(&p, "generated/harbor_1.png"), (512, 512));
     assert_eq!(decode_png(&p, "generated/harbor_2.png"), (512, 512));
     p.wanx(&["build", "--locked"]).success();

@@ -40,7 +40,11 @@ fn summary(run: &Run) -> serde_json::Value {
 fn assert_paid_once(p: &Project, n: u32, failed: &serde_json::Value, next: &serde_json::Value) {
     let ledger = p.ledger();
     assert_eq!(ledger.submissions, 1, "submitted once in all: {ledger:?}");
-    assert_eq!(ledger.images_billed, u64::from(n), "every image billed once");
+    assert_eq!(
+        ledger.images_billed,
+        u64::from(n),
+        "every image billed once"
+    );
     let billed = fen(ledger.amount);
     assert_eq!(billed, 14 * i64::from(n));
     assert_eq!(
@@ -105,7 +109,12 @@ fault = { kind = "http", status = 503, code = "ServiceUnavailable" }
     next.success();
     assert_paid_once(&p, 4, &summary(&failed), &next.json());
     // Image 1 was saved by the failing build: the next one fetched only the three others.
-    assert_eq!(p.ledger().downloads, 4, "each image served once: {:?}", p.ledger());
+    assert_eq!(
+        p.ledger().downloads,
+        4,
+        "each image served once: {:?}",
+        p.ledger()
+    );
 }
 
 /// The blake3 of each image the emulator makes for `plan` (deterministic: the same request makes the
@@ -199,7 +208,11 @@ fn spent_and_saved_mean_the_same_in_every_command_and_a_no_op_saves_nothing() {
     for _ in 0..3 {
         let noop = p.wanx(&["build", "--json"]).success().json();
         assert_eq!(json_fen(&noop, "/spent"), 0, "{noop}");
-        assert_eq!(json_fen(&noop, "/saved"), 0, "a fresh no-op saves nothing: {noop}");
+        assert_eq!(
+            json_fen(&noop, "/saved"),
+            0,
+            "a fresh no-op saves nothing: {noop}"
+        );
         assert_eq!(json_fen(&noop, "/cumulative/spent"), billed, "{noop}");
         assert_eq!(json_fen(&noop, "/cumulative/saved"), 0, "{noop}");
     }
@@ -209,7 +222,11 @@ fn spent_and_saved_mean_the_same_in_every_command_and_a_no_op_saves_nothing() {
     let dry = p.wanx(&["build", "--dry-run", "--json"]).success().json();
     for planned in [&plan, &dry] {
         assert_eq!(json_fen(planned, "/spent"), 0, "nothing spent: {planned}");
-        assert_eq!(json_fen(planned, "/saved"), 0, "nothing saved yet: {planned}");
+        assert_eq!(
+            json_fen(planned, "/saved"),
+            0,
+            "nothing saved yet: {planned}"
+        );
         assert_eq!(json_fen(planned, "/would_save"), 14, "{planned}");
         assert_eq!(json_fen(planned, "/would_spend"), 0, "{planned}");
         assert_eq!(planned["cumulative"]["runs"], 4, "{planned}");
