@@ -24,6 +24,7 @@ pub struct Summary {
     pub failed: usize,
     /// Not submitted because the build was interrupted or stopped: nothing was paid for them.
     pub skipped: usize,
+    /// Images the service billed that this build booked (see `spent`).
     pub images_generated: u32,
     #[serde(serialize_with = "yuan")]
     pub spent: Money,
@@ -111,7 +112,7 @@ impl Summary {
             ""
         };
         let mut lines = vec![format!(
-            "{} generated ({} image{}), {} restored, {} fresh, {} failed",
+            "{} generated ({} image{} billed), {} restored, {} fresh, {} failed",
             self.generated,
             self.images_generated,
             if self.images_generated == 1 { "" } else { "s" },
