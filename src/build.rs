@@ -116,6 +116,7 @@ pub async fn build_with(
             ..Summary::default()
         },
         resumed: resumption.keys,
+        journaled: resumption.journaled,
         ..Session::default()
     };
     let totals = planned.totals();
@@ -191,6 +192,8 @@ struct Session {
     fatal: Option<ProviderError>,
     /// Keys the resume of the journal cached, with what it booked (see [`Executor::resumed`]).
     resumed: HashMap<String, (Money, u32)>,
+    /// Keys left journaled by the resume (see [`Executor::journaled`]).
+    journaled: HashSet<String>,
 }
 
 impl Session {
@@ -457,6 +460,7 @@ async fn execute(
         latency_history,
         before_submit: hooks.before_submit.clone(),
         resumed: std::mem::take(&mut session.resumed),
+        journaled: std::mem::take(&mut session.journaled),
     };
     // The executor writes the lock after each task; only pruning (or a first, empty lock) is left to
     // write here. A build with nothing to do touches nothing: a no-op must stay as cheap as ninja's.
@@ -716,6 +720,7 @@ async fn resume_journal(
         latency_history,
         before_submit: None,
         resumed: HashMap::new(),
+        journaled: HashSet::new(),
     };
     for resumed in executor.resume(entries, &project.registry).await {
         resumption.spent += resumed.spent;
@@ -753,6 +758,7 @@ async fn resume_journal(
             }
             Resumed::MaybeBilledTwice { task_id } => warn_billed_twice(printer, &task_id),
             Resumed::Pending { task_id, reason } => {
+                resumption.journaled.insert(resumed.key);
                 printer.warn("Pending", &format!("{task_id}: {reason}; still journaled"));
             }
         }
@@ -769,6 +775,8 @@ async fn resume_journal(
 struct Resumption {
     /// Keys whose images the resume cached, with what this build booked for each.
     keys: HashMap<String, (Money, u32)>,
+    /// Keys still journaled: not to be submitted again by this build.
+    journaled: HashSet<String>,
     spent: Money,
     images_billed: u32,
 }

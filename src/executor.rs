@@ -315,6 +315,9 @@ pub struct Executor {
     /// Keys whose images this build's resume of the journal brought into the cache, with what it
     /// booked for them: the first task restoring one is reported as the generation it is.
     pub resumed: HashMap<String, (Money, u32)>,
+    /// Keys still journaled after the resume (a task of an earlier build still running, or whose
+    /// images could not all be fetched): paid for, so never submitted again by this build.
+    pub journaled: std::collections::HashSet<String>,
 }
 
 /// See [`Executor::before_submit`].
@@ -679,6 +682,11 @@ fn stop(shared: &Shared, error: ProviderError) {
 }
 
 async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
+    if shared.exec.journaled.contains(&job.key.hex()) {
+        return Err(Failure::from(
+            "not submitted: a task an earlier build paid for with this request is still journaled; the next build resumes it".to_owned(),
+        ));
+    }
     let limit = shared.limit(&job.compiled.model);
     let client = shared
         .exec
@@ -1558,15 +1566,14 @@ async fn resume_one(
         s.record_latency(&model, took)
     })
     .await;
-    if stored.is_err() {
-        let _ = finish_journals(shared, ids.clone()).await;
-    }
+    // Paid for and downloaded but not recorded (the database could not be written): the entries
+    // stay open, so the next build records them instead of paying again.
     match stored {
         Ok(()) => Resumed::Recovered {
             task_id,
             images: count,
         },
-        Err(reason) => Resumed::Lost { task_id, reason },
+        Err(reason) => Resumed::Pending { task_id, reason },
     }
 }
 

@@ -67,12 +67,13 @@ fn assert_paid_once(p: &Project, n: u32, failed: &serde_json::Value, next: &serd
 
 #[test]
 fn a_download_that_keeps_failing_stays_journaled_and_the_next_build_downloads_it_without_paying() {
-    // wanx tries each image three times: the first image's three downloads are cut short.
+    // wanx tries each image three times: the image's downloads are cut short in the first build
+    // and again when the second resumes it.
     let p = Project::with_emulator_toml(
         r#"
 [[faults]]
 on = "download"
-nth = [1, 2, 3]
+nth = [1, 2, 3, 4, 5, 6]
 fault = { kind = "truncate" }
 "#,
     );
@@ -85,6 +86,12 @@ fault = { kind = "truncate" }
         failed.stderr
     );
     assert!(!p.exists("generated/tide_1.png"));
+    // Still failing: the task stays journaled, and the request is not submitted again meanwhile.
+    let again = p.wanx(&["build", "--json"]);
+    again.status(1);
+    assert!(again.stderr.contains("still journaled"), "{}", again.stderr);
+    assert_eq!(p.ledger().submissions, 1, "{}", again.stderr);
+    assert_eq!(json_fen(&summary(&again), "/spent"), 0);
     let next = p.wanx(&["build", "--json"]);
     next.success();
     assert_paid_once(&p, 1, &summary(&failed), &next.json());
