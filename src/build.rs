@@ -67,9 +67,11 @@ pub async fn build_with(
     let started_at = now_unix();
     // One writer per project, held from before the journal and the snapshot to the last write.
     let _project_lock = crate::project_lock::ProjectLock::for_build(project, args, printer).await?;
-    if !args.dry_run && !args.locked {
-        resume_journal(project, args, printer, &cancel).await?;
-    }
+    let resumption = if !args.dry_run && !args.locked {
+        resume_journal(project, args, printer, &cancel).await?
+    } else {
+        Resumption::default()
+    };
     // `--force` regenerates the tasks named (all when none is), not the upstream tasks a named
     // one pulls in: those are only built if they need to be.
     let forced: HashSet<String> = match (args.force, args.selection.tasks.is_empty()) {
@@ -88,8 +90,11 @@ pub async fn build_with(
         project.print_notes(printer, None);
         print_plan(&planned, printer, args.json);
         crate::output_guard::warn(&foreign, printer);
+        let totals = planned.totals();
         let summary = Summary {
             dry_run: true,
+            would_spend: Some(totals.cost),
+            would_save: Some(totals.saved),
             emulated,
             currency: "CNY",
             ..Summary::default()
@@ -110,12 +115,17 @@ pub async fn build_with(
         crate::output_guard::guard(root, &state_dir, &forced, &foreign, printer)?;
     }
 
+    // What the resume booked is this build's spend, whether or not a task still wants the key.
     let mut session = Session {
         summary: Summary {
             currency: "CNY",
             emulated,
+            spent: resumption.spent,
+            images_generated: resumption.images_billed,
             ..Summary::default()
         },
+        resumed: resumption.keys,
+        journaled: resumption.journaled,
         ..Session::default()
     };
     let totals = planned.totals();
@@ -173,17 +183,7 @@ pub async fn build_with(
         saved: summary.saved,
     })?;
     crate::gc::after_build(&project.manifest, &mut store, printer)?;
-    let totals = store.ledger_totals()?;
-    let kind = if emulated {
-        totals.emulated
-    } else {
-        totals.real
-    };
-    summary.cumulative = Cumulative {
-        runs: kind.runs,
-        spent: kind.spent,
-        saved: kind.saved,
-    };
+    summary.cumulative = Cumulative::of(&store.ledger_totals()?, emulated);
     let fatal = session.fatal.map(|f| match f {
         ProviderError::Fatal {
             code,
@@ -216,6 +216,10 @@ struct Session {
     /// Tasks that ended unsent (skipped, dropped): their dependants are skipped too, not failed.
     unsent: HashSet<String>,
     fatal: Option<ProviderError>,
+    /// Keys the resume of the journal cached, with what it booked (see [`Executor::resumed`]).
+    resumed: HashMap<String, (Money, u32)>,
+    /// Keys left journaled by the resume (see [`Executor::journaled`]).
+    journaled: HashSet<String>,
 }
 
 impl Session {
@@ -484,6 +488,8 @@ async fn execute(
         cancel: Arc::clone(cancel),
         latency_history,
         before_submit: hooks.before_submit.clone(),
+        resumed: std::mem::take(&mut session.resumed),
+        journaled: std::mem::take(&mut session.journaled),
     };
     // The executor writes the lock after each task; only pruning (or a first, empty lock) is left to
     // write here. A build with nothing to do touches nothing: a no-op must stay as cheap as ninja's.
@@ -585,18 +591,28 @@ fn record_outcome(session: &mut Session, unit: &Unit<'_>, d: &Decision, outcome:
     }
     let summary = &mut session.summary;
     let report = match outcome.map(|o| &o.result) {
+        // Fresh: the cache kept nothing from being paid in this build.
         None => {
             summary.fresh += 1;
-            summary.saved += d.saved();
             task_report(unit, d, "fresh", None)
         }
         Some(Ok(done)) => {
             let mut r = if done.generated {
                 summary.generated += 1;
-                summary.images_generated += done.entry.images;
-                summary.spent += done.spent;
+                // A resumed task's booking is in the figures from the resume already.
+                if !done.resumed {
+                    summary.images_generated += done.images_billed;
+                    summary.spent += done.spent;
+                }
                 let mut r = task_report(unit, d, "generated", None);
+                r.action = "generate";
+                r.reason = if done.resumed {
+                    "resumed from the journal".to_owned()
+                } else {
+                    r.reason
+                };
                 r.cost = done.spent;
+                r.saved = Money::ZERO;
                 r
             } else {
                 summary.restored += 1;
@@ -677,15 +693,16 @@ async fn resume_journal(
     args: &BuildArgs,
     printer: &Printer,
     cancel: &Arc<AtomicBool>,
-) -> Result<()> {
+) -> Result<Resumption> {
+    let mut resumption = Resumption::default();
     let state_dir = project.manifest.state_dir();
     if !state_dir.join(crate::store::DB_FILE).exists() {
-        return Ok(());
+        return Ok(resumption);
     }
     let mut store = Store::open(&state_dir)?;
     let entries = store.journal_open()?;
     if entries.is_empty() {
-        return Ok(());
+        return Ok(resumption);
     }
     let tasks: HashSet<&str> = entries.iter().map(|e| e.key.as_str()).collect();
     printer.status(
@@ -711,7 +728,7 @@ async fn resume_journal(
         store.journal_finish(&[entry.id])?;
     }
     if entries.is_empty() {
-        return Ok(());
+        return Ok(resumption);
     }
     let (client, emulator) = match connect(project, args.selection.emulate, printer).await {
         Ok(connected) => connected,
@@ -720,7 +737,7 @@ async fn resume_journal(
                 "Skipping",
                 &format!("cannot resume journaled tasks now: {e}"),
             );
-            return Ok(());
+            return Ok(resumption);
         }
     };
     let emulated =
@@ -746,14 +763,26 @@ async fn resume_journal(
         cancel: Arc::clone(cancel),
         latency_history,
         before_submit: None,
+        resumed: HashMap::new(),
+        journaled: HashSet::new(),
     };
     for resumed in executor.resume(entries, &project.registry).await {
-        match resumed {
+        resumption.spent += resumed.spent;
+        resumption.images_billed += resumed.images_billed;
+        let booked = if resumed.spent > Money::ZERO {
+            format!("billed {}, counted in this build's spend", resumed.spent)
+        } else {
+            "paid for, and counted, by an earlier build".to_owned()
+        };
+        match resumed.outcome {
             Resumed::Recovered { task_id, images } => {
                 printer.status(
                     "Recovered",
-                    &format!("{task_id}: {images} image(s) paid for by an earlier build"),
+                    &format!("{task_id}: {images} image(s) of a task an earlier build submitted ({booked})"),
                 );
+                resumption
+                    .keys
+                    .insert(resumed.key, (resumed.spent, resumed.images_billed));
             }
             Resumed::Partial {
                 task_id,
@@ -763,7 +792,7 @@ async fn resume_journal(
                 printer.status(
                     "Kept",
                     &format!(
-                        "{task_id}: {images} of {of} images paid for by an earlier build; only the {} missing will be requested",
+                        "{task_id}: {images} of {of} images of a task an earlier build submitted ({booked}); only the {} missing will be requested",
                         of - images
                     ),
                 );
@@ -773,6 +802,7 @@ async fn resume_journal(
             }
             Resumed::MaybeBilledTwice { task_id } => warn_billed_twice(printer, &task_id),
             Resumed::Pending { task_id, reason } => {
+                resumption.journaled.insert(resumed.key);
                 printer.warn("Pending", &format!("{task_id}: {reason}; still journaled"));
             }
         }
@@ -780,7 +810,19 @@ async fn resume_journal(
     if let Some(emu) = emulator {
         emu.shutdown().await;
     }
-    Ok(())
+    Ok(resumption)
+}
+
+/// What resuming the journal booked, for the build's figures: a task an earlier build submitted is a
+/// generation, paid once, by whichever build first saw the service bill it.
+#[derive(Default)]
+struct Resumption {
+    /// Keys whose images the resume cached, with what this build booked for each.
+    keys: HashMap<String, (Money, u32)>,
+    /// Keys still journaled: not to be submitted again by this build.
+    journaled: HashSet<String>,
+    spent: Money,
+    images_billed: u32,
 }
 
 fn warn_billed_twice(printer: &Printer, task_id: &str) {
@@ -899,6 +941,21 @@ fn print_event(printer: &Printer, event: Event, restore_reason: Option<&str>) {
             );
         }
         Event::Finished(outcome) => match outcome.result {
+            Ok(done) if done.resumed => {
+                let paid = if done.spent > Money::ZERO {
+                    format!("{}, a task resumed from the journal", done.spent)
+                } else {
+                    "a task resumed from the journal, paid for by an earlier build".to_owned()
+                };
+                printer.status(
+                    "Generated",
+                    &format!(
+                        "{} → {} ({paid})",
+                        outcome.id,
+                        describe_outputs(&done.entry.outputs)
+                    ),
+                );
+            }
             Ok(done) if done.generated => {
                 printer.status(
                     "Generated",

@@ -24,7 +24,8 @@ use crate::output_name;
 use crate::planner::MediaSource;
 use crate::registry::Registry;
 use crate::store::{
-    JournalEntry, JournalIntent, Partial, StatEntry, Store, StoredImage, StoredResult, stat_of,
+    Charge, JournalEntry, JournalIntent, Partial, StatEntry, Store, StoredImage, StoredResult,
+    stat_of,
 };
 use crate::task::OutputSpec;
 
@@ -108,8 +109,13 @@ impl std::fmt::Display for Failure {
 pub struct Done {
     pub generated: bool,
     pub entry: LockEntry,
-    /// Money paid for this job (zero for restores).
+    /// Money this build booked for this job (zero for restores; see [`Charge`]).
     pub spent: Money,
+    /// Images this build booked for it.
+    pub images_billed: u32,
+    /// A task resumed from the journal (an earlier build submitted it): a generation, not a
+    /// restore. Its booking is already in the build's figures from the resume.
+    pub resumed: bool,
 }
 
 /// Progress, for the printer.
@@ -314,6 +320,12 @@ pub struct Executor {
     /// Asked right before a generation is submitted; `false` drops it unsubmitted (nothing is paid).
     /// `wanx watch` drops the tasks a newer save made obsolete; `None` submits everything.
     pub before_submit: Option<SubmitGate>,
+    /// Keys whose images this build's resume of the journal brought into the cache, with what it
+    /// booked for them: the first task restoring one is reported as the generation it is.
+    pub resumed: HashMap<String, (Money, u32)>,
+    /// Keys still journaled after the resume (a task of an earlier build still running, or whose
+    /// images could not all be fetched): paid for, so never submitted again by this build.
+    pub journaled: std::collections::HashSet<String>,
 }
 
 /// See [`Executor::before_submit`].
@@ -344,6 +356,8 @@ struct Shared {
     refused: Mutex<HashMap<String, String>>,
     /// Remote task ids this build was given: an ambiguous submission's task is none of these.
     known: Mutex<HashSet<String>>,
+    /// [`Executor::resumed`], each taken by the first restore of its key.
+    resumed: Mutex<HashMap<String, (Money, u32)>>,
 }
 
 impl Shared {
@@ -396,7 +410,7 @@ impl Shared {
 }
 
 impl Executor {
-    fn into_shared(self, registry: &Registry) -> Arc<Shared> {
+    fn into_shared(mut self, registry: &Registry) -> Arc<Shared> {
         // DashScope allows 20 task queries a second; wanx's own emulator has no such limit.
         let queries_per_second = if self.provider == crate::cache_key::Provider::Emulator.identity()
         {
@@ -404,7 +418,9 @@ impl Executor {
         } else {
             QUERIES_PER_SECOND
         };
+        let resumed = Mutex::new(std::mem::take(&mut self.resumed));
         Arc::new(Shared {
+            resumed,
             history: Mutex::new(self.latency_history.clone()),
             lock_written: Mutex::new(None),
             lock_dirty: AtomicBool::new(false),
@@ -538,13 +554,21 @@ fn restore(shared: &Shared, job: &Job) -> Outcome {
     else {
         unreachable!("restore() is only called for restores")
     };
+    let resumed = shared
+        .resumed
+        .lock()
+        .expect("never poisoned")
+        .remove(&job.key.hex());
     let result = (|| {
         let entry = materialize(shared, job, images, *generated_at, Money::ZERO)?;
         record_in_lock(shared, &job.id, entry.clone())?;
+        let (spent, images_billed) = resumed.unwrap_or_default();
         Ok::<Done, String>(Done {
-            generated: false,
+            generated: resumed.is_some(),
             entry,
-            spent: Money::ZERO,
+            spent,
+            images_billed,
+            resumed: resumed.is_some(),
         })
     })()
     .map_err(Failure::from);
@@ -692,6 +716,11 @@ fn stop(shared: &Shared, error: ProviderError) {
 }
 
 async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
+    if shared.exec.journaled.contains(&job.key.hex()) {
+        return Err(Failure::from(
+            "not submitted: a task an earlier build paid for with this request is still journaled; the next build resumes it".to_owned(),
+        ));
+    }
     let limit = shared.limit(&job.compiled.model);
     let client = shared
         .exec
@@ -701,17 +730,25 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
     let mut latency = None;
     let mut sent: Option<Compiled> = None;
     // Images an earlier build paid for under this key but left short: only the rest is requested.
+    // Their seeds are not recorded: they are taken to be the first ones.
     let carried = carried_partial(shared, &job).await?;
-    let mut images: Vec<StoredImage> = carried.images.clone();
+    let n = job.compiled.n as usize;
+    let mut slots: Vec<Option<StoredImage>> = vec![None; n];
+    for (slot, image) in slots.iter_mut().zip(carried.images.iter().cloned()) {
+        *slot = Some(image);
+    }
+    let base_seed = job.compiled.body["parameters"]["seed"].as_u64();
     let mut billed = 0u32;
     let mut remote_ids = Vec::new();
-    // The journal entries of the rounds so far: open until the result is stored.
+    // The journal entries of the requests so far: open until the result is stored.
     let mut journal = Vec::new();
     // The rounds end with every image, or with why not.
     let short_by: Option<Failure> = 'rounds: {
         for round in 0..=MAX_FOLLOW_UPS {
-            let missing = job.compiled.n - images.len() as u32;
-            if missing == 0 {
+            let missing: Vec<u32> = (0..n as u32)
+                .filter(|i| slots[*i as usize].is_none())
+                .collect();
+            if missing.is_empty() {
                 break 'rounds None;
             }
             if round > 0 || !carried.images.is_empty() {
@@ -723,7 +760,8 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
                 (shared.exec.on_event)(Event::Retrying {
                     id: job.id.clone(),
                     error: format!(
-                        "{missing} of {} images {why}; requesting them",
+                        "{} of {} images {why}; requesting them",
+                        missing.len(),
                         job.compiled.n
                     ),
                     wait: Duration::ZERO,
@@ -733,29 +771,39 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
                 sent = Some(prepare_request(shared, &client, &job).await?);
             }
             let sent = sent.as_ref().expect("prepared just above");
-            let mut body = sent.body.clone();
-            body["parameters"]["n"] = Value::from(missing);
-            match run_remote_task(shared, &client, &limit, &job, sent, body, missing).await {
-                Ok((remote, got, count, took, journal_id)) => {
-                    journal.push(journal_id);
-                    latency.get_or_insert(took);
-                    remote_ids.push(remote);
-                    billed += count;
-                    images.extend(got);
+            for offsets in follow_ups(&missing, base_seed.is_some()) {
+                let mut body = sent.body.clone();
+                body["parameters"]["n"] = Value::from(offsets.len());
+                if let Some(seed) = base_seed {
+                    body["parameters"]["seed"] = Value::from(seed + u64::from(offsets[0]));
                 }
-                Err(e) => break 'rounds Some(e),
+                let count = offsets.len() as u32;
+                match run_remote_task(shared, &client, &limit, &job, sent, body, count).await {
+                    Ok(task) => {
+                        journal.push(task.journal_id);
+                        latency.get_or_insert(task.took);
+                        remote_ids.push(task.remote);
+                        billed += task.billed;
+                        for (offset, image) in offsets.iter().zip(task.images) {
+                            slots[*offset as usize] = image;
+                        }
+                    }
+                    Err(e) => {
+                        billed += e.images_billed;
+                        break 'rounds Some(e);
+                    }
+                }
             }
         }
-        (images.len() as u32 != job.compiled.n).then(|| {
+        let made = slots.iter().flatten().count();
+        (made != n).then(|| {
             Failure::from(format!(
-                "only {} of {} images were produced after {} follow-up requests (paid {})",
-                images.len(),
-                job.compiled.n,
-                MAX_FOLLOW_UPS,
+                "only {made} of {n} images were produced after {MAX_FOLLOW_UPS} follow-up requests (paid {})",
                 job.compiled.price.times(billed)
             ))
         })
     };
+    let images: Vec<StoredImage> = slots.into_iter().flatten().collect();
     if let Some(failure) = short_by {
         let short = Short {
             images,
@@ -766,6 +814,14 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
         return Err(keep_partial(shared, &job, short, failure).await);
     }
     let paid_now = job.compiled.price.times(billed);
+    // Paid for whatever happens next: a failure to record or write it still reports the spend.
+    let paid = |message: String| Failure {
+        message,
+        skipped: false,
+        images_billed: billed,
+        spent: paid_now,
+        maybe_billed: Money::ZERO,
+    };
     let cost = carried.cost + paid_now;
     let generated_at = output_name::now_unix();
     let result = StoredResult {
@@ -787,7 +843,12 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
             None => Ok(()),
         }
     })
-    .await?;
+    .await
+    .map_err(|e| {
+        paid(format!(
+            "{e}; its images were paid for and stay journaled: the next build saves them without paying again"
+        ))
+    })?;
     let hashes: Vec<String> = images.iter().map(|i| i.blake3.clone()).collect();
     let shared2 = Arc::clone(shared);
     let entry = tokio::task::spawn_blocking(move || {
@@ -796,12 +857,40 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
         Ok::<_, String>(entry)
     })
     .await
-    .unwrap_or_else(|e| panic!("materializing panicked: {e}"))?;
+    .unwrap_or_else(|e| panic!("materializing panicked: {e}"))
+    .map_err(|e| {
+        paid(format!(
+            "{e}; its images are cached and the next build restores them without paying again"
+        ))
+    })?;
     Ok(Done {
         generated: true,
         entry,
         spent: paid_now,
+        images_billed: billed,
+        resumed: false,
     })
+}
+
+/// The requests that ask for the images at `missing` (offsets from the task's first image): the
+/// service numbers a batch's images seed, seed + 1, …, so with a seed each contiguous run is one
+/// request starting at its first seed; without one, one request for them all.
+fn follow_ups(missing: &[u32], seeded: bool) -> Vec<Vec<u32>> {
+    if !seeded {
+        return if missing.is_empty() {
+            Vec::new()
+        } else {
+            vec![missing.to_vec()]
+        };
+    }
+    let mut runs: Vec<Vec<u32>> = Vec::new();
+    for &offset in missing {
+        match runs.last_mut() {
+            Some(run) if run.last().is_some_and(|last| last + 1 == offset) => run.push(offset),
+            _ => runs.push(vec![offset]),
+        }
+    }
+    runs
 }
 
 /// Records `partial` as `key`'s partial result, closing `journal` in the same transaction.
@@ -881,8 +970,20 @@ async fn keep_partial(
     failure
 }
 
-/// One remote task: journal, submit (with retries), poll, download. Returns the remote id, the images
-/// stored in the blob store, and the images billed.
+/// What one remote task produced.
+struct RemoteTask {
+    remote: String,
+    /// Its images by result index: `None` where the service failed to make one.
+    images: Vec<Option<StoredImage>>,
+    /// Images the service billed (booked by this build).
+    billed: u32,
+    took: f64,
+    journal_id: i64,
+}
+
+/// One remote task: journal, submit (with retries), poll, book what it billed, download. A task
+/// billed whose images could not all be fetched or stored stays journaled (with those it saved):
+/// the next build fetches the rest without paying again.
 async fn run_remote_task(
     shared: &Arc<Shared>,
     client: &Client,
@@ -891,7 +992,7 @@ async fn run_remote_task(
     sent: &Compiled,
     body: Value,
     n: u32,
-) -> Result<(String, Vec<StoredImage>, u32, f64, i64), Failure> {
+) -> Result<RemoteTask, Failure> {
     let intent = JournalIntent {
         key: job.key.hex(),
         task_id: job.id.clone(),
@@ -954,22 +1055,74 @@ async fn run_remote_task(
             return Err(message.into());
         }
     };
+    let billed = billed_by(&results);
+    let booked = book(
+        shared,
+        journal_id,
+        &job.id,
+        &job.compiled.model,
+        &remote,
+        billed,
+    )
+    .await?;
+    let paid = |message: String| Failure {
+        message,
+        skipped: false,
+        images_billed: booked,
+        spent: job.compiled.price.times(booked),
+        maybe_billed: Money::ZERO,
+    };
     // `task_timeout` runs from submission to downloaded result.
     let deadline = since + shared.exec.task_timeout;
-    let (images, billed) = download_all(shared, client, &results, deadline).await;
-    let images = match images {
-        Ok(images) => images,
-        Err(e) => {
-            // The task is over whatever the downloads did: the service will not bill it again.
-            with_store(shared, move |s| s.journal_finish(&[journal_id])).await?;
-            return Err(format!(
-                "{e}; the service billed {billed} image(s) for task `{remote}` that could not be saved"
-            )
-            .into());
-        }
-    };
+    let (mut images, fetched) = download_all(shared, client, &results, &[], deadline).await;
+    images.resize(n as usize, None);
+    if let Err(e) = fetched {
+        // Paid for and still on the service for 24 h: the entry stays open with what was saved.
+        let saved = images.clone();
+        let kept = saved.iter().flatten().count();
+        let recorded = with_store(shared, move |s| s.journal_saved(journal_id, &saved)).await;
+        let note = recorded.err().map_or(String::new(), |e| format!(" ({e})"));
+        return Err(paid(format!(
+            "{e}; the service billed {billed} image(s) for task `{remote}`: it stays journaled with the {kept} saved{note}, and the next build downloads the rest without paying again"
+        )));
+    }
     // Still journaled: `generate` closes the entry in the transaction that stores the result.
-    Ok((remote, images, billed, took, journal_id))
+    Ok(RemoteTask {
+        remote,
+        images,
+        billed: booked,
+        took,
+        journal_id,
+    })
+}
+
+/// Images a succeeded task is billed for: every result with a URL.
+fn billed_by(results: &[crate::dashscope::TaskResult]) -> u32 {
+    results.iter().filter(|r| r.url.is_some()).count() as u32
+}
+
+/// Books what the service billed for journal entry `journal_id` (once, whichever build first sees
+/// the task succeed). Returns the images booked now (zero if an earlier build booked them).
+async fn book(
+    shared: &Arc<Shared>,
+    journal_id: i64,
+    task_id: &str,
+    model: &str,
+    remote: &str,
+    images: u32,
+) -> Result<u32, String> {
+    let price = shared.registry.get(model).map_or(Money::ZERO, |s| s.price);
+    let charge = Charge {
+        at: output_name::now_unix(),
+        emulated: shared.exec.provider == crate::cache_key::Provider::Emulator.identity(),
+        task_id: task_id.to_owned(),
+        model: model.to_owned(),
+        remote_task_id: Some(remote.to_owned()),
+        images,
+        cost: price.times(images),
+    };
+    let booked = with_store(shared, move |s| s.journal_billed(journal_id, &charge)).await?;
+    Ok(if booked { images } else { 0 })
 }
 
 /// Closes journal entries whose images will not be cached (the task failed as a whole).
@@ -1354,28 +1507,44 @@ async fn wait_for(
     }
 }
 
-/// Downloads every successful result into the blob store. Returns the stored images and how many
-/// images the service billed (every result with a URL).
+/// Downloads every successful result into the blob store, except those `saved` already holds (by
+/// result index, with their blob intact). Returns the images by result index (`None` for a failed
+/// result or a failed download) and the first error, after trying every image.
 async fn download_all(
     shared: &Arc<Shared>,
     client: &Client,
     results: &[crate::dashscope::TaskResult],
+    saved: &[Option<StoredImage>],
     deadline: Instant,
-) -> (Result<Vec<StoredImage>, String>, u32) {
-    let billed = results.iter().filter(|r| r.url.is_some()).count() as u32;
+) -> (Vec<Option<StoredImage>>, Result<(), String>) {
     let mut images = Vec::new();
-    for result in results {
-        let Some(url) = &result.url else { continue };
+    let mut first_error = Ok(());
+    for (index, result) in results.iter().enumerate() {
+        let Some(url) = &result.url else {
+            images.push(None);
+            continue;
+        };
+        if let Some(Some(image)) = saved.get(index)
+            && shared.exec.blobs.contains(&image.blake3)
+        {
+            images.push(Some(image.clone()));
+            continue;
+        }
         match download_one(shared, client, url, deadline).await {
-            Ok((blake3, size)) => images.push(StoredImage {
+            Ok((blake3, size)) => images.push(Some(StoredImage {
                 blake3,
                 size,
                 actual_prompt: result.actual_prompt.clone(),
-            }),
-            Err(e) => return (Err(e), billed),
+            })),
+            Err(e) => {
+                images.push(None);
+                if first_error.is_ok() {
+                    first_error = Err(format!("image {}: {e}", index + 1));
+                }
+            }
         }
     }
-    (Ok(images), billed)
+    (images, first_error)
 }
 
 async fn download_one(
@@ -1435,7 +1604,7 @@ async fn download_one(
 /// What became of a task found in the journal (a previous build crashed or was interrupted).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Resumed {
-    /// Its images were downloaded and cached: the build restores them for free.
+    /// Its images were downloaded and cached: the build materializes them as the generation it is.
     Recovered { task_id: String, images: u32 },
     /// Its images, with those of an earlier partial, are fewer than the key needs: kept as the key's
     /// partial result, so the next generation asks only for the missing ones.
@@ -1449,8 +1618,20 @@ pub enum Resumed {
     /// The crash came between the submission and the recording of its id: the service may have
     /// accepted (and billed) it, and this build will submit it again.
     MaybeBilledTwice { task_id: String },
-    /// Still not finished (or the service could not be reached): left journaled for the next build.
+    /// Still not finished, or its images could not all be fetched or stored (the service could not
+    /// be reached, a download failed, the disk is full): left journaled for the next build.
     Pending { task_id: String, reason: String },
+}
+
+/// A journaled key resumed, and what this build booked for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResumedKey {
+    pub key: String,
+    pub outcome: Resumed,
+    /// Images the service billed that this build was the first to see (an earlier build that saw
+    /// them booked them itself).
+    pub images_billed: u32,
+    pub spent: Money,
 }
 
 /// Tasks older than this are gone from the service (protocol §3: task data is kept 24 h).
@@ -1459,7 +1640,7 @@ const REMOTE_TASK_TTL_SECS: i64 = 24 * 3600;
 impl Executor {
     /// Finishes the journaled tasks of earlier builds: queries each, downloads its images into the
     /// cache under its key, and closes its journal entry, so nothing paid for is paid again.
-    pub async fn resume(self, entries: Vec<JournalEntry>, registry: &Registry) -> Vec<Resumed> {
+    pub async fn resume(self, entries: Vec<JournalEntry>, registry: &Registry) -> Vec<ResumedKey> {
         let shared = self.into_shared(registry);
         // A task whose first request came back partial has follow-ups journaled under the same key:
         // together they make its images, so they are resumed together, oldest first.
@@ -1477,7 +1658,17 @@ impl Executor {
             let price = registry
                 .get(&group[0].model)
                 .map_or(Money::ZERO, |spec| spec.price);
-            set.spawn(async move { resume_one(&shared, group, price).await });
+            set.spawn(async move {
+                let key = group[0].key.clone();
+                let mut booked = 0;
+                let outcome = resume_one(&shared, group, price, &mut booked).await;
+                ResumedKey {
+                    key,
+                    outcome,
+                    images_billed: booked,
+                    spent: price.times(booked),
+                }
+            });
         }
         let mut out = Vec::new();
         while let Some(joined) = set.join_next().await {
@@ -1490,7 +1681,13 @@ impl Executor {
 /// Resumes the journal entries of one key (a request and its follow-ups, oldest first): each
 /// remote task is queried and its images downloaded; if together they make the images the first
 /// request asked for, they are cached under the key and every entry closes with the result.
-async fn resume_one(shared: &Arc<Shared>, group: Vec<JournalEntry>, price: Money) -> Resumed {
+/// `booked` counts the images this build books (the first to see them billed).
+async fn resume_one(
+    shared: &Arc<Shared>,
+    group: Vec<JournalEntry>,
+    price: Money,
+    booked: &mut u32,
+) -> Resumed {
     let ids: Vec<i64> = group.iter().map(|e| e.id).collect();
     let first = &group[0];
     let task_id = first.task_id.clone();
@@ -1500,7 +1697,7 @@ async fn resume_one(shared: &Arc<Shared>, group: Vec<JournalEntry>, price: Money
     let mut took = 0.0;
     let mut lost = None;
     for entry in &group {
-        match fetch_journaled(shared, entry).await {
+        match fetch_journaled(shared, entry, booked).await {
             Ok(fetched) => {
                 images.extend(fetched.images);
                 billed += fetched.billed;
@@ -1568,15 +1765,14 @@ async fn resume_one(shared: &Arc<Shared>, group: Vec<JournalEntry>, price: Money
         s.record_latency(&model, took)
     })
     .await;
-    if stored.is_err() {
-        let _ = finish_journals(shared, ids.clone()).await;
-    }
+    // Paid for and downloaded but not recorded (the database could not be written): the entries
+    // stay open, so the next build records them instead of paying again.
     match stored {
         Ok(()) => Resumed::Recovered {
             task_id,
             images: count,
         },
-        Err(reason) => Resumed::Lost { task_id, reason },
+        Err(reason) => Resumed::Pending { task_id, reason },
     }
 }
 
@@ -1587,9 +1783,15 @@ struct Fetched {
     took: f64,
 }
 
-/// Queries a journaled remote task until it ends and downloads its images into the blob store.
-/// The error is what to report: `Pending` leaves the entry journaled, the others close it.
-async fn fetch_journaled(shared: &Arc<Shared>, entry: &JournalEntry) -> Result<Fetched, Resumed> {
+/// Queries a journaled remote task until it ends, books what it billed unless an earlier build did
+/// (adding the images to `booked`), and downloads its images into the blob store (those it saved
+/// before are kept). The error is what to report: `Pending` leaves the entry journaled, the others
+/// close it.
+async fn fetch_journaled(
+    shared: &Arc<Shared>,
+    entry: &JournalEntry,
+    booked: &mut u32,
+) -> Result<Fetched, Resumed> {
     let task_id = entry.task_id.clone();
     let Some(remote) = entry.remote_task_id.clone() else {
         return Err(Resumed::MaybeBilledTwice { task_id });
@@ -1613,19 +1815,31 @@ async fn fetch_journaled(shared: &Arc<Shared>, entry: &JournalEntry) -> Result<F
             Ok(Waited::Ended(reason)) => return Err(Resumed::Lost { task_id, reason }),
             Err(reason) => return Err(Resumed::Pending { task_id, reason }),
         };
-    let deadline = since + shared.exec.task_timeout;
-    let (images, billed) = download_all(shared, &client, &results, deadline).await;
-    match images {
-        Ok(images) => Ok(Fetched {
-            images,
-            billed,
-            took,
-        }),
-        Err(e) => Err(Resumed::Lost {
-            task_id,
-            reason: format!("{e} (billed {billed} images)"),
-        }),
+    let billed = billed_by(&results);
+    if entry.billed.is_none() {
+        match book(shared, entry.id, &task_id, &entry.model, &remote, billed).await {
+            Ok(now) => *booked += now,
+            Err(reason) => return Err(Resumed::Pending { task_id, reason }),
+        }
     }
+    let deadline = since + shared.exec.task_timeout;
+    let (images, fetched) = download_all(shared, &client, &results, &entry.saved, deadline).await;
+    if let Err(e) = fetched {
+        let kept = images.iter().flatten().count();
+        let id = entry.id;
+        let _ = with_store(shared, move |s| s.journal_saved(id, &images)).await;
+        return Err(Resumed::Pending {
+            task_id,
+            reason: format!(
+                "{e} (task `{remote}`, billed {billed} image(s), {kept} saved); the next build downloads the rest without paying again"
+            ),
+        });
+    }
+    Ok(Fetched {
+        images: images.into_iter().flatten().collect(),
+        billed,
+        took,
+    })
 }
 
 #[cfg(test)]
@@ -1660,5 +1874,17 @@ mod tests {
             listed("also", "m", Some(1_000_000)),
         ];
         assert_eq!(candidates(&twice, "m", from, to, &known), ["also", "it"]);
+    }
+
+    #[test]
+    fn follow_ups_ask_for_each_run_of_missing_seeds() {
+        assert_eq!(follow_ups(&[1, 2], true), vec![vec![1, 2]]);
+        assert_eq!(
+            follow_ups(&[0, 2, 3, 5], true),
+            vec![vec![0], vec![2, 3], vec![5]]
+        );
+        assert_eq!(follow_ups(&[0, 2, 3], false), vec![vec![0, 2, 3]]);
+        assert!(follow_ups(&[], true).is_empty());
+        assert!(follow_ups(&[], false).is_empty());
     }
 }

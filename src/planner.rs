@@ -29,7 +29,7 @@ use crate::plan::{self, Loaded};
 use crate::printer::Printer;
 use crate::reconcile::{self, Action, Decision, Item, Recorded, Snapshot};
 use crate::registry::Registry;
-use crate::report::{Summary, TaskReport};
+use crate::report::{Cumulative, Summary, TaskReport};
 use crate::store::{StatEntry, Store, stat_of};
 use crate::task::{InputRef, Task};
 
@@ -918,11 +918,17 @@ pub fn print_plan(planned: &Planned<'_>, printer: &Printer, json: bool) {
             restored: totals.restore,
             fresh: totals.fresh,
             images_generated: totals.images_to_generate,
-            spent: totals.cost,
-            saved: totals.saved,
+            // Nothing is spent or saved by planning: what would be is under its own names.
+            would_spend: Some(totals.cost),
+            would_save: Some(totals.saved),
             currency: "CNY",
             emulated: planned.provider.is_emulated(),
             dry_run: true,
+            cumulative: planned
+                .store
+                .ledger_totals()
+                .map(|ledger| Cumulative::of(&ledger, planned.provider.is_emulated()))
+                .unwrap_or_default(),
             tasks,
             ..Summary::default()
         };

@@ -127,12 +127,13 @@ impl Decision {
         }
     }
 
-    /// Money this decision saves against generating again.
+    /// Money this decision keeps from being paid again: a restore's price. A fresh task saves
+    /// nothing new (its images were already there), so it is not counted again on every no-op.
     pub fn saved(&self) -> Money {
-        if self.action == Action::Generate {
-            Money::ZERO
-        } else {
+        if matches!(self.action, Action::Restore { .. }) {
             self.value
+        } else {
+            Money::ZERO
         }
     }
 }
@@ -320,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn matching_lock_and_disk_is_fresh_and_saves_its_price() {
+    fn matching_lock_and_disk_is_fresh_and_saves_nothing_new() {
         let o = spec();
         let d = reconcile(
             &[item("a", key(1), &o)],
@@ -329,7 +330,7 @@ mod tests {
             0,
         );
         assert_eq!(d[0].action, Action::Fresh);
-        assert_eq!(d[0].saved(), Money::from_yuan(0.28));
+        assert_eq!(d[0].saved(), Money::ZERO);
         assert_eq!(d[0].cost(), Money::ZERO);
     }
 

@@ -2,9 +2,13 @@
 //! one documented JSON object on stdout.
 //!
 //! JSON fields: `generated`, `restored`, `fresh`, `failed`, `skipped` (task counts), `images_generated`, `spent`,
-//! `saved` (CNY, numbers), `maybe_billed` (CNY: submissions whose fate is unknown, which the service
-//! may have billed; `spent + maybe_billed` bounds what the build cost), `currency` (`"CNY"`), `emulated` (money is emulated, not real), `dry_run`,
-//! `cumulative` (`runs`, `spent`, `saved` over every recorded build of this kind), and `tasks`: one
+//! `saved` (CNY, numbers; defined once, in the README's "Spent and saved": money the service billed that
+//! this build was the first to see, and the price of the images it restored instead of paying again),
+//! `maybe_billed` (CNY: submissions whose fate is unknown, which the service may have billed;
+//! `spent + maybe_billed` bounds what the build cost), `would_spend` and `would_save` (plans and dry runs only, which spend and save nothing),
+//! `currency` (`"CNY"`), `emulated` (money is emulated, not real), `dry_run`,
+//! `cumulative` (`runs`: finished builds; `spent`: every charge booked; `saved`: the finished builds'
+//! `saved`; of this kind, real or emulated), and `tasks`: one
 //! object per selected task with `id`, `action` (`fresh` | `restore` | `generate`), `status`
 //! (`fresh` | `restored` | `generated` | `failed` | `skipped` | `planned`), `reason`, `cost`, `saved`, `outputs`
 //! (project-relative paths) and `error` (a string, for failed tasks).
@@ -23,6 +27,7 @@ pub struct Summary {
     pub failed: usize,
     /// Not submitted because the build was interrupted or stopped: nothing was paid for them.
     pub skipped: usize,
+    /// Images the service billed that this build booked (see `spent`).
     pub images_generated: u32,
     #[serde(serialize_with = "yuan")]
     pub spent: Money,
@@ -32,6 +37,11 @@ pub struct Summary {
     /// may have billed them. Not in `spent`; `spent + maybe_billed` is the most the build cost.
     #[serde(serialize_with = "yuan")]
     pub maybe_billed: Money,
+    /// `wanx plan` and `--dry-run` only: what the build would spend and save.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "yuan_opt")]
+    pub would_spend: Option<Money>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "yuan_opt")]
+    pub would_save: Option<Money>,
     pub currency: &'static str,
     pub emulated: bool,
     pub dry_run: bool,
@@ -65,6 +75,33 @@ pub struct TaskReport {
     pub error: Option<String>,
 }
 
+impl Cumulative {
+    /// The ledger's totals of the kind (real or emulated) the build is.
+    pub fn of(ledger: &crate::store::Ledger, emulated: bool) -> Cumulative {
+        let kind = if emulated {
+            ledger.emulated
+        } else {
+            ledger.real
+        };
+        Cumulative {
+            runs: kind.runs,
+            spent: kind.spent,
+            saved: kind.saved,
+        }
+    }
+}
+
+#[allow(
+    clippy::ref_option,
+    reason = "serde's serialize_with passes a reference"
+)]
+fn yuan_opt<S: serde::Serializer>(m: &Option<Money>, s: S) -> Result<S::Ok, S::Error> {
+    match m {
+        Some(m) => yuan(m, s),
+        None => s.serialize_none(),
+    }
+}
+
 #[allow(
     clippy::trivially_copy_pass_by_ref,
     reason = "serde's serialize_with passes a reference"
@@ -85,7 +122,7 @@ impl Summary {
         let mut parts = Vec::new();
         if self.generated > 0 {
             parts.push(format!(
-                "{} generated ({} image{})",
+                "{} generated ({} image{} billed)",
                 self.generated,
                 self.images_generated,
                 plural(self.images_generated)

@@ -2,7 +2,8 @@
 //! build learns and must not forget: results by request key (the request, its images with their
 //! actual prompts, cost, provider task id), the index of blobs in the blob store, a stat cache
 //! (path, size, mtime, inode → blake3, so a no-op build hashes nothing), the run ledger (spent and
-//! saved per run), per-model latencies, the in-flight journal (a remote task id is recorded before
+//! saved per run), the charges (what the service billed per remote task, booked once, the moment wanx
+//! first sees it succeed: cumulative spend is their sum), per-model latencies, the in-flight journal (a remote task id is recorded before
 //! wanx waits for it, so a crash never makes a build pay twice for the same images) and partial
 //! results (images paid for under a key that has not all its images yet: the next generation of
 //! that key asks only for the missing ones).
@@ -37,6 +38,7 @@ const JOURNAL: &str = "journal";
 const LATENCIES: &str = "latencies";
 const PLAN_KEYS: &str = "plan_keys";
 const PARTIALS: &str = "partials";
+const CHARGES: &str = "charges";
 
 /// How long a write waits for another `wanx` holding the database.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -130,6 +132,28 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE blobs ADD COLUMN used_at INTEGER NOT NULL DEFAULT 0;
     ",
+    // 5: money. `charges` books each remote task the service billed, once, when wanx first sees
+    // it succeed (in the transaction that marks its journal entry `billed`): cumulative `spent` is
+    // their sum, so a build killed after paying still counts. A journal entry keeps the images of
+    // its task already stored (`saved`, by result index) while the others could not be fetched.
+    // Earlier runs' spend becomes one charge per run.
+    "
+    ALTER TABLE journal ADD COLUMN billed INTEGER;
+    ALTER TABLE journal ADD COLUMN saved TEXT;
+    CREATE TABLE charges (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        emulated INTEGER NOT NULL,
+        task_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        remote_task_id TEXT,
+        images INTEGER NOT NULL,
+        cost INTEGER NOT NULL
+    );
+    INSERT INTO charges (at, emulated, task_id, model, remote_task_id, images, cost)
+        SELECT finished_at, emulated, '', '', NULL, images_generated, spent FROM runs
+        WHERE spent > 0;
+    ",
 ];
 
 #[path = "store_cache.rs"]
@@ -170,7 +194,7 @@ pub struct Partial {
 
 /// One image of a result, in the order the provider returned them. Stored as a JSON array in the
 /// result's row, so a batch of results is one indexed query.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredImage {
     pub blake3: String,
     pub size: u64,
@@ -221,12 +245,27 @@ pub struct RunRecord {
     pub fresh: u32,
     pub failed: u32,
     pub images_generated: u32,
+    /// What the service billed that this run was the first to see (see [`Charge`]).
     pub spent: Money,
-    /// What the restored and fresh tasks would have cost to generate.
+    /// What the restored tasks would have cost to generate (fresh tasks save nothing new).
     pub saved: Money,
 }
 
-/// All-time sums over the runs of one kind.
+/// What the service billed for one remote task, booked once (see migration 4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Charge {
+    /// Unix seconds.
+    pub at: i64,
+    pub emulated: bool,
+    pub task_id: String,
+    pub model: String,
+    pub remote_task_id: Option<String>,
+    pub images: u32,
+    pub cost: Money,
+}
+
+/// All-time sums of one kind: runs and what they saved from the runs, images billed and money
+/// spent from the charges.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LedgerTotals {
     pub runs: u64,
@@ -266,6 +305,10 @@ pub struct JournalEntry {
     pub images: u32,
     pub remote_task_id: Option<String>,
     pub created_at: i64,
+    /// Images the service billed for it, once wanx saw it succeed (and booked the charge).
+    pub billed: Option<u32>,
+    /// Its images already in the blob store, by result index (the rest could not be fetched).
+    pub saved: Vec<Option<StoredImage>>,
 }
 
 impl Store {
@@ -554,26 +597,59 @@ impl Store {
     /// All-time sums of the ledger, real and emulated apart.
     pub fn ledger_totals(&self) -> Result<Ledger> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT emulated, count(*), sum(images_generated), sum(spent), sum(saved)
-                 FROM {RUNS} GROUP BY emulated"
-            ))?;
-            let mut rows = stmt.query([])?;
             let mut ledger = Ledger::default();
+            let mut runs = conn.prepare_cached(&format!(
+                "SELECT emulated, count(*), sum(saved) FROM {RUNS} GROUP BY emulated"
+            ))?;
+            let mut rows = runs.query([])?;
             while let Some(row) = rows.next()? {
-                let totals = LedgerTotals {
-                    runs: row.get::<_, i64>(1)? as u64,
-                    images_generated: row.get::<_, i64>(2)? as u64,
-                    spent: Money(row.get(3)?),
-                    saved: Money(row.get(4)?),
-                };
-                if row.get(0)? {
-                    ledger.emulated = totals;
-                } else {
-                    ledger.real = totals;
-                }
+                let totals = totals_of(&mut ledger, row.get(0)?);
+                totals.runs = row.get::<_, i64>(1)? as u64;
+                totals.saved = Money(row.get(2)?);
+            }
+            let mut charges = conn.prepare_cached(&format!(
+                "SELECT emulated, sum(images), sum(cost) FROM {CHARGES} GROUP BY emulated"
+            ))?;
+            let mut rows = charges.query([])?;
+            while let Some(row) = rows.next()? {
+                let totals = totals_of(&mut ledger, row.get(0)?);
+                totals.images_generated = row.get::<_, i64>(1)? as u64;
+                totals.spent = Money(row.get(2)?);
             }
             Ok(ledger)
+        })
+    }
+
+    /// Books `charge` for journal entry `id` and marks the entry billed, in one transaction, unless
+    /// it was booked before. Returns whether it was booked now.
+    pub fn journal_billed(&mut self, id: i64, charge: &Charge) -> Result<bool> {
+        self.write(|tx| {
+            let marked = tx
+                .prepare_cached(&format!(
+                    "UPDATE {JOURNAL} SET billed = ?2 WHERE id = ?1 AND billed IS NULL"
+                ))?
+                .execute(params![id, charge.images])?;
+            if marked == 0 {
+                return Ok(false);
+            }
+            insert_charge(tx, charge)?;
+            Ok(true)
+        })
+    }
+
+    /// Books a charge without a journal entry.
+    pub fn book(&mut self, charge: &Charge) -> Result<()> {
+        self.write(|tx| insert_charge(tx, charge))
+    }
+
+    /// Records the images of journal entry `id` already stored, by result index.
+    pub fn journal_saved(&mut self, id: i64, saved: &[Option<StoredImage>]) -> Result<()> {
+        let saved = serde_json::to_string(saved)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)));
+        self.write(|tx| {
+            tx.prepare_cached(&format!("UPDATE {JOURNAL} SET saved = ?2 WHERE id = ?1"))?
+                .execute(params![id, saved?])?;
+            Ok(())
         })
     }
 
@@ -622,7 +698,8 @@ impl Store {
     pub fn journal_open(&self) -> Result<Vec<JournalEntry>> {
         self.read(|conn| {
             conn.prepare_cached(&format!(
-                "SELECT id, key, task_id, model, request_json, images, remote_task_id, created_at
+                "SELECT id, key, task_id, model, request_json, images, remote_task_id, created_at,
+                   billed, saved
                  FROM {JOURNAL} ORDER BY id"
             ))?
             .query_map([], |row| {
@@ -635,6 +712,13 @@ impl Store {
                     images: row.get(5)?,
                     remote_task_id: row.get(6)?,
                     created_at: row.get(7)?,
+                    billed: row.get(8)?,
+                    saved: match row.get_ref(9)?.as_str_or_null()? {
+                        Some(text) => serde_json::from_str(text).map_err(|e| {
+                            rusqlite::Error::FromSqlConversionFailure(9, Type::Text, Box::new(e))
+                        })?,
+                        None => Vec::new(),
+                    },
                 })
             })?
             .collect()
@@ -716,6 +800,32 @@ impl Store {
             source,
         })
     }
+}
+
+/// The totals of one kind in `ledger`.
+fn totals_of(ledger: &mut Ledger, emulated: bool) -> &mut LedgerTotals {
+    if emulated {
+        &mut ledger.emulated
+    } else {
+        &mut ledger.real
+    }
+}
+
+fn insert_charge(tx: &Transaction<'_>, charge: &Charge) -> rusqlite::Result<()> {
+    tx.prepare_cached(&format!(
+        "INSERT INTO {CHARGES} (at, emulated, task_id, model, remote_task_id, images, cost)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    ))?
+    .execute(params![
+        charge.at,
+        charge.emulated,
+        charge.task_id,
+        charge.model,
+        charge.remote_task_id,
+        charge.images,
+        charge.cost.0
+    ])?;
+    Ok(())
 }
 
 /// Closes the `journal` entries (their work is recorded in the same transaction).
@@ -876,7 +986,7 @@ mod tests {
     fn table_constants_name_real_tables() {
         let store = Store::open_in_memory().unwrap();
         for table in [
-            RESULTS, BLOBS, STAT_CACHE, RUNS, JOURNAL, LATENCIES, PLAN_KEYS, PARTIALS,
+            RESULTS, BLOBS, STAT_CACHE, RUNS, JOURNAL, LATENCIES, PLAN_KEYS, PARTIALS, CHARGES,
         ] {
             let count: i64 = store
                 .conn
@@ -1055,6 +1165,8 @@ mod tests {
                 images: 4,
                 remote_task_id: Some("remote-1".to_owned()),
                 created_at: 1_763_300_000,
+                billed: None,
+                saved: Vec::new(),
             }
         );
         assert_eq!(
@@ -1076,23 +1188,35 @@ mod tests {
     fn ledger_totals_keep_real_and_emulated_apart() {
         let mut store = Store::open_in_memory().unwrap();
         assert_eq!(store.ledger_totals().unwrap(), Ledger::default());
-        let run = |emulated, images: u32, spent, saved| RunRecord {
+        let run = |emulated, saved| RunRecord {
             started_at: 1,
             finished_at: 2,
             command: "build".to_owned(),
             emulated,
-            generated: images / 4,
+            generated: 1,
             restored: 1,
             fresh: 10,
             failed: 0,
-            images_generated: images,
-            spent: Money::from_yuan(spent),
+            images_generated: 4,
+            spent: Money::from_yuan(9.99),
             saved: Money::from_yuan(saved),
         };
-        let a = store.record_run(&run(false, 8, 1.12, 0.56)).unwrap();
-        let b = store.record_run(&run(false, 4, 0.56, 0.0)).unwrap();
-        store.record_run(&run(true, 40, 5.6, 2.0)).unwrap();
+        let charge = |emulated, images: u32, cost| Charge {
+            at: 1,
+            emulated,
+            task_id: "t".to_owned(),
+            model: "m".to_owned(),
+            remote_task_id: None,
+            images,
+            cost: Money::from_yuan(cost),
+        };
+        let a = store.record_run(&run(false, 0.56)).unwrap();
+        let b = store.record_run(&run(false, 0.0)).unwrap();
+        store.record_run(&run(true, 2.0)).unwrap();
         assert!(b > a);
+        store.book(&charge(false, 8, 1.12)).unwrap();
+        store.book(&charge(false, 4, 0.56)).unwrap();
+        store.book(&charge(true, 40, 5.6)).unwrap();
         let ledger = store.ledger_totals().unwrap();
         assert_eq!(
             ledger.real,
@@ -1111,6 +1235,40 @@ mod tests {
                 spent: Money::from_yuan(5.6),
                 saved: Money::from_yuan(2.0),
             }
+        );
+    }
+
+    #[test]
+    fn a_journal_entry_is_billed_once_and_keeps_the_images_already_saved() {
+        let mut store = Store::open_in_memory().unwrap();
+        let id = store
+            .journal_begin(&JournalIntent {
+                key: "k".to_owned(),
+                task_id: "t".to_owned(),
+                model: "m".to_owned(),
+                request_json: "{}".to_owned(),
+                images: 2,
+                created_at: 1,
+            })
+            .unwrap();
+        let charge = Charge {
+            at: 1,
+            emulated: false,
+            task_id: "t".to_owned(),
+            model: "m".to_owned(),
+            remote_task_id: Some("r".to_owned()),
+            images: 2,
+            cost: Money::from_yuan(0.28),
+        };
+        assert!(store.journal_billed(id, &charge).unwrap());
+        assert!(!store.journal_billed(id, &charge).unwrap(), "booked once");
+        let saved = vec![Some(result("k", 1).images[0].clone()), None];
+        store.journal_saved(id, &saved).unwrap();
+        let open = store.journal_open().unwrap();
+        assert_eq!((open[0].billed, &open[0].saved), (Some(2), &saved));
+        assert_eq!(
+            store.ledger_totals().unwrap().real.spent,
+            Money::from_yuan(0.28)
         );
     }
 

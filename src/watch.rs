@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 use crate::executor::{Event, Job};
 use crate::manifest::Manifest;
 use crate::printer::Printer;
-use crate::watch_events::{Reporter, Session, Timings, restored_value};
+use crate::watch_events::{Reporter, Session, Timings};
 use crate::watch_set::{Depth, Relevance, WatchSet};
 
 /// Quiet time after a file event before it is delivered: long enough to merge an editor's save into
@@ -180,7 +180,7 @@ impl Watch<'_> {
                 Ok(built) => {
                     self.session.builds += 1;
                     self.session.spent += built.summary.spent;
-                    self.session.saved += restored_value(&built.summary);
+                    self.session.saved += built.summary.saved;
                     self.reporter.built(
                         seq,
                         &built.summary,

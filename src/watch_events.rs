@@ -28,8 +28,9 @@
 //!   it), `cut_short` (a second Ctrl-C cut a build short, leaving its submissions journaled),
 //!   `session`.
 //!
-//! `saved` in a `built` event and in the session counts restores (images the cache supplied instead of
-//! the API); tasks that stayed fresh are not counted again on every save.
+//! `spent` and `saved` are the build's (see the README's "Spent and saved"): money the service billed
+//! that the build was the first to see, and the price of the images it restored from the cache
+//! instead of paying again; tasks that stayed fresh are not counted again on every save.
 
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -252,7 +253,7 @@ impl Reporter {
     ) {
         let dropped = dropped(summary);
         let failed = summary.failed;
-        let saved = restored_value(summary);
+        let saved = summary.saved;
         let since = |at: Option<Instant>| {
             at.map(|at| at.saturating_duration_since(timings.changed).as_millis() as u64)
         };
@@ -336,15 +337,6 @@ pub fn dropped(summary: &Summary) -> usize {
         .iter()
         .filter(|t| t.error.as_deref() == Some(NOT_SUBMITTED))
         .count()
-}
-
-/// What the restores of a build saved.
-pub fn restored_value(summary: &Summary) -> Money {
-    summary
-        .tasks
-        .iter()
-        .filter(|t| t.status == "restored")
-        .fold(Money::ZERO, |sum, t| sum + t.saved)
 }
 
 fn diagnostic_json(d: &Diagnostic) -> Value {

@@ -302,6 +302,7 @@ submit_rps = 20
     );
     p.wanx(&["build", "--locked"]).success();
     p.wanx(&["verify"]).success();
+    let noop = p.wanx(&["build", "--json"]).success().json();
 
     // What was paid: every task's images once, plus at most the duplicates wanx warned about.
     let ledger = wait_for_ledger(&p, "every accepted task ended", all_ended);
@@ -342,6 +343,16 @@ submit_rps = 20
         "billed {} images for {needed} needed and {reported_images} reported duplicates:\n{stderr}",
         ledger.images_billed
     );
+    // What wanx says all its builds spent is the bill, to the fen, killed builds included; a
+    // duplicate it warned about ("may have been billed") is the only money it may not have seen.
+    let fen = |yuan: f64| (yuan * 100.0).round() as i64;
+    let spent = fen(noop["cumulative"]["spent"].as_f64().unwrap());
+    let billed = fen(ledger.amount);
+    assert!(
+        spent <= billed && billed <= spent + 14 * reported_images as i64,
+        "wanx says it spent {spent} fen; the emulator billed {billed} ({reported_images} images warned about):\n{noop}"
+    );
+    assert_eq!(fen(noop["spent"].as_f64().unwrap()), 0, "{noop}");
 }
 
 /// Three tasks, built one at a time (`-j 1`).
@@ -460,11 +471,27 @@ fn killed_after_submission_before_download_the_next_build_recovers_without_payin
         "{}",
         next.stderr
     );
-    assert_eq!(json["generated"], 0, "{json}");
-    assert_eq!(json["restored"], 1, "{json}");
+    // A paid generation (booked by the build that resumed it: the killed one recorded nothing),
+    // never a free restore.
+    assert!(!next.stderr.contains("(free)"), "{}", next.stderr);
+    assert_eq!(json["generated"], 1, "{json}");
+    assert_eq!(json["restored"], 0, "{json}");
+    assert_eq!(json["saved"].as_f64(), Some(0.0), "{json}");
     let ledger = p.ledger();
     assert_eq!(ledger.submissions, 1, "submitted once in all");
     assert_eq!(ledger.images_billed, 1);
+    assert_eq!(json["spent"].as_f64(), Some(ledger.amount), "{json}");
+    assert_eq!(
+        json["cumulative"]["spent"].as_f64(),
+        Some(ledger.amount),
+        "{json}"
+    );
+    assert_eq!(json["tasks"][0]["status"], "generated", "{json}");
+    assert_eq!(
+        json["tasks"][0]["cost"].as_f64(),
+        Some(ledger.amount),
+        "{json}"
+    );
     assert_eq!(decode_png(&p, "generated/lighthouse.png"), (512, 512));
     p.wanx(&["build", "--locked"]).success();
 }
@@ -505,11 +532,16 @@ fn killed_during_a_partial_failures_follow_up_the_next_build_recovers_both_reque
         "{}",
         next.stderr
     );
-    assert_eq!(json["generated"], 0, "{json}");
-    assert_eq!(json["restored"], 1, "{json}");
+    assert_eq!(json["generated"], 1, "{json}");
+    assert_eq!(json["restored"], 0, "{json}");
     let ledger = p.ledger();
     assert_eq!(ledger.submissions, 2, "nothing was submitted again");
     assert_eq!(ledger.images_billed, 2, "one image from each request");
+    assert_eq!(
+        json["cumulative"]["spent"].as_f64(),
+        Some(ledger.amount),
+        "{json}"
+    );
     assert_eq!(decode_png(&p, "generated/harbor_1.png"), (512, 512));
     assert_eq!(decode_png(&p, "generated/harbor_2.png"), (512, 512));
     p.wanx(&["build", "--locked"]).success();

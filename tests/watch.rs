@@ -251,6 +251,15 @@ fn watch_rebuilds_exactly_what_each_save_changed_and_never_its_own_writes() {
     // SIGINT stopped it (an idle watch: no build was cut short).
     assert_eq!(stopped["interrupted"], true);
     assert_eq!(stopped["cut_short"], false);
+    // Money means what it means in `wanx build`: spent is the bill, saved the one restore (the
+    // undo); the builds where everything stayed fresh saved nothing.
+    let fen = |v: &Value| (v.as_f64().unwrap() * 100.0).round() as i64;
+    let billed = (p.ledger().amount * 100.0).round() as i64;
+    assert_eq!(fen(&stopped["session"]["spent"]), billed, "{stopped}");
+    assert_eq!(fen(&stopped["session"]["saved"]), 14, "{stopped}");
+    let noop = p.wanx(&["build", "--json"]).success().json();
+    assert_eq!(fen(&noop["cumulative"]["spent"]), billed, "{noop}");
+    assert_eq!(fen(&noop["cumulative"]["saved"]), 14, "{noop}");
 }
 
 #[test]
