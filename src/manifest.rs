@@ -24,6 +24,7 @@ pub struct Manifest {
     pub build: BuildSection,
     pub prices: BTreeMap<String, f64>,
     pub models: BTreeMap<String, ModelOverride>,
+    pub cache: CacheSection,
     /// blake3 of `wanx.toml` as read: everything above, and the registry it extends, follow from it.
     pub digest: [u8; 32],
 }
@@ -84,6 +85,20 @@ pub struct BuildSection {
     pub poll_interval: Option<f64>,
 }
 
+/// `[cache]`: the remote cache shared by a team or a CI fleet (see `remote_cache`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSection {
+    /// `http://host:port/prefix` of a Bazel-protocol HTTP cache (`--remote-cache`,
+    /// `WANX_REMOTE_CACHE` override it).
+    pub remote: Option<String>,
+    /// Whether generations are uploaded (default true; `--remote-cache-read-only` turns it off).
+    pub remote_upload: Option<bool>,
+    /// The environment variable holding the remote cache's credentials: `user:password` for basic
+    /// auth, anything else is a bearer token.
+    pub remote_credentials_env: Option<String>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 struct Wire {
@@ -92,9 +107,10 @@ struct Wire {
     build: BuildSection,
     prices: BTreeMap<String, f64>,
     models: BTreeMap<String, ModelOverride>,
+    cache: CacheSection,
 }
 
-const SECTIONS: [&str; 5] = ["project", "provider", "build", "prices", "models"];
+const SECTIONS: [&str; 6] = ["project", "provider", "build", "prices", "models", "cache"];
 
 impl Manifest {
     /// Finds `wanx.toml` in `start` or its parents.
@@ -137,6 +153,7 @@ impl Manifest {
             build: wire.build,
             prices: wire.prices,
             models: wire.models,
+            cache: wire.cache,
             digest: *blake3::hash(source.as_bytes()).as_bytes(),
         };
         let mut registry = Registry::builtin();

@@ -2355,6 +2355,7 @@ pub(crate) mod tests {
             build: BuildSection::default(),
             prices: BTreeMap::new(),
             models: BTreeMap::new(),
+            cache: crate::manifest::CacheSection::default(),
             digest: [0; 32],
         }
     }

@@ -6,7 +6,8 @@
 //! `cumulative` (`runs`, `spent`, `saved` over every recorded build of this kind), and `tasks`: one
 //! object per selected task with `id`, `action` (`fresh` | `restore` | `generate`), `status`
 //! (`fresh` | `restored` | `generated` | `failed` | `skipped` | `planned`), `reason`, `cost`, `saved`, `outputs`
-//! (project-relative paths) and `error` (a string, for failed tasks).
+//! (project-relative paths), `error` (a string, for failed tasks) and `remote` (`true` on a `restore`
+//! whose images came from the remote cache). `restored_remote` counts those restores.
 
 use serde::Serialize;
 
@@ -16,6 +17,8 @@ use crate::money::Money;
 pub struct Summary {
     pub generated: usize,
     pub restored: usize,
+    /// Of `restored`, those whose images came from the remote cache.
+    pub restored_remote: usize,
     pub fresh: usize,
     pub failed: usize,
     /// Not submitted because the build was interrupted or stopped: nothing was paid for them.
@@ -56,6 +59,9 @@ pub struct TaskReport {
     pub outputs: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A restore from the remote cache.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub remote: bool,
 }
 
 #[allow(
@@ -79,7 +85,14 @@ impl Summary {
             self.generated,
             self.images_generated,
             if self.images_generated == 1 { "" } else { "s" },
-            self.restored,
+            if self.restored_remote > 0 {
+                format!(
+                    "{} ({} from the remote cache)",
+                    self.restored, self.restored_remote
+                )
+            } else {
+                self.restored.to_string()
+            },
             self.fresh,
             self.failed
         )];

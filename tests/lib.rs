@@ -13,5 +13,7 @@ mod locked;
 mod one_writer;
 mod paths;
 mod provider;
+mod remote_cache;
 mod util;
 mod watch;
+mod webdav;
