@@ -309,3 +309,27 @@ fn junk_in_the_action_cache_is_a_miss_and_a_warning() {
     );
     assert_eq!(outputs(&b), outputs(&a));
 }
+
+#[test]
+fn a_remote_cache_refusing_writes_costs_one_warning_and_the_build_succeeds() {
+    let Some(nginx) = Nginx::start_with(
+        "remote cache refusing writes",
+        "limit_except GET HEAD { deny all; }",
+    ) else {
+        return;
+    };
+    let p = project("");
+    let run = p.wanx(&["build", "--json", "--remote-cache", &nginx.url()]);
+    assert_eq!(run.success().json()["generated"], 3);
+    let warned = warnings(&run);
+    assert_eq!(warned.len(), 1, "{}", run.stderr);
+    assert!(
+        warned[0].contains("refused an upload (HTTP 403)"),
+        "{}",
+        warned[0]
+    );
+    assert_eq!(nginx.files(), Vec::<String>::new());
+    for o in OUTPUTS {
+        assert!(p.exists(o), "{o}");
+    }
+}

@@ -21,6 +21,11 @@ impl Nginx {
     /// Starts nginx serving `/cache/` as a WebDAV store (PUT and GET), or `None` (after saying so)
     /// when nginx is not installed and this is not CI.
     pub fn start(test: &str) -> Option<Nginx> {
+        Nginx::start_with(test, "")
+    }
+
+    /// [`Nginx::start`] with `directives` added to the cache's `location` block.
+    pub fn start_with(test: &str, directives: &str) -> Option<Nginx> {
         let Some(binary) = BINARIES.iter().map(Path::new).find(|p| p.exists()) else {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
@@ -61,6 +66,7 @@ http {{
             dav_methods PUT DELETE;
             create_full_put_path on;
             dav_access user:rw group:r all:r;
+            {directives}
         }}
     }}
 }}
@@ -73,6 +79,8 @@ http {{
             .arg(&conf)
             .arg("-p")
             .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
