@@ -11,8 +11,9 @@
 //! before it enters `.wanx/blobs` (so before it can reach the tree). A lie, a truncation or junk is
 //! a miss and one warning naming the task. A remote that is down, slow or refuses writes costs one
 //! warning and the build goes on with the local cache only: every request has a connect and a total
-//! timeout, failed idempotent requests are retried twice with backoff, and at most [`CONCURRENCY`]
-//! requests are in flight. Credentials travel only in the `Authorization` header, in a type that
+//! timeout (a timed-out request is not repeated), requests refused by a connection fault, a 429 or a
+//! 5xx are retried twice with backoff (every request here is idempotent: a `PUT` of content-addressed
+//! bytes or of a key's entry), and at most [`CONCURRENCY`] requests are in flight. Credentials travel only in the `Authorization` header, in a type that
 //! never prints itself.
 //!
 //! The planner looks up (`/ac/`) only the tasks it would otherwise generate, so a build with
@@ -370,7 +371,7 @@ impl RemoteCache {
         }
     }
 
-    /// One request, retried with backoff on connection faults, timeouts, 429 and 5xx.
+    /// One request, retried with backoff on connection faults, 429 and 5xx.
     async fn send(
         &self,
         http: &reqwest::Client,
@@ -403,6 +404,9 @@ impl RemoteCache {
                     last = format!("HTTP {}", r.status().as_u16());
                 }
                 Ok(r) => return Ok(r),
+                // A request that timed out is not tried again: a slow remote would hold the build
+                // for three timeouts instead of one.
+                Err(e) if e.is_timeout() => return Err(Fault::Down(without_source_chain(&e))),
                 // reqwest's error names the URL, which holds no secret (refused when configured).
                 Err(e) => last = without_source_chain(&e),
             }
