@@ -24,6 +24,7 @@ pub use crate::planner::{Planned, Project, plan, print_plan, waiting_reason};
 use crate::printer::Printer;
 use crate::progress::{Pace, Progress};
 use crate::reconcile::{Action, Decision};
+use crate::remote_cache::{RemoteUse, Upload, UploadQueue};
 use crate::report::{Cumulative, Summary, TaskReport};
 use crate::secret::ApiKey;
 use crate::store::{RunRecord, Store};
@@ -82,7 +83,15 @@ pub async fn build_with(
             args.selection.tasks.iter().cloned().collect()
         }
     };
-    let mut planned = plan(project, &args.selection, &forced)?;
+    // The remote cache is consulted for what would be generated: fetched from by a build, only
+    // looked at by a dry run.
+    let mut selection = args.selection.clone();
+    selection.remote.usage = if args.dry_run {
+        RemoteUse::Lookup(*printer)
+    } else {
+        RemoteUse::Fetch(*printer)
+    };
+    let mut planned = plan(project, &selection, &forced)?;
     remember_stats(&mut planned)?;
     let emulated = planned.provider.is_emulated();
     let foreign = crate::output_guard::find(&project.manifest.root, &planned, now_unix());
@@ -407,8 +416,11 @@ async fn execute(
         stale_lock_entries,
         provider,
         later,
+        remote,
         ..
     } = planned;
+    // Generations are shared as they are stored, on the uploader's own thread.
+    let uploader = remote.and_then(|r| r.uploader(blobs.clone()));
     // Reports come out in plan order: decided tasks, then waiting ones in graph order. Only a
     // chain reports out of that order (a blocked task as it is settled).
     let order: Option<HashMap<String, usize>> = (!waiting.is_empty()).then(|| {
@@ -469,6 +481,10 @@ async fn execute(
         progress_printer(printer, Arc::clone(&progress), restore_reasons(&decided)),
         hooks.on_event.clone(),
     );
+    let on_event = match &uploader {
+        Some(uploader) => with_upload(on_event, uploader.queue()),
+        None => on_event,
+    };
     let executor = Executor {
         root: project.manifest.root.clone(),
         store: Arc::clone(&store),
@@ -534,6 +550,9 @@ async fn execute(
     let fatal = running.finish();
     progress.clear();
     touch_restored(&store, &outcomes)?;
+    if let Some(uploader) = uploader {
+        uploader.finish();
+    }
     if prune {
         lock.lock()
             .expect("never poisoned")
@@ -616,6 +635,7 @@ fn record_outcome(session: &mut Session, unit: &Unit<'_>, d: &Decision, outcome:
                 r
             } else {
                 summary.restored += 1;
+                summary.restored_remote += usize::from(d.remote);
                 summary.saved += d.saved();
                 task_report(unit, d, "restored", None)
             };
@@ -841,6 +861,33 @@ fn latency_history(store: &Store, models: &[&str]) -> Result<HashMap<String, Vec
         }
     }
     Ok(history)
+}
+
+/// Queues each generation for the remote cache, then passes the event on.
+fn with_upload(
+    next: Arc<dyn Fn(Event) + Send + Sync>,
+    queue: UploadQueue,
+) -> Arc<dyn Fn(Event) + Send + Sync> {
+    Arc::new(move |event| {
+        if let Event::Finished(Outcome {
+            result: Ok(done), ..
+        }) = &event
+            && done.generated
+        {
+            queue.send(Upload {
+                key: done.entry.key.clone(),
+                model: done.entry.model.clone(),
+                generated_at: done.entry.generated_at,
+                images: done
+                    .entry
+                    .outputs
+                    .iter()
+                    .map(|o| o.blake3.clone())
+                    .collect(),
+            });
+        }
+        next(event);
+    })
 }
 
 /// Calls `hook` with each event before `print`.

@@ -5,6 +5,7 @@
 //! task to the wire, [`cache_key`] names it, [`reconcile`] decides (pure), [`executor`] acts through
 //! [`dashscope`] and records into [`store`], [`blob_store`] and [`lock`], and [`report`] tells the user.
 
+pub mod action_result;
 pub mod blob_store;
 pub mod build;
 pub mod cache_key;
@@ -51,6 +52,7 @@ pub mod project_lock;
 pub mod project_path;
 pub mod reconcile;
 pub mod registry;
+pub mod remote_cache;
 pub mod report;
 mod run;
 pub mod secret;

@@ -92,13 +92,22 @@ pub struct BuildSection {
     pub poll_interval: Option<f64>,
 }
 
-/// `[cache]`: the local cache's bound.
+/// `[cache]`: the local cache's bound and the remote cache shared by a team or a CI fleet
+/// (see `remote_cache`).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheSection {
     /// The most the cache (`.wanx/blobs`) may hold, e.g. `"5GB"`, `"500MB"`; default 5 GB. Builds evict
     /// the blobs used least recently beyond it, never one `wanx.lock` references.
     pub max_size: Option<String>,
+    /// `http://host:port/prefix` of a Bazel-protocol HTTP cache (`--remote-cache`,
+    /// `WANX_REMOTE_CACHE` override it).
+    pub remote: Option<String>,
+    /// Whether generations are uploaded (default true; `--remote-cache-read-only` turns it off).
+    pub remote_upload: Option<bool>,
+    /// The environment variable holding the remote cache's credentials: `user:password` for basic
+    /// auth, anything else is a bearer token.
+    pub remote_credentials_env: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

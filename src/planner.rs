@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use crate::action_result::RemoteEntry;
 use crate::blob_store::{BlobStore, hash_file};
 use crate::cache_key::{CacheKey, Provider};
 use crate::cli::Selection;
@@ -29,8 +30,9 @@ use crate::plan::{self, Loaded};
 use crate::printer::Printer;
 use crate::reconcile::{self, Action, Decision, Item, Recorded, Snapshot};
 use crate::registry::Registry;
+use crate::remote_cache::{RemoteCache, RemoteConfig, RemoteUse, Wanted};
 use crate::report::{Cumulative, Summary, TaskReport};
-use crate::store::{StatEntry, Store, stat_of};
+use crate::store::{StatEntry, Store, StoredImage, StoredResult, stat_of};
 use crate::task::{InputRef, Task};
 
 /// The project as loaded: manifest, registry and validated plans.
@@ -187,6 +189,8 @@ pub struct Planned<'a> {
     pub new_stats: Vec<(String, StatEntry)>,
     /// What deciding `waiting` later needs.
     pub later: Later,
+    /// The remote cache, when one is configured and the command uses it.
+    pub remote: Option<RemoteCache>,
 }
 
 /// What deciding the waiting tasks needs once the images they consume exist: the images known at
@@ -197,6 +201,41 @@ pub struct Later {
     stat_cache: HashMap<String, StatEntry>,
     lock: LockFile,
     forced: HashSet<String>,
+    remote: Option<Remote>,
+}
+
+/// The remote cache as planning uses it: looked up for what the local cache cannot supply.
+#[derive(Clone)]
+struct Remote {
+    cache: RemoteCache,
+    /// Download what is found (a build) or only look (`wanx plan`).
+    fetch: bool,
+    /// The provider identity, recorded with fetched results.
+    provider: String,
+}
+
+impl Remote {
+    fn new(
+        project: &Project,
+        selection: &Selection,
+        provider: &Provider,
+    ) -> Result<Option<Remote>> {
+        let (printer, fetch) = match selection.remote.usage {
+            RemoteUse::Off => return Ok(None),
+            RemoteUse::Lookup(printer) => (printer, false),
+            RemoteUse::Fetch(printer) => (printer, true),
+        };
+        let config = RemoteConfig::resolve(
+            &project.manifest,
+            selection.remote.remote_cache.as_deref(),
+            selection.remote.remote_cache_read_only,
+        )?;
+        Ok(config.map(|config| Remote {
+            cache: RemoteCache::new(config, printer),
+            fetch,
+            provider: provider.identity(),
+        }))
+    }
 }
 
 impl Planned<'_> {
@@ -226,6 +265,7 @@ struct Context<'p> {
     stat_cache: HashMap<String, StatEntry>,
     new_stats: Vec<(String, StatEntry)>,
     now: i64,
+    remote: Option<Remote>,
 }
 
 /// Compiles, keys, snapshots and reconciles the selected tasks. `forced` names tasks to generate
@@ -237,6 +277,7 @@ pub fn plan<'a>(
 ) -> Result<Planned<'a>> {
     let provider = project.provider(selection.emulate);
     let tasks = project.select(selection)?;
+    let remote = Remote::new(project, selection, &provider)?;
     let root = &project.manifest.root;
     let state_dir = project.manifest.state_dir();
     // A large `wanx.lock` is read on a second thread while the store is opened and its caches read.
@@ -262,6 +303,7 @@ pub fn plan<'a>(
         blobs: BlobStore::new(state_dir.join("blobs")),
         new_stats: Vec::new(),
         now: now_unix(),
+        remote,
     };
 
     // Tasks that consume no other task's images: decided together, the common case.
@@ -405,6 +447,7 @@ pub fn plan<'a>(
                 .collect(),
             images,
             stat_cache: std::mem::take(&mut cx.stat_cache),
+            remote: cx.remote.clone(),
         }
     };
     Ok(Planned {
@@ -418,6 +461,7 @@ pub fn plan<'a>(
         stale_lock_entries,
         new_stats: cx.new_stats,
         later,
+        remote: cx.remote.map(|r| r.cache),
     })
 }
 
@@ -517,6 +561,7 @@ impl<'a> Chain<'a> {
                 stat_cache: later.stat_cache,
                 new_stats: Vec::new(),
                 now: now_unix(),
+                remote: later.remote,
             },
             provider,
             forced: later.forced,
@@ -761,6 +806,7 @@ fn decide(
         stat_cache,
         new_stats,
         now,
+        remote,
     } = cx;
     let (root, lock, stat_cache, now) = (*root, &*lock, &*stat_cache, *now);
     // The snapshot borrows from the lock, the stat cache and the store's results: it copies no string.
@@ -854,7 +900,87 @@ fn decide(
     }
     let present: Vec<&str> = wanted.into_iter().filter(|h| blobs.contains(h)).collect();
     snapshot.blobs.extend(present);
-    Ok(reconcile::reconcile(&items, &snapshot, force, now))
+    let decisions = reconcile::reconcile(&items, &snapshot, force, now);
+    // Only what would otherwise be generated is asked of the remote cache.
+    let Some(remote) = remote.as_ref() else {
+        return Ok(decisions);
+    };
+    let (indices, asked): (Vec<usize>, Vec<Wanted>) = units
+        .iter()
+        .zip(&decisions)
+        .enumerate()
+        .filter(|(_, (u, d))| d.action == Action::Generate && !forced.contains(&u.task.id))
+        .map(|(i, (u, _))| {
+            let wanted = Wanted {
+                task: u.task.id.clone(),
+                key: u.key.hex(),
+                n: u.compiled.n,
+            };
+            (i, wanted)
+        })
+        .unzip();
+    if asked.is_empty() {
+        return Ok(decisions);
+    }
+    let found = remote.cache.lookup(&asked, remote.fetch.then_some(&*blobs));
+    // What the remote cache supplied (the snapshot borrows from it).
+    let hits: Vec<(String, RemoteEntry)> = indices
+        .iter()
+        .zip(asked)
+        .zip(found)
+        .filter_map(|((i, w), entry)| Some((*i, w.key, entry?)))
+        .map(|(i, key, entry)| {
+            if remote.fetch {
+                let unit = &units[i];
+                let result = StoredResult {
+                    key: key.clone(),
+                    task_id: unit.task.id.clone(),
+                    model: unit.compiled.model.clone(),
+                    provider: remote.provider.clone(),
+                    request_json: unit.compiled.body.to_string(),
+                    remote_task_id: None,
+                    images: entry
+                        .images
+                        .iter()
+                        .map(|i| StoredImage {
+                            blake3: i.blake3.clone(),
+                            size: i.size,
+                            actual_prompt: None,
+                        })
+                        .collect(),
+                    cost: unit.compiled.price.times(unit.compiled.n),
+                    generated_at: entry.generated_at,
+                };
+                store.put_result(&result).map(|()| (key, entry))
+            } else {
+                Ok((key, entry))
+            }
+        })
+        .collect::<Result<_>>()?;
+    if hits.is_empty() {
+        return Ok(decisions);
+    }
+    for (key, entry) in &hits {
+        let images: Vec<&str> = entry.images.iter().map(|i| i.blake3.as_str()).collect();
+        // Fetched blobs are in the store now; a plan takes the entry's word for them.
+        snapshot.blobs.extend(images.iter().copied());
+        snapshot.cached.insert(
+            key,
+            Recorded {
+                key,
+                generated_at: entry.generated_at,
+                images,
+                outputs: vec![],
+            },
+        );
+    }
+    let from_remote: HashSet<&str> = hits.iter().map(|(k, _)| k.as_str()).collect();
+    let mut decisions = reconcile::reconcile(&items, &snapshot, force, now);
+    for (unit, d) in units.iter().zip(&mut decisions) {
+        d.remote = matches!(d.action, Action::Restore { .. })
+            && from_remote.contains(unit.key.hex().as_str());
+    }
+    Ok(decisions)
 }
 
 fn item<'a>(unit: &'a Unit<'_>) -> Item<'a> {
@@ -916,6 +1042,7 @@ pub fn print_plan(planned: &Planned<'_>, printer: &Printer, json: bool) {
         let summary = Summary {
             generated: totals.generate,
             restored: totals.restore,
+            restored_remote: totals.restore_remote,
             fresh: totals.fresh,
             images_generated: totals.images_to_generate,
             // Nothing is spent or saved by planning: what would be is under its own names.
@@ -942,9 +1069,14 @@ pub fn print_plan(planned: &Planned<'_>, printer: &Printer, json: bool) {
         .chain(planned.waiting.iter().map(|w| w.task.id.len()))
         .max()
         .unwrap_or(0);
+    let action_width = if planned.decisions.iter().any(|d| d.remote) {
+        16
+    } else {
+        8
+    };
     let line = |action: &str, id: &str, model: &str, reason: &str, price: String| {
         printer.data(&format!(
-            "{action:<8}  {id:<width$}  {model:<18}  {reason:<28}  {price}"
+            "{action:<action_width$}  {id:<width$}  {model:<18}  {reason:<28}  {price}"
         ));
     };
     for (unit, d) in planned.units.iter().zip(&planned.decisions) {
@@ -965,7 +1097,11 @@ pub fn print_plan(planned: &Planned<'_>, printer: &Printer, json: bool) {
             _ => "free".to_owned(),
         };
         line(
-            d.action.name(),
+            if d.remote {
+                "restore (remote)"
+            } else {
+                d.action.name()
+            },
             &unit.task.id,
             &unit.compiled.model,
             &d.reason.to_string(),
@@ -1029,6 +1165,7 @@ pub fn task_report(
         saved: d.saved(),
         outputs: d.outputs.clone(),
         error,
+        remote: d.remote,
     }
 }
 
@@ -1048,5 +1185,6 @@ pub fn waiting_report(w: &Waiting<'_>, status: &'static str, error: Option<Strin
         saved: Money::ZERO,
         outputs: Vec::new(),
         error,
+        remote: false,
     }
 }

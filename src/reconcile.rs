@@ -115,6 +115,8 @@ pub struct Decision {
     /// For `generate`: images an earlier build paid for under this key, kept and not requested
     /// again. Zero otherwise.
     pub held: u32,
+    /// For `restore`: the images come from the remote cache (see `remote_cache`).
+    pub remote: bool,
 }
 
 impl Decision {
@@ -165,6 +167,7 @@ fn decide(item: &Item<'_>, snap: &Snapshot<'_>, force: bool, now: i64) -> Decisi
             outputs: paths(now),
             value: item.price.times(item.n - held),
             held,
+            remote: false,
         }
     };
     if force {
@@ -182,6 +185,7 @@ fn decide(item: &Item<'_>, snap: &Snapshot<'_>, force: bool, now: i64) -> Decisi
                     outputs: owned(&rec.outputs),
                     value,
                     held: 0,
+                    remote: false,
                 };
             }
             Some(reason) => reason,
@@ -205,6 +209,7 @@ fn decide(item: &Item<'_>, snap: &Snapshot<'_>, force: bool, now: i64) -> Decisi
             outputs: paths(rec.generated_at),
             value,
             held: 0,
+            remote: false,
         },
         None => generate(reason),
     }
@@ -238,6 +243,8 @@ fn check_outputs(rec: &Recorded<'_>, expected: &[String], snap: &Snapshot<'_>) -
 pub struct Totals {
     pub fresh: usize,
     pub restore: usize,
+    /// Of `restore`, those from the remote cache.
+    pub restore_remote: usize,
     pub generate: usize,
     pub images_to_generate: u32,
     pub cost: Money,
@@ -253,8 +260,13 @@ impl Totals {
         } else {
             "s"
         };
+        let remote = if self.restore_remote > 0 {
+            format!(" ({} from the remote cache)", self.restore_remote)
+        } else {
+            String::new()
+        };
         format!(
-            "{} to generate ({} image{plural}, {}{label}), {} to restore, {} fresh",
+            "{} to generate ({} image{plural}, {}{label}), {} to restore{remote}, {} fresh",
             self.generate, self.images_to_generate, self.cost, self.restore, self.fresh
         )
     }
@@ -265,7 +277,10 @@ pub fn totals<'a>(decisions: impl IntoIterator<Item = (&'a Decision, u32)>) -> T
     for (d, n) in decisions {
         match d.action {
             Action::Fresh => t.fresh += 1,
-            Action::Restore { .. } => t.restore += 1,
+            Action::Restore { .. } => {
+                t.restore += 1;
+                t.restore_remote += usize::from(d.remote);
+            }
             Action::Generate => {
                 t.generate += 1;
                 t.images_to_generate += n - d.held;

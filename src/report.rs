@@ -11,7 +11,8 @@
 //! `saved`; of this kind, real or emulated), and `tasks`: one
 //! object per selected task with `id`, `action` (`fresh` | `restore` | `generate`), `status`
 //! (`fresh` | `restored` | `generated` | `failed` | `skipped` | `planned`), `reason`, `cost`, `saved`, `outputs`
-//! (project-relative paths) and `error` (a string, for failed tasks).
+//! (project-relative paths), `error` (a string, for failed tasks) and `remote` (`true` on a `restore`
+//! whose images came from the remote cache). `restored_remote` counts those restores.
 
 use std::fmt::Write as _;
 
@@ -23,6 +24,8 @@ use crate::money::Money;
 pub struct Summary {
     pub generated: usize,
     pub restored: usize,
+    /// Of `restored`, those whose images came from the remote cache.
+    pub restored_remote: usize,
     pub fresh: usize,
     pub failed: usize,
     /// Not submitted because the build was interrupted or stopped: nothing was paid for them.
@@ -73,6 +76,9 @@ pub struct TaskReport {
     pub outputs: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A restore from the remote cache.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub remote: bool,
 }
 
 impl Cumulative {
@@ -128,7 +134,12 @@ impl Summary {
                 plural(self.images_generated)
             ));
         }
-        if self.restored > 0 {
+        if self.restored_remote > 0 {
+            parts.push(format!(
+                "{} restored ({} from the remote cache)",
+                self.restored, self.restored_remote
+            ));
+        } else if self.restored > 0 {
             parts.push(format!("{} restored", self.restored));
         }
         if self.fresh > 0 || (self.generated == 0 && self.restored == 0 && self.failed == 0) {

@@ -96,7 +96,9 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> Result<()> {
         }
         Command::Plan(args) => {
             let project = Project::load(dir, printer)?;
-            let planned = build::plan(&project, &args.selection, &HashSet::new())?;
+            let mut selection = args.selection.clone();
+            selection.remote.usage = crate::remote_cache::RemoteUse::Lookup(*printer);
+            let planned = build::plan(&project, &selection, &HashSet::new())?;
             if !args.json {
                 project.print_notes(printer, None);
             }
@@ -155,6 +157,7 @@ fn explain(dir: Option<&std::path::Path>, args: &ExplainArgs, printer: &Printer)
     let selection = crate::cli::Selection {
         tasks: vec![id.clone()],
         emulate: args.emulate,
+        remote: crate::cli::RemoteArgs::default(),
     };
     let planned = build::plan(&project, &selection, &HashSet::new())?;
     printer.data(&format!(

@@ -165,6 +165,7 @@ impl Reporter {
     pub fn plan(&self, seq: u64, planned: &Planned<'_>) {
         let mut generate = Vec::new();
         let mut restore = Vec::new();
+        let mut restore_remote = Vec::new();
         let (mut fresh, mut cost, mut saved) = (0usize, Money::ZERO, Money::ZERO);
         for (unit, d) in planned.units.iter().zip(&planned.decisions) {
             match d.action {
@@ -187,6 +188,9 @@ impl Reporter {
                 Action::Restore { .. } => {
                     saved += d.saved();
                     restore.push(unit.task.id.clone());
+                    if d.remote {
+                        restore_remote.push(unit.task.id.clone());
+                    }
                 }
                 Action::Fresh => fresh += 1,
             }
@@ -209,7 +213,8 @@ impl Reporter {
         }
         self.emit(
             "plan",
-            json!({ "seq": seq, "generate": generate, "restore": restore, "fresh": fresh,
+            json!({ "seq": seq, "generate": generate, "restore": restore,
+                    "restore_remote": restore_remote, "fresh": fresh,
                     "cost": yuan_value(cost), "saved": yuan_value(saved) }),
         );
     }

@@ -368,3 +368,35 @@ prompt = "remove the watermark"
     assert_eq!(p.ledger().submissions, 4);
     w.assert_running();
 }
+
+#[test]
+fn watch_shows_restores_from_the_remote_cache_in_its_plan_and_result_events() {
+    let Some(nginx) = crate::webdav::Nginx::start("watch with a remote cache") else {
+        return;
+    };
+    let url = nginx.url();
+    let a = Project::new();
+    a.file("plans/a.toml", TWO_TASKS);
+    a.wanx(&["build", "--remote-cache", &url]).success();
+    let b = Project::new();
+    b.file("plans/a.toml", TWO_TASKS);
+    let mut w = Watcher::start(&b, &["--remote-cache", &url]);
+    let plan = w.wait_for("the first plan", |e| e["event"] == "plan");
+    let mut remote: Vec<&str> = plan["restore_remote"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no `restore_remote` in {plan}"))
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    remote.sort_unstable();
+    assert_eq!(remote, ["harbor", "lighthouse"], "{plan}");
+    assert_eq!(plan["generate"].as_array().unwrap().len(), 0);
+    let built = w.built(0);
+    assert_eq!(count(&built, "restored"), 2, "{built}");
+    assert_eq!(
+        b.ledger().submissions,
+        0,
+        "the watch paid for shared images"
+    );
+    assert_eq!(w.interrupt(), 0);
+}
