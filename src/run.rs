@@ -99,6 +99,7 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> Result<()> {
         Command::Watch(args) => crate::watch::watch(dir, args, printer).await,
         Command::Emulator(args) => emulator(args, printer).await,
         Command::Verify(args) => crate::verify::verify(dir, args.repair, !args.no_wait, printer),
+        Command::Gallery(args) => crate::gallery_files::gallery(dir, args, printer),
     }
 }
 
