@@ -118,7 +118,7 @@ pub fn collect(
     let mut images = Images::new(&planned.blobs);
     let mut cards = Vec::new();
     let mut plans: Vec<String> = Vec::new();
-    for task in graph_order(project.select(selection)?) {
+    for task in graph_order(&project.select(selection)?) {
         let locked = planned.lock.tasks.get(&task.id);
         let (compiled, key, status, reason, shown): (_, _, _, _, Vec<(String, Option<String>)>) =
             if let Some(&i) = decided.get(task.id.as_str()) {
@@ -247,11 +247,11 @@ pub fn collect(
 }
 
 /// Tasks with every task whose images they consume before them, otherwise in plan order.
-pub fn graph_order(tasks: Vec<&Task>) -> Vec<&Task> {
+pub fn graph_order<'a>(tasks: &[&'a Task]) -> Vec<&'a Task> {
     let by_id: HashMap<&str, &Task> = tasks.iter().map(|t| (t.id.as_str(), *t)).collect();
     let mut done: HashSet<&str> = HashSet::new();
     let mut order = Vec::with_capacity(tasks.len());
-    for task in &tasks {
+    for task in tasks {
         // Depth first, iteratively: (task, whether its upstreams are already pushed).
         let mut stack = vec![(*task, false)];
         while let Some((t, expanded)) = stack.pop() {

@@ -202,24 +202,21 @@ impl Live {
         if collect {
             let live = Arc::clone(self);
             let gathered = tokio::task::spawn_blocking(move || live.collect(&failed)).await;
-            match gathered {
-                Ok(Ok((gallery, thumbs))) => {
-                    let mut state = self.state();
-                    state.images = gallery
-                        .cards
-                        .iter()
-                        .flat_map(|c| {
-                            c.images
-                                .iter()
-                                .chain(c.history.iter().flat_map(|v| &v.images))
-                        })
-                        .map(|i| (i.hash.clone(), i.clone()))
-                        .collect();
-                    state.thumbs = thumbs;
-                    state.gallery = Some(gallery);
-                }
-                // A save that breaks the project: the watch reports it; the page keeps the last good one.
-                Ok(Err(_)) | Err(_) => {}
+            // A save that breaks the project: the watch reports it; the page keeps the last good one.
+            if let Ok(Ok((gallery, thumbs))) = gathered {
+                let mut state = self.state();
+                state.images = gallery
+                    .cards
+                    .iter()
+                    .flat_map(|c| {
+                        c.images
+                            .iter()
+                            .chain(c.history.iter().flat_map(|v| &v.images))
+                    })
+                    .map(|i| (i.hash.clone(), i.clone()))
+                    .collect();
+                state.thumbs = thumbs;
+                state.gallery = Some(gallery);
             }
         }
         let mut state = self.state();
@@ -368,9 +365,8 @@ impl Live {
                 let next = tokio::select! {
                     got = rx.recv() => match got {
                         Ok(f) => Bytes::from(f.as_bytes().to_vec()),
-                        // Too far behind: the page reloads its cards on reconnect.
-                        Err(broadcast::error::RecvError::Lagged(_)) => return,
-                        Err(broadcast::error::RecvError::Closed) => return,
+                        // Too far behind (the page reloads its cards on reconnect), or ending.
+                        Err(_) => return,
                     },
                     () = tokio::time::sleep(KEEPALIVE) => Bytes::from_static(b": keepalive\n\n"),
                 };

@@ -18,7 +18,7 @@ pub struct Browser {
     session: String,
     client: reqwest::Client,
     runtime: tokio::runtime::Runtime,
-    _profile: tempfile::TempDir,
+    profile: tempfile::TempDir,
 }
 
 impl Browser {
@@ -28,11 +28,10 @@ impl Browser {
         let present =
             std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists();
         if !present {
-            if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
-                panic!(
-                    "{test}: {CHROMIUM} or {CHROMEDRIVER} is missing under CI (`.ci/run` installs them with apt-get)"
-                );
-            }
+            assert!(
+                std::env::var_os("CI").is_none_or(|v| v.is_empty()),
+                "{test}: {CHROMIUM} or {CHROMEDRIVER} is missing under CI (`.ci/run` installs them with apt-get)"
+            );
             eprintln!(
                 "skipping {test}: no headless Chromium ({CHROMIUM}, {CHROMEDRIVER}); install it with `apt-get install chromium chromium-driver`"
             );
@@ -62,7 +61,7 @@ impl Browser {
             session: String::new(),
             client,
             runtime,
-            _profile: profile,
+            profile,
         };
         browser.wait_ready();
         let caps = json!({ "capabilities": { "alwaysMatch": {
@@ -73,15 +72,15 @@ impl Browser {
                     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
                     "--disable-dev-shm-usage", "--window-size=1280,900",
-                    format!("--user-data-dir={}", browser._profile.path().display()),
+                    format!("--user-data-dir={}", browser.profile.path().display()),
                 ],
             },
         } } });
         let session = browser.call(reqwest::Method::POST, "/session", Some(caps));
-        browser.session = session["sessionId"]
+        session["sessionId"]
             .as_str()
             .unwrap_or_else(|| panic!("no WebDriver session: {session}"))
-            .to_owned();
+            .clone_into(&mut browser.session);
         Some(browser)
     }
 
@@ -121,9 +120,11 @@ impl Browser {
                 .await
                 .unwrap_or_else(|e| panic!("{url}: {e}"));
             let value: Value = response.json().await.unwrap();
-            if value["value"]["error"].is_string() {
-                panic!("WebDriver {path}: {}", value["value"]);
-            }
+            assert!(
+                !value["value"]["error"].is_string(),
+                "WebDriver {path}: {}",
+                value["value"]
+            );
             value["value"].clone()
         })
     }
@@ -137,19 +138,19 @@ impl Browser {
     }
 
     /// Runs `script` (a function body; `arguments` are `args`) in the page and returns its value.
-    pub fn eval(&self, script: &str, args: Value) -> Value {
+    pub fn eval(&self, script: &str, args: &Value) -> Value {
         self.call(
             reqwest::Method::POST,
             &format!("/session/{}/execute/sync", self.session),
-            Some(json!({ "script": script, "args": args })),
+            Some(json!({ "script": script, "args": args.clone() })),
         )
     }
 
     /// Polls `script` until it returns a truthy value, or panics at `deadline` saying `what`.
     #[track_caller]
-    pub fn wait_until(&self, what: &str, deadline: Instant, script: &str, args: Value) -> Value {
+    pub fn wait_until(&self, what: &str, deadline: Instant, script: &str, args: &Value) -> Value {
         loop {
-            let value = self.eval(script, args.clone());
+            let value = self.eval(script, args);
             let truthy = match &value {
                 Value::Null => false,
                 Value::Bool(b) => *b,
@@ -164,7 +165,7 @@ impl Browser {
                 "timed out waiting for {what}; the page shows:\n{}",
                 self.eval(
                     "return document.body ? document.body.innerText.slice(0, 3000) : ''",
-                    json!([])
+                    &json!([])
                 )
             );
             std::thread::sleep(Duration::from_millis(50));

@@ -152,7 +152,7 @@ fn the_gallery_of_the_examples_loads_every_card_and_image_in_a_browser() {
     let cards = browser
         .eval(
             "return document.querySelectorAll('.card').length",
-            json!([]),
+            &json!([]),
         )
         .as_u64()
         .unwrap();
@@ -173,7 +173,7 @@ fn the_gallery_of_the_examples_loads_every_card_and_image_in_a_browser() {
              return { id: c.dataset.id, alt: imgs[0].alt, prompt: c.querySelector('.prompt').textContent,
                       width: imgs[0].naturalWidth, ratio: imgs[0].getAttribute('width') / imgs[0].getAttribute('height'),
                       shown: imgs[0].clientWidth / imgs[0].clientHeight };",
-            json!([i]),
+            &json!([i]),
         );
         assert!(loaded["width"].as_u64().unwrap() > 0);
         assert!(!loaded["prompt"].as_str().unwrap().is_empty(), "{loaded}");
@@ -195,17 +195,17 @@ fn the_gallery_of_the_examples_loads_every_card_and_image_in_a_browser() {
         "var s = document.getElementById('f-status'); s.value = 'failed'; s.dispatchEvent(new Event('change'));
          var n = document.querySelectorAll('.card:not([hidden])').length;
          s.value = ''; s.dispatchEvent(new Event('change')); return n;",
-        json!([]),
+        &json!([]),
     );
     assert_eq!(shown, 0);
     // The README's screenshot.
-    browser.eval("window.scrollTo(0, 0)", json!([]));
+    browser.eval("window.scrollTo(0, 0)", &json!([]));
     browser.wait_until(
         "the first row's images",
         deadline,
         "var imgs = Array.prototype.slice.call(document.querySelectorAll('.card img')).slice(0, 8);
          return imgs.every(function (i) { return i.complete && i.naturalWidth > 0; });",
-        json!([]),
+        &json!([]),
     );
     let png = browser.screenshot();
     assert!(png.starts_with(b"\x89PNG"));
@@ -259,8 +259,8 @@ fn watch_serve_replaces_a_cards_image_in_place_when_its_prompt_is_saved() {
     browser.open(&url);
     let image = "var i = document.querySelector('#card-lighthouse .images img');
                  return i && i.complete && i.naturalWidth > 0 ? i.getAttribute('src') : null;";
-    let before = browser.wait_until("the lighthouse's image", deadline, image, json!([]));
-    browser.eval("window.wanxNotReloaded = true", json!([]));
+    let before = browser.wait_until("the lighthouse's image", deadline, image, &json!([]));
+    browser.eval("window.wanxNotReloaded = true", &json!([]));
     p.edit(
         "plans/a.toml",
         "a lighthouse at dusk",
@@ -273,7 +273,7 @@ fn watch_serve_replaces_a_cards_image_in_place_when_its_prompt_is_saved() {
          if (!i || !i.complete || i.naturalWidth === 0 || i.getAttribute('src') === arguments[0]) return null;
          return { src: i.getAttribute('src'), alt: i.alt, kept: window.wanxNotReloaded === true,
                   status: document.getElementById('card-lighthouse').dataset.status };",
-        json!([before]),
+        &json!([before]),
     );
     assert_eq!(after["kept"], true, "the page was not reloaded");
     assert!(
@@ -286,14 +286,14 @@ fn watch_serve_replaces_a_cards_image_in_place_when_its_prompt_is_saved() {
     // The other card is untouched, and the spend figure is there.
     let harbor = browser.eval(
         "return document.querySelectorAll('#card-harbor .images img').length",
-        json!([]),
+        &json!([]),
     );
     assert_eq!(harbor, 2);
     browser.wait_until(
         "the session's spend",
         deadline,
         "var s = document.getElementById('session-spent'); return s && s.textContent !== '¥0.00' ? s.textContent : null;",
-        json!([]),
+        &json!([]),
     );
     let _ = child.kill();
     let _ = child.wait();
