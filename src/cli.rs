@@ -1,4 +1,4 @@
-//! The command line: `wanx build`, `wanx plan`, `wanx explain`, `wanx watch`, `wanx emulator`. Parsing only; `run`
+//! The command line: `wanx build`, `wanx plan`, `wanx explain`, `wanx watch`, `wanx emulator`, `wanx gallery`. Parsing only; `run`
 //! dispatches.
 
 use std::path::PathBuf;
@@ -67,6 +67,8 @@ pub enum Command {
     /// Print wanx's man page (roff) on stdout.
     #[command(hide = true)]
     Man,
+    /// Write a static page of every task: its images, prompt, cost, status and earlier versions.
+    Gallery(GalleryArgs),
 }
 
 /// `--color`.
@@ -117,6 +119,15 @@ fn parse_budget(text: &str) -> Result<f64, String> {
         )),
         Err(_) => Err(format!("`{text}` is not a number")),
     }
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct GalleryArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Write the page into DIR (default `.wanx/gallery`): `index.html`, `thumbs/`, `images/`.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -189,6 +200,10 @@ pub struct WatchArgs {
     /// Refuse any rebuild whose generations cost more than this many CNY.
     #[arg(long, value_name = "CNY", env = "WANX_MAX_SPEND", value_parser = parse_budget)]
     pub max_spend: Option<f64>,
+    /// Serve the gallery live at ADDR (default 127.0.0.1 and a free port, printed): cards update in
+    /// place as tasks are planned, generated, restored or fail. ADDR is `HOST`, `HOST:PORT` or `PORT`.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:0")]
+    pub serve: Option<String>,
 }
 
 #[derive(Args, Debug, Clone, Default)]

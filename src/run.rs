@@ -128,6 +128,7 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> Result<()> {
         Command::Stats(args) => crate::stats::stats(dir, args.json, printer),
         Command::Completions(args) => crate::completions::completions(args.shell),
         Command::Man => crate::completions::man(),
+        Command::Gallery(args) => crate::gallery_files::gallery(dir, args, printer),
     }
 }
 

@@ -385,6 +385,20 @@ impl Store {
         })
     }
 
+    /// Every stored result, newest first: what `wanx gallery` shows as a task's earlier versions
+    /// (each result names the task that first asked for it).
+    pub fn all_results(&self) -> Result<Vec<StoredResult>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT key, task_id, model, provider, request_json, remote_task_id, cost,
+                   generated_at, images
+                 FROM {RESULTS} ORDER BY generated_at DESC, rowid DESC"
+            ))?;
+            let rows = stmt.query_map([], result_from_row)?;
+            rows.collect()
+        })
+    }
+
     /// The images paid for under `key` short of a whole result, if any.
     pub fn partial(&self, key: &str) -> Result<Option<Partial>> {
         self.read(|conn| {

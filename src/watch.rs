@@ -61,11 +61,17 @@ pub async fn watch(dir: Option<&Path>, args: &WatchArgs, printer: &Printer) -> R
         None => std::env::current_dir().map_err(|e| Error::io("could not read", ".", e))?,
     };
     let manifest_path = Manifest::find(&cwd)?;
-    let reporter = Reporter {
+    let mut reporter = Reporter {
         printer: *printer,
         json: args.json,
         start,
+        sink: None,
     };
+    if let Some(addr) = &args.serve {
+        let live = crate::gallery_server::Live::start(addr, dir, &args.selection).await?;
+        reporter.sink = Some(live.sink());
+        reporter.serving(&live.url());
+    }
     // The watch set before the first load: the manifest's globs, or the defaults while it is broken.
     let set = match Manifest::load(&manifest_path) {
         Ok((manifest, registry)) => {
@@ -320,9 +326,10 @@ impl Watch<'_> {
         let first_request: Arc<Mutex<Option<Instant>>> = Arc::default();
         let planned: Arc<Mutex<Option<Instant>>> = Arc::default();
         let submissions = Arc::new(AtomicU64::new(0));
-        let reporter = self.reporter;
+        let reporter = self.reporter.clone();
         let hooks = Hooks {
             on_plan: Some({
+                let reporter = reporter.clone();
                 let planned = Arc::clone(&planned);
                 Arc::new(move |p: &build::Planned<'_>| {
                     *planned.lock().expect("never poisoned") = Some(Instant::now());

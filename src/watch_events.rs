@@ -24,6 +24,7 @@
 //!   `saved`}.
 //! - `error`: the build of `seq` stopped (over budget, a missing API key, the service refused it).
 //!   `seq`, `message`, `hint`.
+//! - `serving`: `--serve` only, before `watching`: the live gallery is at `url`.
 //! - `stopped`: Ctrl-C (or SIGTERM) ended the watch. `interrupted` (always `true`: a signal stopped
 //!   it), `cut_short` (a second Ctrl-C cut a build short, leaving its submissions journaled),
 //!   `session`.
@@ -67,11 +68,23 @@ pub struct Timings {
 }
 
 /// Emits events to people (stderr) and, with `--json`, to programs (stdout).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Reporter {
     pub printer: Printer,
     pub json: bool,
     pub start: Instant,
+    /// Also receives every event, as its JSON (the live gallery of `wanx watch --serve`).
+    pub sink: Option<Sink>,
+}
+
+/// A receiver of the watch's JSON events besides stdout.
+#[derive(Clone)]
+pub struct Sink(pub std::sync::Arc<dyn Fn(&Value) + Send + Sync>);
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sink")
+    }
 }
 
 impl Reporter {
@@ -80,12 +93,24 @@ impl Reporter {
     }
 
     fn emit(&self, event: &str, mut fields: Value) {
-        if !self.json {
+        if !self.json && self.sink.is_none() {
             return;
         }
         fields["event"] = Value::from(event);
         fields["t_ms"] = Value::from(self.ms(Instant::now()));
-        self.printer.data(&fields.to_string());
+        if let Some(sink) = &self.sink {
+            (sink.0)(&fields);
+        }
+        if self.json {
+            self.printer.data(&fields.to_string());
+        }
+    }
+
+    /// `wanx watch --serve`: the live gallery is at `url`.
+    pub fn serving(&self, url: &str) {
+        self.emit("serving", json!({ "url": url }));
+        self.printer
+            .status("Serving", &format!("the live gallery at {url}"));
     }
 
     pub fn watching(

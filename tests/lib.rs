@@ -2,10 +2,12 @@
 //! emulator over HTTP on 127.0.0.1, and asserts what a user would notice: exit codes, files on disk,
 //! and what the emulator was asked for and billed.
 
+mod browser;
 mod build;
 mod chain;
 mod cli;
 mod crash;
+mod gallery;
 mod hostile;
 mod integrity;
 mod invalid;
