@@ -560,7 +560,8 @@ fn restore(shared: &Shared, job: &Job) -> Outcome {
         .expect("never poisoned")
         .remove(&job.key.hex());
     let result = (|| {
-        let entry = materialize(shared, job, images, *generated_at, Money::ZERO)?;
+        let cost = recorded_cost(shared, job);
+        let entry = materialize(shared, job, images, *generated_at, cost)?;
         record_in_lock(shared, &job.id, entry.clone())?;
         let (spent, images_billed) = resumed.unwrap_or_default();
         Ok::<Done, String>(Done {
@@ -576,6 +577,27 @@ fn restore(shared: &Shared, job: &Job) -> Outcome {
         id: job.id.clone(),
         result,
     }
+}
+
+/// What the images a restore copies back cost when they were generated: the lock's entry for this
+/// key, else the store's result. The restore itself is free; the lock records the images' price so
+/// that restoring an output leaves a committed `wanx.lock` unchanged.
+fn recorded_cost(shared: &Shared, job: &Job) -> Money {
+    let key = job.key.hex();
+    let locked = shared
+        .exec
+        .lock
+        .lock()
+        .expect("never poisoned")
+        .tasks
+        .get(&job.id)
+        .and_then(|e| (e.key == key.as_str()).then_some(e.cost));
+    locked
+        .or_else(|| {
+            let store = shared.exec.store.lock().expect("never poisoned");
+            store.result(&key).ok().flatten().map(|r| r.cost)
+        })
+        .unwrap_or(Money::ZERO)
 }
 
 /// Copies `images` from the blob store to the job's outputs (verifying each hash), records their

@@ -233,3 +233,23 @@ fn a_missing_api_key_is_a_clear_error_that_mentions_emulate() {
     );
     assert!(!p.exists("generated"), "nothing was written");
 }
+
+#[test]
+fn restoring_a_deleted_output_leaves_wanx_lock_byte_identical() {
+    // A restore pays nothing, but the images it copies back were paid for once: the lock keeps what
+    // they cost, so a committed `wanx.lock` does not change because an output was restored.
+    let p = Project::new();
+    p.file("plans/a.toml", TWO_TASKS);
+    p.wanx(&["build"]).success();
+    let lock = p.read("wanx.lock");
+    assert!(lock.contains("cost = \"0.28\""), "{lock}");
+    std::fs::remove_file(p.path("generated/harbor_1.png")).unwrap();
+    let json = p.wanx(&["build", "--json"]).success().json();
+    assert_eq!(json["restored"], 1, "{json}");
+    assert_eq!(p.read("wanx.lock"), lock);
+    // `--locked` may restore (it refuses only to generate), and leaves the lock as committed.
+    std::fs::remove_file(p.path("generated/lighthouse.png")).unwrap();
+    p.wanx(&["build", "--locked"]).success();
+    assert_eq!(p.read("wanx.lock"), lock);
+    assert_eq!(p.ledger().images_billed, 3);
+}
