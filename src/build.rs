@@ -203,6 +203,8 @@ struct Session {
     /// Tasks that ended unsent (skipped, dropped): their dependants are skipped too, not failed.
     unsent: HashSet<String>,
     fatal: Option<ProviderError>,
+    /// Why each task is not fresh (src/why.rs).
+    why: HashMap<String, Vec<crate::why::Change>>,
 }
 
 impl Session {
@@ -388,8 +390,16 @@ async fn execute(
         stale_lock_entries,
         provider,
         later,
+        why,
+        requests,
         ..
     } = planned;
+    let why_lines: Arc<Mutex<HashMap<String, String>>> = Arc::new(Mutex::new(
+        why.iter()
+            .map(|(id, changes)| (id.clone(), crate::why::line(changes)))
+            .collect(),
+    ));
+    session.why = why;
     // Reports come out in plan order: decided tasks, then waiting ones in graph order. Only a
     // chain reports out of that order (a blocked task as it is settled).
     let order: Option<HashMap<String, usize>> = (!waiting.is_empty()).then(|| {
@@ -446,7 +456,7 @@ async fn execute(
     let latency_history = latency_history(&store.lock().expect("never poisoned"), &models)?;
     let emulated = provider.is_emulated();
     let on_event = with_hook(
-        progress_printer(printer, Arc::clone(&total)),
+        progress_printer(printer, Arc::clone(&total), Arc::clone(&why_lines)),
         hooks.on_event.clone(),
     );
     let executor = Executor {
@@ -492,7 +502,25 @@ async fn execute(
             });
             for settled in chain.finished(&outcome.id, images)? {
                 match session.settle(project, settled, running.halted(), &mut decided) {
-                    Next::Start(job) => running.push(job).await,
+                    Next::Start(job) => {
+                        if let Some((unit, d)) = decided.last() {
+                            let store = store.lock().expect("never poisoned");
+                            let (mut why, _) = crate::why::reasons(
+                                &store,
+                                &provider,
+                                std::slice::from_ref(unit),
+                                std::slice::from_ref(d),
+                            )?;
+                            if let Some(changes) = why.remove(&unit.task.id) {
+                                why_lines
+                                    .lock()
+                                    .expect("never poisoned")
+                                    .insert(unit.task.id.clone(), crate::why::line(&changes));
+                                session.why.insert(unit.task.id.clone(), changes);
+                            }
+                        }
+                        running.push(job).await;
+                    }
                     Next::Fresh => {
                         total.fetch_sub(1, Ordering::SeqCst);
                     }
@@ -521,12 +549,40 @@ async fn execute(
     for (unit, d) in &decided {
         record_outcome(session, unit, d, outcomes.get(&unit.task.id));
     }
+    remember_requests(&store, &provider, &requests, &decided, &outcomes)?;
     if let Some(order) = order {
         session
             .reports
             .sort_by_key(|r| order.get(&r.id).copied().unwrap_or(usize::MAX));
     }
     Ok(emulator)
+}
+
+/// Records the canonical request of every task built (generated or restored), for the next plan's
+/// reasons (src/why.rs).
+fn remember_requests(
+    store: &Mutex<Store>,
+    provider: &Provider,
+    requests: &HashMap<String, serde_json::Value>,
+    decided: &[(Unit<'_>, Decision)],
+    outcomes: &HashMap<String, Outcome>,
+) -> Result<()> {
+    let identity = provider.identity();
+    let rows: Vec<(String, String, String)> = decided
+        .iter()
+        .filter(|(u, _)| matches!(outcomes.get(&u.task.id), Some(o) if o.result.is_ok()))
+        .filter_map(|(u, _)| {
+            let request = match requests.get(&u.task.id) {
+                Some(r) => r.clone(),
+                None => crate::why::canonical(&identity, u)?,
+            };
+            Some((u.task.id.clone(), u.key.hex(), request.to_string()))
+        })
+        .collect();
+    store
+        .lock()
+        .expect("never poisoned")
+        .put_built_requests(&rows)
 }
 
 /// The executor's job for a decision: `None` for a fresh task, which needs nothing done.
@@ -603,6 +659,7 @@ fn record_outcome(session: &mut Session, unit: &Unit<'_>, d: &Decision, outcome:
             r
         }
     };
+    let report = report.with_why(session.why.get(&unit.task.id));
     session.report(report);
 }
 
@@ -794,19 +851,22 @@ fn event_printer(printer: &Printer) -> Arc<dyn Fn(Event) + Send + Sync> {
 fn progress_printer(
     printer: &Printer,
     total: Arc<AtomicUsize>,
+    why: Arc<Mutex<HashMap<String, String>>>,
 ) -> Arc<dyn Fn(Event) + Send + Sync> {
     let printer = *printer;
     let done = AtomicUsize::new(0);
     let spent = Mutex::new(Money::ZERO);
     Arc::new(move |event| {
         if let Event::Finished(outcome) = &event {
+            let outcome_id = outcome.id.clone();
             let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
             let mut spent = spent.lock().expect("never poisoned");
             *spent += match &outcome.result {
                 Ok(done) => done.spent,
                 Err(failure) => failure.spent,
             };
-            print_event(&printer, event);
+            let because = why.lock().expect("never poisoned").get(&outcome_id).cloned();
+            print_event_why(&printer, event, because.as_ref());
             let total = total.load(Ordering::SeqCst);
             if finished < total {
                 let width = 24;
@@ -836,6 +896,12 @@ pub struct Built {
 
 /// Reports one executor event as a status line.
 fn print_event(printer: &Printer, event: Event) {
+    print_event_why(printer, event, None);
+}
+
+/// [`print_event`], saying why a task was built (src/why.rs).
+fn print_event_why(printer: &Printer, event: Event, why: Option<&String>) {
+    let because = why.map(|w| format!(", because {w}")).unwrap_or_default();
     match event {
         Event::Submitted { id, remote } => {
             printer.verbose("Submitted", &format!("{id} (task {remote})"));
@@ -851,7 +917,7 @@ fn print_event(printer: &Printer, event: Event) {
                 printer.status(
                     "Generated",
                     &format!(
-                        "{} → {} ({})",
+                        "{} → {} ({}){because}",
                         outcome.id,
                         describe_outputs(&done.entry.outputs),
                         done.spent
@@ -861,7 +927,7 @@ fn print_event(printer: &Printer, event: Event) {
             Ok(done) => printer.status(
                 "Restored",
                 &format!(
-                    "{} → {} (free)",
+                    "{} → {} (free){because}",
                     outcome.id,
                     describe_outputs(&done.entry.outputs)
                 ),

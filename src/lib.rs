@@ -59,5 +59,7 @@ pub mod vocabulary;
 pub mod watch;
 pub mod watch_events;
 pub mod watch_set;
+pub mod why;
+pub mod word_diff;
 
 pub use run::run;

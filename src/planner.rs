@@ -179,6 +179,10 @@ pub struct Planned<'a> {
     pub new_stats: Vec<(String, StatEntry)>,
     /// What deciding `waiting` later needs.
     pub later: Later,
+    /// Why each task that is not fresh is not, in the plan's words (src/why.rs), by task id.
+    pub why: HashMap<String, Vec<crate::why::Change>>,
+    /// The canonical form of each request to build (by task id): recorded once it is built.
+    pub requests: HashMap<String, serde_json::Value>,
 }
 
 /// What deciding the waiting tasks needs once the images they consume exist: the images known at
@@ -399,6 +403,7 @@ pub fn plan<'a>(
             stat_cache: std::mem::take(&mut cx.stat_cache),
         }
     };
+    let (why, requests) = crate::why::reasons(&cx.store, &provider, &units, &decisions)?;
     Ok(Planned {
         units,
         decisions,
@@ -410,6 +415,8 @@ pub fn plan<'a>(
         stale_lock_entries,
         new_stats: cx.new_stats,
         later,
+        why,
+        requests,
     })
 }
 
@@ -897,7 +904,7 @@ pub fn print_plan(planned: &Planned<'_>, printer: &Printer, json: bool) {
             .units
             .iter()
             .zip(&planned.decisions)
-            .map(|(u, d)| task_report(u, d, "planned", None))
+            .map(|(u, d)| task_report(u, d, "planned", None).with_why(planned.why.get(&u.task.id)))
             .collect();
         tasks.extend(
             planned
@@ -950,11 +957,15 @@ pub fn print_plan(planned: &Planned<'_>, printer: &Printer, json: bool) {
             ),
             _ => "free".to_owned(),
         };
+        let reason = match planned.why.get(&unit.task.id) {
+            Some(changes) if !changes.is_empty() => crate::why::line(changes),
+            _ => d.reason.to_string(),
+        };
         line(
             d.action.name(),
             &unit.task.id,
             &unit.compiled.model,
-            &d.reason.to_string(),
+            &reason,
             price,
         );
     }
@@ -1015,6 +1026,7 @@ pub fn task_report(
         saved: d.saved(),
         outputs: d.outputs.clone(),
         error,
+        changes: Vec::new(),
     }
 }
 
@@ -1034,5 +1046,6 @@ pub fn waiting_report(w: &Waiting<'_>, status: &'static str, error: Option<Strin
         saved: Money::ZERO,
         outputs: Vec::new(),
         error,
+        changes: Vec::new(),
     }
 }

@@ -56,6 +56,20 @@ pub struct TaskReport {
     pub outputs: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why the task is not fresh, one entry per difference (src/why.rs); empty when fresh.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<crate::why::Change>,
+}
+
+impl TaskReport {
+    /// Replaces the short reason with the field-level one, when known.
+    pub fn with_why(mut self, why: Option<&Vec<crate::why::Change>>) -> TaskReport {
+        if let Some(changes) = why.filter(|c| !c.is_empty()) {
+            self.reason = crate::why::line(changes);
+            self.changes = changes.clone();
+        }
+        self
+    }
 }
 
 #[allow(

@@ -175,6 +175,9 @@ fn explain(dir: Option<&std::path::Path>, args: &ExplainArgs, printer: &Printer)
     if let Some((unit, d)) = unit {
         printer.data(&format!("key       {}", unit.key));
         printer.data(&format!("action    {} ({})", d.action.name(), d.reason));
+        for change in planned.why.get(id).into_iter().flatten() {
+            printer.data(&format!("why       {}", change.text));
+        }
     } else {
         let waiting = planned
             .waiting
