@@ -17,3 +17,4 @@ mod result_urls;
 mod tree;
 mod util;
 mod watch;
+mod why;
