@@ -83,9 +83,17 @@ pub async fn build_with(
     remember_stats(&mut planned)?;
     let emulated = planned.provider.is_emulated();
     let foreign = crate::output_guard::find(&project.manifest.root, &planned, now_unix());
+    if let Some(budget) = args.max_spend {
+        planned.budget = Some(Money::from_yuan(budget));
+    }
     if args.dry_run {
-        print_plan(&planned, printer, args.json);
+        // With `--json`, a refused plan prints only the error object (one object on stdout).
+        let refused = check_budget(&planned, printer);
+        if !(args.json && refused.is_err()) {
+            print_plan(&planned, printer, args.json);
+        }
         crate::output_guard::warn(&foreign, printer);
+        refused?;
         let summary = Summary {
             dry_run: true,
             emulated,
@@ -99,9 +107,9 @@ pub async fn build_with(
         });
     }
     if args.locked {
-        check_locked(&planned, printer)?;
+        check_locked(&planned, printer, args.json)?;
     }
-    check_budget(project, args, &planned, printer)?;
+    check_budget(&planned, printer)?;
     if !foreign.is_empty() {
         let state_dir = project.manifest.state_dir();
         let root = &project.manifest.root;
@@ -293,7 +301,7 @@ fn remember_stats(planned: &mut Planned<'_>) -> Result<()> {
 }
 
 /// `--locked`: nothing may be generated and `wanx.lock` may not change.
-fn check_locked(planned: &Planned<'_>, printer: &Printer) -> Result<()> {
+fn check_locked(planned: &Planned<'_>, printer: &Printer, json: bool) -> Result<()> {
     let changed = planned
         .units
         .iter()
@@ -306,24 +314,18 @@ fn check_locked(planned: &Planned<'_>, printer: &Printer) -> Result<()> {
         + planned.waiting.len()
         + planned.stale_lock_entries.len();
     if changed > 0 {
-        print_plan(planned, printer, false);
+        if !json {
+            print_plan(planned, printer, false);
+        }
         return Err(Error::NotLocked { stale: changed });
     }
     Ok(())
 }
 
-/// Refuses, before any request, a build whose generations would cost more than the budget.
-fn check_budget(
-    project: &Project,
-    args: &BuildArgs,
-    planned: &Planned<'_>,
-    printer: &Printer,
-) -> Result<()> {
-    let Some(budget) = args
-        .max_spend
-        .or(project.manifest.build.max_spend)
-        .map(Money::from_yuan)
-    else {
+/// Refuses, before any request, a build whose generations would cost more than the budget
+/// (`planned.budget`). `wanx plan` and `--dry-run` decide with this same function.
+pub fn check_budget(planned: &Planned<'_>, printer: &Printer) -> Result<()> {
+    let Some(budget) = planned.budget else {
         return Ok(());
     };
     let cost = planned.totals().cost;
@@ -865,7 +867,11 @@ fn progress_printer(
                 Ok(done) => done.spent,
                 Err(failure) => failure.spent,
             };
-            let because = why.lock().expect("never poisoned").get(&outcome_id).cloned();
+            let because = why
+                .lock()
+                .expect("never poisoned")
+                .get(&outcome_id)
+                .cloned();
             print_event_why(&printer, event, because.as_ref());
             let total = total.load(Ordering::SeqCst);
             if finished < total {

@@ -111,6 +111,9 @@ pub struct PlanArgs {
     /// Print the plan as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Say whether a build would be refused for costing more than this many CNY (exit 4 if so).
+    #[arg(long, value_name = "CNY")]
+    pub max_spend: Option<f64>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -120,6 +123,9 @@ pub struct ExplainArgs {
     /// Key the request as the emulator would.
     #[arg(long)]
     pub emulate: bool,
+    /// Print the explanation as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -152,6 +158,9 @@ pub struct VerifyArgs {
     /// If another wanx is using this project, stop at once (exit 5) instead of waiting for it.
     #[arg(long)]
     pub no_wait: bool,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -24,6 +24,7 @@ pub mod error;
 pub mod executor;
 pub mod image_check;
 pub mod input_limit;
+pub mod json_error;
 pub mod json_spans;
 pub mod key_cache;
 pub mod lock;

@@ -183,6 +183,8 @@ pub struct Planned<'a> {
     pub why: HashMap<String, Vec<crate::why::Change>>,
     /// The canonical form of each request to build (by task id): recorded once it is built.
     pub requests: HashMap<String, serde_json::Value>,
+    /// The budget a build of this plan is held to (`--max-spend`, else `[build] max_spend`).
+    pub budget: Option<Money>,
 }
 
 /// What deciding the waiting tasks needs once the images they consume exist: the images known at
@@ -417,6 +419,7 @@ pub fn plan<'a>(
         later,
         why,
         requests,
+        budget: project.manifest.build.max_spend.map(Money::from_yuan),
     })
 }
 
@@ -923,6 +926,7 @@ pub fn print_plan(planned: &Planned<'_>, printer: &Printer, json: bool) {
             emulated: planned.provider.is_emulated(),
             dry_run: true,
             tasks,
+            budget: planned.budget.map(Money::as_yuan),
             ..Summary::default()
         };
         printer.data(&serde_json::to_string_pretty(&summary).expect("a summary always serializes"));
@@ -984,8 +988,15 @@ pub fn print_plan(planned: &Planned<'_>, printer: &Printer, json: bool) {
             price,
         );
     }
+    let budget = match planned.budget {
+        Some(b) if totals.cost > b => {
+            format!("; {} of {b} budget: a build would be refused", totals.cost)
+        }
+        Some(b) => format!("; {} of {b} budget", totals.cost),
+        None => String::new(),
+    };
     printer.data(&format!(
-        "\n{}; saving {}",
+        "\n{}; saving {}{budget}",
         totals.describe(planned.provider.is_emulated()),
         totals.saved
     ));

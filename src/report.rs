@@ -29,6 +29,9 @@ pub struct Summary {
     pub emulated: bool,
     pub dry_run: bool,
     pub cumulative: Cumulative,
+    /// A plan's budget (`--max-spend` or `[build] max_spend`), in CNY, when one is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<f64>,
     pub tasks: Vec<TaskReport>,
 }
 

@@ -348,8 +348,8 @@ impl Store {
         task_ids: &[&str],
     ) -> Result<HashMap<String, (String, serde_json::Value)>> {
         self.read(|conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT key, request FROM built_requests WHERE task_id = ?1")?;
+            let mut stmt =
+                conn.prepare_cached("SELECT key, request FROM built_requests WHERE task_id = ?1")?;
             let mut found = HashMap::new();
             for id in task_ids {
                 let row: Option<(String, String)> = stmt

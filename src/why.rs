@@ -145,8 +145,14 @@ pub fn diff(old: &Value, new: &Value) -> Vec<Change> {
         changes.push(field_change("model", old.get("model"), new.get("model")));
     }
     let empty = Map::new();
-    let of = old.get("fields").and_then(Value::as_object).unwrap_or(&empty);
-    let nf = new.get("fields").and_then(Value::as_object).unwrap_or(&empty);
+    let of = old
+        .get("fields")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let nf = new
+        .get("fields")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
     let mut names: Vec<&String> = of.keys().chain(nf.keys()).collect();
     names.sort();
     names.dedup();
@@ -220,7 +226,10 @@ fn provider_name(identity: &str) -> String {
     match identity {
         "wanx-emulator" => "the emulator".to_owned(),
         "dashscope" => "DashScope".to_owned(),
-        other => other.strip_prefix("compatible:").unwrap_or(other).to_owned(),
+        other => other
+            .strip_prefix("compatible:")
+            .unwrap_or(other)
+            .to_owned(),
     }
 }
 

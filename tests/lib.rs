@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod integrity;
 mod invalid;
+mod json_budget;
 mod key_cache;
 mod locked;
 mod one_writer;

@@ -73,14 +73,16 @@ fn a_prompt_and_a_size_edit_are_named_field_by_field() {
     let build = p.wanx(&["build", "--json"]);
     build.success();
     assert!(
-        build
-            .stderr
-            .contains(&format!("Generated scene → generated/scene.png (¥0.14), because {reason}")),
+        build.stderr.contains(&format!(
+            "Generated scene → generated/scene.png (¥0.14), because {reason}"
+        )),
         "{}",
         build.stderr
     );
     assert!(
-        build.stderr.contains("because upstream scene was regenerated"),
+        build
+            .stderr
+            .contains("because upstream scene was regenerated"),
         "{}",
         build.stderr
     );
@@ -115,7 +117,10 @@ fn outputs_deleted_or_modified_and_tasks_brought_back_are_named() {
     let p = built();
     std::fs::remove_file(p.path("generated/scene.png")).unwrap();
     let plan = p.wanx(&["plan"]).success().stdout.clone();
-    assert!(plan.contains("output deleted: generated/scene.png"), "{plan}");
+    assert!(
+        plan.contains("output deleted: generated/scene.png"),
+        "{plan}"
+    );
     std::fs::write(p.path("generated/styled.png"), b"not the image").unwrap();
     let json = p.wanx(&["plan", "--json"]).success().json();
     assert_eq!(
