@@ -43,6 +43,10 @@ pub enum Command {
     Emulator(EmulatorArgs),
     /// Rehash every output in `wanx.lock` and every cached blob; report (and with `--repair`, fix) damage.
     Verify(VerifyArgs),
+    /// List the tasks that are not fresh, with their reason and price; exit 3 if any (sends nothing).
+    Status(Selection),
+    /// Print the task graph (which task consumes which), stale tasks marked.
+    Graph(GraphArgs),
     /// Remove old outputs: files in output directories that wanx wrote (their bytes are in the cache)
     /// and no entry of `wanx.lock` claims.
     Clean(CleanArgs),
@@ -161,6 +165,16 @@ pub struct VerifyArgs {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct GraphArgs {
+    /// `text` (a tree), `dot` (Graphviz) or `mermaid`.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: crate::graph::Format,
+    /// Decide staleness as against the emulator.
+    #[arg(long)]
+    pub emulate: bool,
 }
 
 #[derive(Args, Debug, Clone, Default)]

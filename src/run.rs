@@ -109,6 +109,16 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> Result<()> {
             refused
         }
         Command::Explain(args) => explain(dir, args, printer),
+        Command::Status(selection) => {
+            let project = Project::load(dir, printer)?;
+            crate::status::status(&project, selection, printer)
+        }
+        Command::Graph(args) => {
+            let project = Project::load(dir, printer)?;
+            let text = crate::graph::graph(&project, args.emulate, args.format)?;
+            printer.data(text.trim_end());
+            Ok(())
+        }
         Command::Watch(args) => crate::watch::watch(dir, args, printer).await,
         Command::Emulator(args) => emulator(args, printer).await,
         Command::Verify(args) => {

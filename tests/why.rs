@@ -158,3 +158,35 @@ fn a_switch_of_provider_is_named() {
             "text": "provider: built against the emulator, now DashScope"})
     );
 }
+
+#[test]
+fn status_lists_only_what_is_not_fresh_and_exits_3() {
+    let p = built();
+    let run = p.wanx(&["status"]);
+    run.success();
+    assert_eq!(run.stdout, "");
+    p.edit("plans/a.toml", "1024*1024", "1440*1024");
+    let run = p.wanx(&["status"]);
+    run.status(3);
+    assert_eq!(
+        run.stdout,
+        "generate  scene  ¥0.14  size: 1024*1024 → 1440*1024\n\
+         generate  styled  up to ¥0.14  waits for `scene`\n\
+         2 tasks not fresh, ¥0.28 to build\n"
+    );
+    assert_eq!(p.ledger().submissions, 2, "status sends nothing");
+}
+
+#[test]
+fn graph_marks_stale_tasks() {
+    let p = built();
+    p.edit("plans/a.toml", "make it oil", "make it ink");
+    let run = p.wanx(&["graph"]);
+    assert_eq!(run.success().stdout, "scene\n└─ styled  (stale)\n");
+    let dot = p
+        .wanx(&["graph", "--format", "dot"])
+        .success()
+        .stdout
+        .clone();
+    assert!(dot.contains("\"scene\" -> \"styled\";"), "{dot}");
+}
