@@ -59,12 +59,12 @@ fn render(
         Format::Dot => {
             out.push_str("digraph wanx {\n  rankdir=LR;\n");
             for id in tasks {
-                let style = if stale.contains(id) {
+                let attributes = if stale.contains(id) {
                     " [style=filled, fillcolor=\"#ffd8a8\", xlabel=\"stale\"]"
                 } else {
                     ""
                 };
-                let _ = writeln!(out, "  \"{id}\"{style};");
+                let _ = writeln!(out, "  \"{id}\"{attributes};");
             }
             for (from, tos) in edges {
                 for to in tos {

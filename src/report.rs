@@ -66,10 +66,11 @@ pub struct TaskReport {
 
 impl TaskReport {
     /// Replaces the short reason with the field-level one, when known.
+    #[must_use]
     pub fn with_why(mut self, why: Option<&Vec<crate::why::Change>>) -> TaskReport {
         if let Some(changes) = why.filter(|c| !c.is_empty()) {
             self.reason = crate::why::line(changes);
-            self.changes = changes.clone();
+            self.changes.clone_from(changes);
         }
         self
     }

@@ -85,10 +85,10 @@ pub fn canonical(provider: &str, unit: &Unit<'_>) -> Option<Value> {
             json!({"pointer": slot.pointer, "source": source_name(&slot.source), "digest": digest})
         })
         .collect();
-    Some(canonical_of(provider, &unit.compiled, media))
+    Some(canonical_of(provider, &unit.compiled, &media))
 }
 
-fn canonical_of(provider: &str, compiled: &Compiled, media: Vec<Value>) -> Value {
+fn canonical_of(provider: &str, compiled: &Compiled, media: &[Value]) -> Value {
     let mut fields = Map::new();
     for part in ["input", "parameters"] {
         if let Some(Value::Object(object)) = compiled.body.get(part) {
@@ -338,7 +338,7 @@ pub fn reasons(
 mod tests {
     use super::*;
 
-    fn req(provider: &str, fields: Value, media: Value, price: f64) -> Value {
+    fn req(provider: &str, fields: &Value, media: &Value, price: f64) -> Value {
         json!({"provider": provider, "model": "wan2.2-t2i-flash", "price": price, "fields": fields, "media": media})
     }
 
@@ -346,15 +346,15 @@ mod tests {
     fn names_each_field_in_the_plans_words() {
         let old = req(
             "wanx-emulator",
-            json!({"prompt": "a lighthouse at dusk, volumetric light, highly detailed", "size": "1024*1024"}),
-            json!([{"pointer": "/input/ref_img", "source": "plans/../art/old-photo.png", "digest": "aa"},
+            &json!({"prompt": "a lighthouse at dusk, volumetric light, highly detailed", "size": "1024*1024"}),
+            &json!([{"pointer": "/input/ref_img", "source": "plans/../art/old-photo.png", "digest": "aa"},
                    {"pointer": "/input/base", "source": "task:scene", "digest": "cc"}]),
             0.14,
         );
         let new = req(
             "dashscope",
-            json!({"prompt": "a lighthouse at dusk, volumetric light, oil on canvas", "size": "1440*1024"}),
-            json!([{"pointer": "/input/ref_img", "source": "plans/../art/old-photo.png", "digest": "bb"},
+            &json!({"prompt": "a lighthouse at dusk, volumetric light, oil on canvas", "size": "1440*1024"}),
+            &json!([{"pointer": "/input/ref_img", "source": "plans/../art/old-photo.png", "digest": "bb"},
                    {"pointer": "/input/base", "source": "task:scene", "digest": "dd"}]),
             0.2,
         );
