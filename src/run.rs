@@ -53,7 +53,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     match runtime.block_on(dispatch(&cli, &printer)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if crate::json_error::wants_json(&cli.command) {
+            // A build that ran printed its summary (with each task's error) already.
+            let summarized = e.code() == exit::TASK_FAILED
+                && matches!(cli.command, Command::Build(_) | Command::Watch(_));
+            if crate::json_error::wants_json(&cli.command) && !summarized {
                 printer.data(&crate::json_error::to_json(&e).to_string());
             }
             report_error(&printer, &e);
