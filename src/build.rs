@@ -95,10 +95,18 @@ pub async fn build_with(
     remember_stats(&mut planned)?;
     let emulated = planned.provider.is_emulated();
     let foreign = crate::output_guard::find(&project.manifest.root, &planned, now_unix());
+    if let Some(budget) = args.max_spend {
+        planned.budget = Some(Money::from_yuan(budget));
+    }
     if args.dry_run {
         project.print_notes(printer, None);
-        print_plan(&planned, printer, args.json);
+        // With `--json`, a refused plan prints only the error object (one object on stdout).
+        let refused = check_budget(&planned, printer);
+        if !(args.json && refused.is_err()) {
+            print_plan(&planned, printer, args.json);
+        }
         crate::output_guard::warn(&foreign, printer);
+        refused?;
         let totals = planned.totals();
         let summary = Summary {
             dry_run: true,
@@ -115,9 +123,9 @@ pub async fn build_with(
         });
     }
     if args.locked {
-        check_locked(&planned, printer)?;
+        check_locked(&planned, printer, args.json)?;
     }
-    check_budget(project, args, &planned, printer)?;
+    check_budget(&planned, printer)?;
     if !foreign.is_empty() {
         let state_dir = project.manifest.state_dir();
         let root = &project.manifest.root;
@@ -229,6 +237,8 @@ struct Session {
     resumed: HashMap<String, (Money, u32)>,
     /// Keys left journaled by the resume (see [`Executor::journaled`]).
     journaled: HashSet<String>,
+    /// Why each task is not fresh (src/why.rs).
+    why: HashMap<String, Vec<crate::why::Change>>,
 }
 
 impl Session {
@@ -317,7 +327,7 @@ fn remember_stats(planned: &mut Planned<'_>) -> Result<()> {
 }
 
 /// `--locked`: nothing may be generated and `wanx.lock` may not change.
-fn check_locked(planned: &Planned<'_>, printer: &Printer) -> Result<()> {
+fn check_locked(planned: &Planned<'_>, printer: &Printer, json: bool) -> Result<()> {
     let changed = planned
         .units
         .iter()
@@ -329,7 +339,9 @@ fn check_locked(planned: &Planned<'_>, printer: &Printer) -> Result<()> {
         .count()
         + planned.waiting.len();
     if changed > 0 || !planned.stale_lock_entries.is_empty() {
-        print_plan(planned, printer, false);
+        if !json {
+            print_plan(planned, printer, false);
+        }
         return Err(Error::NotLocked {
             stale: changed,
             removed: planned.stale_lock_entries.clone(),
@@ -338,18 +350,10 @@ fn check_locked(planned: &Planned<'_>, printer: &Printer) -> Result<()> {
     Ok(())
 }
 
-/// Refuses, before any request, a build whose generations would cost more than the budget.
-fn check_budget(
-    project: &Project,
-    args: &BuildArgs,
-    planned: &Planned<'_>,
-    printer: &Printer,
-) -> Result<()> {
-    let Some(budget) = args
-        .max_spend
-        .or(project.manifest.build.max_spend)
-        .map(Money::from_yuan)
-    else {
+/// Refuses, before any request, a build whose generations would cost more than the budget
+/// (`planned.budget`). `wanx plan` and `--dry-run` decide with this same function.
+pub fn check_budget(planned: &Planned<'_>, printer: &Printer) -> Result<()> {
+    let Some(budget) = planned.budget else {
         return Ok(());
     };
     let cost = planned.totals().cost;
@@ -417,10 +421,18 @@ async fn execute(
         provider,
         later,
         remote,
+        why,
+        requests,
         ..
     } = planned;
     // Generations are shared as they are stored, on the uploader's own thread.
     let uploader = remote.and_then(|r| r.uploader(blobs.clone()));
+    let why_lines: Arc<Mutex<HashMap<String, String>>> = Arc::new(Mutex::new(
+        why.iter()
+            .map(|(id, changes)| (id.clone(), crate::why::line(changes)))
+            .collect(),
+    ));
+    session.why = why;
     // Reports come out in plan order: decided tasks, then waiting ones in graph order. Only a
     // chain reports out of that order (a blocked task as it is settled).
     let order: Option<HashMap<String, usize>> = (!waiting.is_empty()).then(|| {
@@ -478,7 +490,12 @@ async fn execute(
         Pace::from_latencies(&latencies, parallel),
     ));
     let on_event = with_hook(
-        progress_printer(printer, Arc::clone(&progress), restore_reasons(&decided)),
+        progress_printer(
+            printer,
+            Arc::clone(&progress),
+            restore_reasons(&decided),
+            Arc::clone(&why_lines),
+        ),
         hooks.on_event.clone(),
     );
     let on_event = match &uploader {
@@ -530,7 +547,25 @@ async fn execute(
             });
             for settled in chain.finished(&outcome.id, images)? {
                 match session.settle(project, settled, running.halted(), &mut decided) {
-                    Next::Start(job) => running.push(job).await,
+                    Next::Start(job) => {
+                        if let Some((unit, d)) = decided.last() {
+                            let store = store.lock().expect("never poisoned");
+                            let (mut why, _) = crate::why::reasons(
+                                &store,
+                                &provider,
+                                std::slice::from_ref(unit),
+                                std::slice::from_ref(d),
+                            )?;
+                            if let Some(changes) = why.remove(&unit.task.id) {
+                                why_lines
+                                    .lock()
+                                    .expect("never poisoned")
+                                    .insert(unit.task.id.clone(), crate::why::line(&changes));
+                                session.why.insert(unit.task.id.clone(), changes);
+                            }
+                        }
+                        running.push(job).await;
+                    }
                     Next::Fresh => {
                         let left = total.fetch_sub(1, Ordering::SeqCst) - 1;
                         progress.set_total(left);
@@ -565,12 +600,40 @@ async fn execute(
     for (unit, d) in &decided {
         record_outcome(session, unit, d, outcomes.get(&unit.task.id));
     }
+    remember_requests(&store, &provider, &requests, &decided, &outcomes)?;
     if let Some(order) = order {
         session
             .reports
             .sort_by_key(|r| order.get(&r.id).copied().unwrap_or(usize::MAX));
     }
     Ok(emulator)
+}
+
+/// Records the canonical request of every task built (generated or restored), for the next plan's
+/// reasons (src/why.rs).
+fn remember_requests(
+    store: &Mutex<Store>,
+    provider: &Provider,
+    requests: &HashMap<String, serde_json::Value>,
+    decided: &[(Unit<'_>, Decision)],
+    outcomes: &HashMap<String, Outcome>,
+) -> Result<()> {
+    let identity = provider.identity();
+    let rows: Vec<(String, String, String)> = decided
+        .iter()
+        .filter(|(u, _)| matches!(outcomes.get(&u.task.id), Some(o) if o.result.is_ok()))
+        .filter_map(|(u, _)| {
+            let request = match requests.get(&u.task.id) {
+                Some(r) => r.clone(),
+                None => crate::why::canonical(&identity, u)?,
+            };
+            Some((u.task.id.clone(), u.key.hex(), request.to_string()))
+        })
+        .collect();
+    store
+        .lock()
+        .expect("never poisoned")
+        .put_built_requests(&rows)
 }
 
 /// The executor's job for a decision: `None` for a fresh task, which needs nothing done.
@@ -659,6 +722,7 @@ fn record_outcome(session: &mut Session, unit: &Unit<'_>, d: &Decision, outcome:
             r
         }
     };
+    let report = report.with_why(session.why.get(&unit.task.id));
     session.report(report);
 }
 
@@ -930,6 +994,7 @@ fn progress_printer(
     printer: &Printer,
     progress: Arc<Progress>,
     restore_reasons: HashMap<String, String>,
+    why: Arc<Mutex<HashMap<String, String>>>,
 ) -> Arc<dyn Fn(Event) + Send + Sync> {
     let printer = *printer;
     Arc::new(move |event| {
@@ -945,11 +1010,14 @@ fn progress_printer(
             }
             Event::Retrying { .. } => {}
         }
-        let reason = match &event {
-            Event::Finished(o) => restore_reasons.get(&o.id).map(String::as_str),
-            _ => None,
+        let (reason, because) = match &event {
+            Event::Finished(o) => (
+                restore_reasons.get(&o.id).map(String::as_str),
+                why.lock().expect("never poisoned").get(&o.id).cloned(),
+            ),
+            _ => (None, None),
         };
-        progress.suspend(|| print_event(&printer, event, reason));
+        progress.suspend(|| print_event_why(&printer, event, reason, because.as_ref()));
     })
 }
 
@@ -977,6 +1045,17 @@ pub struct Built {
 
 /// Reports one executor event as a status line.
 fn print_event(printer: &Printer, event: Event, restore_reason: Option<&str>) {
+    print_event_why(printer, event, restore_reason, None);
+}
+
+/// [`print_event`], saying why a task was built (src/why.rs).
+fn print_event_why(
+    printer: &Printer,
+    event: Event,
+    restore_reason: Option<&str>,
+    why: Option<&String>,
+) {
+    let because = why.map(|w| format!(", because {w}")).unwrap_or_default();
     match event {
         Event::Submitted { id, remote } => {
             printer.verbose("Submitted", &format!("{id} (task {remote})"));
@@ -1007,7 +1086,7 @@ fn print_event(printer: &Printer, event: Event, restore_reason: Option<&str>) {
                 printer.status(
                     "Generated",
                     &format!(
-                        "{} → {} ({})",
+                        "{} → {} ({}){because}",
                         outcome.id,
                         describe_outputs(&done.entry.outputs),
                         done.spent
@@ -1017,9 +1096,9 @@ fn print_event(printer: &Printer, event: Event, restore_reason: Option<&str>) {
             Ok(done) => printer.status(
                 "Restored",
                 &match restore_reason {
-                    Some(file) => format!("{} → {file} (free)", outcome.id),
+                    Some(file) => format!("{} → {file} (free){because}", outcome.id),
                     None => format!(
-                        "{} → {} (free)",
+                        "{} → {} (free){because}",
                         outcome.id,
                         describe_outputs(&done.entry.outputs)
                     ),

@@ -53,6 +53,10 @@ pub enum Command {
     Emulator(EmulatorArgs),
     /// Rehash every output in `wanx.lock` and every cached blob; report (and with `--repair`, fix) damage.
     Verify(VerifyArgs),
+    /// List the tasks that are not fresh, with their reason and price; exit 3 if any (sends nothing).
+    Status(Selection),
+    /// Print the task graph (which task consumes which), stale tasks marked.
+    Graph(GraphArgs),
     /// Remove old outputs: files in output directories that wanx wrote (their bytes are in the cache)
     /// and no entry of `wanx.lock` claims.
     Clean(CleanArgs),
@@ -213,6 +217,9 @@ pub struct PlanArgs {
     /// Print the plan as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Say whether a build would be refused for costing more than this many CNY (exit 4 if so).
+    #[arg(long, value_name = "CNY")]
+    pub max_spend: Option<f64>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -223,6 +230,9 @@ pub struct ExplainArgs {
     /// Key the request as the emulator would.
     #[arg(long)]
     pub emulate: bool,
+    /// Print the explanation as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -255,6 +265,19 @@ pub struct VerifyArgs {
     /// If another wanx is using this project, stop at once (exit 5) instead of waiting for it.
     #[arg(long)]
     pub no_wait: bool,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct GraphArgs {
+    /// `text` (a tree), `dot` (Graphviz) or `mermaid`.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: crate::graph::Format,
+    /// Decide staleness as against the emulator.
+    #[arg(long)]
+    pub emulate: bool,
 }
 
 #[derive(Args, Debug, Clone, Default)]

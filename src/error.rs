@@ -70,6 +70,9 @@ pub enum Error {
         removed: Vec<String>,
     },
 
+    #[error("{stale} task{} not fresh", if *stale == 1 { " is" } else { "s are" })]
+    Stale { stale: usize },
+
     #[error("the planned generations cost {planned}, more than the budget of {budget}")]
     OverBudget { planned: Money, budget: Money },
 
@@ -115,7 +118,7 @@ impl Error {
             | Error::Invalid { .. }
             | Error::Usage { .. }
             | Error::MissingApiKey { .. } => exit::INVALID,
-            Error::NotLocked { .. } => exit::NOT_LOCKED,
+            Error::NotLocked { .. } | Error::Stale { .. } => exit::NOT_LOCKED,
             Error::OverBudget { .. } => exit::OVER_BUDGET,
             Error::Interrupted => exit::INTERRUPTED,
             Error::Busy { .. } => exit::BUSY,
@@ -149,6 +152,7 @@ impl Error {
             Error::Foreign { id, .. } => Some(format!(
                 "move the file away and build again (a modified output is then restored free), or `wanx build --force {id}` to generate over it; `wanx verify --repair --force` restores the cached image over it. `--force` keeps the replaced file under `.wanx/replaced/`"
             )),
+            Error::Stale { .. } => Some("`wanx build` brings them up to date; nothing was sent".to_owned()),
             Error::OverBudget { .. } => Some("raise `--max-spend` or `[build] max_spend`, or build fewer tasks (`wanx build ID…`)".to_owned()),
             _ => None,
         }

@@ -191,6 +191,12 @@ pub struct Planned<'a> {
     pub later: Later,
     /// The remote cache, when one is configured and the command uses it.
     pub remote: Option<RemoteCache>,
+    /// Why each task that is not fresh is not, in the plan's words (src/why.rs), by task id.
+    pub why: HashMap<String, Vec<crate::why::Change>>,
+    /// The canonical form of each request to build (by task id): recorded once it is built.
+    pub requests: HashMap<String, serde_json::Value>,
+    /// The budget a build of this plan is held to (`--max-spend`, else `[build] max_spend`).
+    pub budget: Option<Money>,
 }
 
 /// What deciding the waiting tasks needs once the images they consume exist: the images known at
@@ -450,6 +456,7 @@ pub fn plan<'a>(
             remote: cx.remote.clone(),
         }
     };
+    let (why, requests) = crate::why::reasons(&cx.store, &provider, &units, &decisions)?;
     Ok(Planned {
         units,
         decisions,
@@ -462,6 +469,9 @@ pub fn plan<'a>(
         new_stats: cx.new_stats,
         later,
         remote: cx.remote.map(|r| r.cache),
+        why,
+        requests,
+        budget: project.manifest.build.max_spend.map(Money::from_yuan),
     })
 }
 
@@ -1031,7 +1041,7 @@ pub fn print_plan(planned: &Planned<'_>, printer: &Printer, json: bool) {
             .units
             .iter()
             .zip(&planned.decisions)
-            .map(|(u, d)| task_report(u, d, "planned", None))
+            .map(|(u, d)| task_report(u, d, "planned", None).with_why(planned.why.get(&u.task.id)))
             .collect();
         tasks.extend(
             planned
@@ -1057,6 +1067,7 @@ pub fn print_plan(planned: &Planned<'_>, printer: &Printer, json: bool) {
                 .map(|ledger| Cumulative::of(&ledger, planned.provider.is_emulated()))
                 .unwrap_or_default(),
             tasks,
+            budget: planned.budget.map(Money::as_yuan),
             ..Summary::default()
         };
         printer.data(&serde_json::to_string_pretty(&summary).expect("a summary always serializes"));
@@ -1096,6 +1107,10 @@ pub fn print_plan(planned: &Planned<'_>, printer: &Printer, json: bool) {
             ),
             _ => "free".to_owned(),
         };
+        let reason = match planned.why.get(&unit.task.id) {
+            Some(changes) if !changes.is_empty() => crate::why::line(changes),
+            _ => d.reason.to_string(),
+        };
         line(
             if d.remote {
                 "restore (remote)"
@@ -1104,7 +1119,7 @@ pub fn print_plan(planned: &Planned<'_>, printer: &Printer, json: bool) {
             },
             &unit.task.id,
             &unit.compiled.model,
-            &d.reason.to_string(),
+            &reason,
             price,
         );
     }
@@ -1123,8 +1138,15 @@ pub fn print_plan(planned: &Planned<'_>, printer: &Printer, json: bool) {
             price,
         );
     }
+    let budget = match planned.budget {
+        Some(b) if totals.cost > b => {
+            format!("; {} of {b} budget: a build would be refused", totals.cost)
+        }
+        Some(b) => format!("; {} of {b} budget", totals.cost),
+        None => String::new(),
+    };
     printer.data(&format!(
-        "\n{}; saving {}",
+        "\n{}; saving {}{budget}",
         totals.describe(planned.provider.is_emulated()),
         totals.saved
     ));
@@ -1166,6 +1188,7 @@ pub fn task_report(
         outputs: d.outputs.clone(),
         error,
         remote: d.remote,
+        changes: Vec::new(),
     }
 }
 
@@ -1186,5 +1209,6 @@ pub fn waiting_report(w: &Waiting<'_>, status: &'static str, error: Option<Strin
         outputs: Vec::new(),
         error,
         remote: false,
+        changes: Vec::new(),
     }
 }

@@ -49,6 +49,9 @@ pub struct Summary {
     pub emulated: bool,
     pub dry_run: bool,
     pub cumulative: Cumulative,
+    /// A plan's budget (`--max-spend` or `[build] max_spend`), in CNY, when one is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<f64>,
     pub tasks: Vec<TaskReport>,
 }
 
@@ -79,6 +82,21 @@ pub struct TaskReport {
     /// A restore from the remote cache.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub remote: bool,
+    /// Why the task is not fresh, one entry per difference (src/why.rs); empty when fresh.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<crate::why::Change>,
+}
+
+impl TaskReport {
+    /// Replaces the short reason with the field-level one, when known.
+    #[must_use]
+    pub fn with_why(mut self, why: Option<&Vec<crate::why::Change>>) -> TaskReport {
+        if let Some(changes) = why.filter(|c| !c.is_empty()) {
+            self.reason = crate::why::line(changes);
+            self.changes.clone_from(changes);
+        }
+        self
+    }
 }
 
 impl Cumulative {

@@ -58,6 +58,12 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     match runtime.block_on(dispatch(&cli, &printer)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // A build that ran printed its summary (with each task's error) already.
+            let summarized = e.code() == exit::TASK_FAILED
+                && matches!(cli.command, Command::Build(_) | Command::Watch(_));
+            if crate::json_error::wants_json(&cli.command) && !summarized {
+                printer.data(&crate::json_error::to_json(&e).to_string());
+            }
             report_error(&printer, &e);
             ExitCode::from(e.code())
         }
@@ -98,21 +104,42 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> Result<()> {
             let project = Project::load(dir, printer)?;
             let mut selection = args.selection.clone();
             selection.remote.usage = crate::remote_cache::RemoteUse::Lookup(*printer);
-            let planned = build::plan(&project, &selection, &HashSet::new())?;
+            let mut planned = build::plan(&project, &selection, &HashSet::new())?;
+            if let Some(budget) = args.max_spend {
+                planned.budget = Some(crate::money::Money::from_yuan(budget));
+            }
             if !args.json {
                 project.print_notes(printer, None);
             }
-            build::print_plan(&planned, printer, args.json);
+            // With `--json`, a refused plan prints only the error object (one object on stdout).
+            let refused = build::check_budget(&planned, printer);
+            if !(args.json && refused.is_err()) {
+                build::print_plan(&planned, printer, args.json);
+            }
             let now = crate::output_name::now_unix();
             let foreign = crate::output_guard::find(&project.manifest.root, &planned, now);
             crate::output_guard::warn(&foreign, printer);
-            Ok(())
+            refused
         }
         Command::Explain(args) => explain(dir, args, printer),
+        Command::Status(selection) => {
+            let project = Project::load(dir, printer)?;
+            crate::status::status(&project, selection, printer)
+        }
+        Command::Graph(args) => {
+            let project = Project::load(dir, printer)?;
+            let text = crate::graph::graph(&project, args.emulate, args.format)?;
+            printer.data(text.trim_end());
+            Ok(())
+        }
         Command::Watch(args) => crate::watch::watch(dir, args, printer).await,
         Command::Emulator(args) => emulator(args, printer).await,
         Command::Verify(args) => {
-            crate::verify::verify_with(dir, args.repair, args.force, !args.no_wait, printer)
+            crate::verify::verify_with(dir, args.repair, args.force, !args.no_wait, printer)?;
+            if args.json {
+                printer.data(&serde_json::json!({"ok": true, "repair": args.repair}).to_string());
+            }
+            Ok(())
         }
         Command::Clean(args) => {
             crate::stale_outputs::clean(dir, args.dry_run, !args.no_wait, printer)
@@ -161,6 +188,10 @@ fn explain(dir: Option<&std::path::Path>, args: &ExplainArgs, printer: &Printer)
         remote: crate::cli::RemoteArgs::default(),
     };
     let planned = build::plan(&project, &selection, &HashSet::new())?;
+    if args.json {
+        printer.data(&explain_json(task, &compiled, &planned).to_string());
+        return Ok(());
+    }
     printer.data(&format!(
         "task      {id}  ({}:{}:{})",
         task.origin.file.display(),
@@ -218,6 +249,9 @@ fn explain(dir: Option<&std::path::Path>, args: &ExplainArgs, printer: &Printer)
     if let Some((unit, d)) = unit {
         printer.data(&format!("key       {}", unit.key));
         printer.data(&format!("action    {} ({})", d.action.name(), d.reason));
+        for change in planned.why.get(id).into_iter().flatten() {
+            printer.data(&format!("why       {}", change.text));
+        }
     } else {
         let waiting = planned
             .waiting
@@ -229,6 +263,56 @@ fn explain(dir: Option<&std::path::Path>, args: &ExplainArgs, printer: &Printer)
         printer.data("action    generate, unless the new inputs are byte-identical to the old");
     }
     Ok(())
+}
+
+/// `wanx explain TASK --json`: the request, its inputs, price, key, action and reasons.
+fn explain_json(
+    task: &crate::task::Task,
+    compiled: &crate::compile::Compiled,
+    planned: &build::Planned<'_>,
+) -> serde_json::Value {
+    let id = &task.id;
+    let decided = planned
+        .units
+        .iter()
+        .zip(&planned.decisions)
+        .find(|(u, _)| &u.task.id == id);
+    let waiting = planned.waiting.iter().find(|w| &w.task.id == id);
+    let inputs: Vec<serde_json::Value> = compiled
+        .media
+        .iter()
+        .enumerate()
+        .map(|(i, slot)| {
+            let digest = match decided.and_then(|(u, _)| u.media.get(i)) {
+                Some(MediaSource::Blob(hash)) => Some(hash.clone()),
+                _ => None,
+            };
+            serde_json::json!({"pointer": slot.pointer, "source": slot.source.to_string(), "blake3": digest})
+        })
+        .collect();
+    let changes = planned.why.get(id).cloned().unwrap_or_default();
+    let (action, reason) = match (decided, waiting) {
+        (Some((_, d)), _) if !changes.is_empty() => (d.action.name(), crate::why::line(&changes)),
+        (Some((_, d)), _) => (d.action.name(), d.reason.to_string()),
+        (None, Some(w)) => ("generate", build::waiting_reason(w)),
+        (None, None) => ("generate", String::new()),
+    };
+    serde_json::json!({
+        "task": id,
+        "file": task.origin.file.display().to_string(),
+        "line": task.origin.line,
+        "provider": planned.provider.identity(),
+        "endpoint": compiled.endpoint,
+        "body": compiled.body,
+        "inputs": inputs,
+        "images": compiled.n,
+        "price": compiled.price.as_yuan(),
+        "cost": compiled.cost().as_yuan(),
+        "key": decided.map(|(u, _)| u.key.hex()),
+        "action": action,
+        "reason": reason,
+        "changes": changes,
+    })
 }
 
 async fn emulator(args: &EmulatorArgs, printer: &Printer) -> Result<()> {

@@ -154,6 +154,15 @@ const MIGRATIONS: &[&str] = &[
         SELECT finished_at, emulated, '', '', NULL, images_generated, spent FROM runs
         WHERE spent > 0;
     ",
+    // 6: the canonical form of the last request built for each task (src/why.rs), so a plan can
+    // say what changed since.
+    "
+    CREATE TABLE built_requests (
+        task_id TEXT PRIMARY KEY,
+        key TEXT NOT NULL,
+        request TEXT NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 #[path = "store_cache.rs"]
@@ -396,6 +405,45 @@ impl Store {
             ))?;
             let rows = stmt.query_map([], result_from_row)?;
             rows.collect()
+        })
+    }
+
+    /// The last request built for each of `task_ids` that has one: its key and canonical form.
+    pub fn built_requests(
+        &self,
+        task_ids: &[&str],
+    ) -> Result<HashMap<String, (String, serde_json::Value)>> {
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT key, request FROM built_requests WHERE task_id = ?1")?;
+            let mut found = HashMap::new();
+            for id in task_ids {
+                let row: Option<(String, String)> = stmt
+                    .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()?;
+                if let Some((key, text)) = row
+                    && let Ok(value) = serde_json::from_str(&text)
+                {
+                    found.insert((*id).to_owned(), (key, value));
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    /// Remembers the requests just built: `(task id, key hex, canonical form)`.
+    pub fn put_built_requests(&mut self, rows: &[(String, String, String)]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx| {
+            let mut put = tx.prepare_cached(
+                "INSERT OR REPLACE INTO built_requests (task_id, key, request) VALUES (?1, ?2, ?3)",
+            )?;
+            for (id, key, request) in rows {
+                put.execute(params![id, key, request])?;
+            }
+            Ok(())
         })
     }
 

@@ -207,8 +207,10 @@ impl Reporter {
                             d.cost()
                         ),
                     );
+                    let why = planned.why.get(&unit.task.id).cloned().unwrap_or_default();
                     generate.push(json!({ "id": unit.task.id, "model": unit.compiled.model,
-                        "images": unit.compiled.n - d.held, "cost": yuan_value(d.cost()) }));
+                        "images": unit.compiled.n - d.held, "cost": yuan_value(d.cost()),
+                        "reason": crate::why::line(&why), "changes": why }));
                 }
                 Action::Restore { .. } => {
                     saved += d.saved();
