@@ -277,12 +277,9 @@ pub fn explain(d: &Decision, last: Option<(&str, &Value)>, current: Option<&Valu
         }
         Reason::New | Reason::NewCached | Reason::Changed => {
             let Some((_, last)) = last else {
-                return vec![if d.reason == Reason::NewCached {
-                    Change::kind(
-                        "restored_after_removal",
-                        "restored after it was removed".to_owned(),
-                    )
-                } else if d.reason == Reason::New {
+                // No earlier build of this task id: new, even when an identical request of
+                // another task has its images cached.
+                return vec![if matches!(d.reason, Reason::New | Reason::NewCached) {
                     Change::kind("new_task", "new task".to_owned())
                 } else {
                     Change::kind("changed", "request changed".to_owned())

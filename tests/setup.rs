@@ -467,7 +467,7 @@ fn locked_names_a_stale_lock_entry_and_a_re_added_task_is_restored_as_cached_not
     p.file("plans/a.toml", TWO_TASKS);
     let plan = p.wanx(&["plan"]);
     assert!(
-        plan.stdout.contains("not in `wanx.lock`, but cached"),
+        plan.stdout.contains("restored after it was removed"),
         "{}",
         plan.stdout
     );
