@@ -4,7 +4,7 @@
 //! written before the whole project validated, and nothing is paid for under `--locked` or over
 //! budget.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -186,7 +186,7 @@ pub async fn build_with(
     summary.tasks = session.reports;
     let store = Store::open(&project.manifest.state_dir())?;
     let mut store = store;
-    store.record_run(&RunRecord {
+    let run_id = store.record_run(&RunRecord {
         started_at,
         finished_at: now_unix(),
         command: "build".to_owned(),
@@ -199,6 +199,11 @@ pub async fn build_with(
         spent: summary.spent,
         saved: summary.saved,
     })?;
+    let saved_by_model: Vec<(String, u32, Money)> = std::mem::take(&mut session.saved_by_model)
+        .into_iter()
+        .map(|(model, (images, value))| (model, images, value))
+        .collect();
+    store.record_savings(run_id, &saved_by_model)?;
     crate::gc::after_build(&project.manifest, &mut store, printer)?;
     summary.cumulative = Cumulative::of(&store.ledger_totals()?, emulated);
     let fatal = session.fatal.map(|f| match f {
@@ -239,6 +244,8 @@ struct Session {
     journaled: HashSet<String>,
     /// Why each task is not fresh (src/why.rs).
     why: HashMap<String, Vec<crate::why::Change>>,
+    /// What restores saved, by model: images and their price (`wanx stats`).
+    saved_by_model: BTreeMap<String, (u32, Money)>,
 }
 
 impl Session {
@@ -700,6 +707,12 @@ fn record_outcome(session: &mut Session, unit: &Unit<'_>, d: &Decision, outcome:
                 summary.restored += 1;
                 summary.restored_remote += usize::from(d.remote);
                 summary.saved += d.saved();
+                let by_model = session
+                    .saved_by_model
+                    .entry(unit.compiled.model.clone())
+                    .or_default();
+                by_model.0 += done.entry.images;
+                by_model.1 += d.saved();
                 task_report(unit, d, "restored", None)
             };
             r.outputs = done.entry.outputs.iter().map(|o| o.path.clone()).collect();

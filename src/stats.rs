@@ -40,7 +40,10 @@ struct ModelRow {
     emulated: bool,
     results: u64,
     images: u64,
+    images_billed: u64,
     spent: f64,
+    images_restored: u64,
+    saved: f64,
 }
 
 #[derive(Serialize)]
@@ -96,7 +99,10 @@ fn model_row(m: &ModelFigures) -> ModelRow {
         emulated: m.emulated,
         results: m.results,
         images: m.images,
+        images_billed: m.images_billed,
         spent: m.spent.as_yuan(),
+        images_restored: m.images_restored,
+        saved: m.saved.as_yuan(),
     }
 }
 
@@ -171,15 +177,22 @@ fn human(stats: &Stats, models: &[ModelFigures], months: &[MonthFigures]) -> Vec
         }
         if !models.is_empty() {
             out.push(format!(
-                "  {:<30}{:>6}{:>12}",
-                "by model (cached results)", "images", "spent"
+                "  {:<28}{:>8}{:>12}{:>10}{:>12}",
+                "by model", "billed", "spent", "restored", "saved"
             ));
             for m in &models {
+                let name = if m.model.is_empty() {
+                    "(earlier builds)"
+                } else {
+                    m.model.as_str()
+                };
                 out.push(format!(
-                    "    {:<28}{:>6}{:>12}",
-                    m.model,
-                    m.images,
-                    m.spent.to_string()
+                    "    {:<26}{:>8}{:>12}{:>10}{:>12}",
+                    name,
+                    m.images_billed,
+                    m.spent.to_string(),
+                    m.images_restored,
+                    m.saved.to_string()
                 ));
             }
         }

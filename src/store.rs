@@ -163,6 +163,16 @@ const MIGRATIONS: &[&str] = &[
         request TEXT NOT NULL
     ) WITHOUT ROWID;
     ",
+    // 7: what each finished build saved, by model (`wanx stats`): the price of the images it restored
+    // instead of paying again. A run's `saved` is the sum of its rows.
+    "
+    CREATE TABLE savings (
+        run_id INTEGER NOT NULL,
+        model TEXT NOT NULL,
+        images INTEGER NOT NULL,
+        value INTEGER NOT NULL
+    );
+    ",
 ];
 
 #[path = "store_cache.rs"]
@@ -653,6 +663,22 @@ impl Store {
                 run.saved.0
             ])?;
             Ok(tx.last_insert_rowid())
+        })
+    }
+
+    /// Records what run `run_id` saved, by model: `(model, images restored, their price)`.
+    pub fn record_savings(&mut self, run_id: i64, by_model: &[(String, u32, Money)]) -> Result<()> {
+        if by_model.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx| {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO savings (run_id, model, images, value) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (model, images, value) in by_model {
+                put.execute(params![run_id, model, images, value.0])?;
+            }
+            Ok(())
         })
     }
 

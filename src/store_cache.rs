@@ -18,7 +18,7 @@ pub struct BlobUse {
     pub last_used: i64,
 }
 
-/// Generations stored in the cache for one model.
+/// One model's figures: its cached results, what the service billed for it and what restores saved.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ModelFigures {
     pub model: String,
@@ -26,8 +26,13 @@ pub struct ModelFigures {
     /// Stored results (one per request key) and their images.
     pub results: u64,
     pub images: u64,
-    /// What those generations cost.
+    /// Images the service billed, and what it billed (every charge booked; charges booked before
+    /// wanx recorded models have the model `""`).
+    pub images_billed: u64,
     pub spent: Money,
+    /// Images finished builds restored instead of paying again, and their price.
+    pub images_restored: u64,
+    pub saved: Money,
 }
 
 /// The run ledger summed over one calendar month (UTC), real and emulated apart.
@@ -140,20 +145,62 @@ impl Store {
     /// Stored results by model: how many, their images and what they cost.
     pub fn figures_by_model(&self) -> Result<Vec<ModelFigures>> {
         self.read(|conn| {
+            let mut by: std::collections::BTreeMap<(bool, String), ModelFigures> =
+                std::collections::BTreeMap::new();
+            let mut rows: Vec<(String, bool, u8, i64, i64)> = Vec::new();
+            // Cached results (one per request key) and their images.
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT model, provider = 'wanx-emulator', count(*), sum(json_array_length(images)), sum(cost)
-                 FROM {RESULTS} GROUP BY 1, 2 ORDER BY 2, 1"
+                "SELECT model, provider = 'wanx-emulator', count(*), sum(json_array_length(images))
+                 FROM {RESULTS} GROUP BY 1, 2"
             ))?;
-            stmt.query_map([], |row| {
-                Ok(ModelFigures {
-                    model: row.get(0)?,
-                    emulated: row.get(1)?,
-                    results: row.get::<_, i64>(2)? as u64,
-                    images: row.get::<_, i64>(3)? as u64,
-                    spent: Money(row.get(4)?),
-                })
-            })?
-            .collect()
+            for row in
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, 0, r.get(2)?, r.get(3)?)))?
+            {
+                rows.push(row?);
+            }
+            // Money the service billed (every charge booked), and the images it billed.
+            let mut stmt = conn.prepare_cached(
+                "SELECT model, emulated, sum(images), sum(cost) FROM charges GROUP BY 1, 2",
+            )?;
+            for row in
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, 1, r.get(2)?, r.get(3)?)))?
+            {
+                rows.push(row?);
+            }
+            // What finished builds restored instead of paying again.
+            let mut stmt = conn.prepare_cached(
+                "SELECT s.model, r.emulated, sum(s.images), sum(s.value)
+                 FROM savings s JOIN runs r ON r.id = s.run_id GROUP BY 1, 2",
+            )?;
+            for row in
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, 2, r.get(2)?, r.get(3)?)))?
+            {
+                rows.push(row?);
+            }
+            for (model, emulated, what, a, b) in rows {
+                let f = by
+                    .entry((emulated, model.clone()))
+                    .or_insert_with(|| ModelFigures {
+                        model,
+                        emulated,
+                        ..ModelFigures::default()
+                    });
+                match what {
+                    0 => {
+                        f.results = a as u64;
+                        f.images = b as u64;
+                    }
+                    1 => {
+                        f.images_billed = a as u64;
+                        f.spent = Money(b);
+                    }
+                    _ => {
+                        f.images_restored = a as u64;
+                        f.saved = Money(b);
+                    }
+                }
+            }
+            Ok(by.into_values().collect())
         })
     }
 

@@ -514,3 +514,27 @@ fn an_emulator_config_error_points_at_the_readme() {
     assert!(run.stderr.contains("README"), "{}", run.stderr);
     assert!(!run.stderr.contains("src/emulator.rs"), "{}", run.stderr);
 }
+
+#[test]
+fn stats_gives_money_spent_and_saved_by_model_as_the_ledger_billed_it() {
+    let p = Project::new();
+    p.file("plans/a.toml", TWO_TASKS);
+    p.wanx(&["build"]).success();
+    // An undo restores the harbor's two images: ¥0.28 saved on that model.
+    p.edit("plans/a.toml", "a quiet harbor", "a busy harbor");
+    p.wanx(&["build"]).success();
+    p.edit("plans/a.toml", "a busy harbor", "a quiet harbor");
+    let undo = p.wanx(&["build", "--json"]).success().json();
+    assert_eq!(undo["restored"], 1, "{undo}");
+    let stats = p.wanx(&["stats", "--json"]).success().json();
+    let model = &stats["by_model"][0];
+    assert_eq!(model["model"], "wan2.2-t2i-flash", "{stats}");
+    let ledger = p.ledger();
+    assert_eq!(model["images_billed"], ledger.images_billed, "{stats}");
+    let fen = |v: &serde_json::Value| (v.as_f64().unwrap() * 100.0).round() as i64;
+    assert_eq!(fen(&model["spent"]), (ledger.amount * 100.0).round() as i64);
+    assert_eq!(model["images_restored"], 2, "{stats}");
+    assert_eq!(fen(&model["saved"]), 28, "{stats}");
+    let human = p.wanx(&["stats"]).success().stdout.clone();
+    assert!(human.contains("by model"), "{human}");
+}
