@@ -204,6 +204,7 @@ pub async fn build_with(
         .map(|(model, (images, value))| (model, images, value))
         .collect();
     store.record_savings(run_id, &saved_by_model)?;
+    store.record_failures(&session.failures, &session.built, now_unix())?;
     crate::gc::after_build(&project.manifest, &mut store, printer)?;
     summary.cumulative = Cumulative::of(&store.ledger_totals()?, emulated);
     let fatal = session.fatal.map(|f| match f {
@@ -246,6 +247,10 @@ struct Session {
     why: HashMap<String, Vec<crate::why::Change>>,
     /// What restores saved, by model: images and their price (`wanx stats`).
     saved_by_model: BTreeMap<String, (u32, Money)>,
+    /// Tasks that failed in this build (id, key hex, message) and tasks that were built: the
+    /// store keeps each task's last failure until it is built (`wanx gallery` shows it).
+    failures: Vec<(String, String, String)>,
+    built: Vec<String>,
 }
 
 impl Session {
@@ -716,6 +721,7 @@ fn record_outcome(session: &mut Session, unit: &Unit<'_>, d: &Decision, outcome:
                 task_report(unit, d, "restored", None)
             };
             r.outputs = done.entry.outputs.iter().map(|o| o.path.clone()).collect();
+            session.built.push(unit.task.id.clone());
             r
         }
         Some(Err(e)) => {
@@ -724,6 +730,9 @@ fn record_outcome(session: &mut Session, unit: &Unit<'_>, d: &Decision, outcome:
                 "skipped"
             } else {
                 summary.failed += 1;
+                session
+                    .failures
+                    .push((unit.task.id.clone(), unit.key.hex(), e.message.clone()));
                 "failed"
             };
             // A task can fail after paying for part of its images (kept for the next build).

@@ -87,7 +87,8 @@ pub struct Version {
 }
 
 /// Gathers the gallery of the selected tasks. `failed` holds failures seen by a live page (task id →
-/// message); they win over the planned status until the task succeeds.
+/// message); they win over the planned status until the task succeeds. A failure an earlier build
+/// recorded shows while the task still asks for the request that failed.
 pub fn collect(
     project: &Project,
     selection: &Selection,
@@ -103,6 +104,8 @@ pub fn collect(
             .push(result);
     }
     let ledger = planned.store.ledger_totals()?;
+    // Failures recorded by earlier builds, shown while the request that failed is still the task's.
+    let recorded_failures = planned.store.failures()?;
     let decided: HashMap<&str, usize> = planned
         .units
         .iter()
@@ -204,7 +207,11 @@ pub fn collect(
                     .collect()
             })
             .unwrap_or_default();
-        let (status, reason) = match failed.get(&task.id) {
+        let recorded = recorded_failures
+            .get(&task.id)
+            .filter(|(failed_key, _)| status != "fresh" && *failed_key == key)
+            .map(|(_, message)| message);
+        let (status, reason) = match failed.get(&task.id).or(recorded) {
             Some(message) => ("failed", message.clone()),
             None => (status, reason),
         };

@@ -173,6 +173,16 @@ const MIGRATIONS: &[&str] = &[
         value INTEGER NOT NULL
     );
     ",
+    // 8: each task's last failure (its key and message) until the task is built again: what
+    // `wanx gallery` shows as a failed card.
+    "
+    CREATE TABLE failures (
+        task_id TEXT PRIMARY KEY,
+        key TEXT NOT NULL,
+        message TEXT NOT NULL,
+        at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 #[path = "store_cache.rs"]
@@ -679,6 +689,41 @@ impl Store {
                 put.execute(params![run_id, model, images, value.0])?;
             }
             Ok(())
+        })
+    }
+
+    /// Remembers the tasks that failed (`(task id, key hex, message)`) and forgets the failures of
+    /// the tasks that were built.
+    pub fn record_failures(
+        &mut self,
+        failed: &[(String, String, String)],
+        built: &[String],
+        at: i64,
+    ) -> Result<()> {
+        if failed.is_empty() && built.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx| {
+            let mut forget = tx.prepare_cached("DELETE FROM failures WHERE task_id = ?1")?;
+            for id in built {
+                forget.execute([id])?;
+            }
+            let mut put = tx.prepare_cached(
+                "INSERT OR REPLACE INTO failures (task_id, key, message, at) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (id, key, message) in failed {
+                put.execute(params![id, key, message, at])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Each task's last failure: task id → (key hex, message).
+    pub fn failures(&self) -> Result<HashMap<String, (String, String)>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT task_id, key, message FROM failures")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?
+                .collect()
         })
     }
 

@@ -298,3 +298,28 @@ fn watch_serve_replaces_a_cards_image_in_place_when_its_prompt_is_saved() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn gallery_shows_a_task_that_failed_in_the_last_build_as_failed_until_it_is_built() {
+    let p = Project::with_emulator_toml(
+        "[[faults]]\non = \"submit\"\nnth = [1]\nfault = { kind = \"task_failed\", message = \"the algorithm failed\" }\n",
+    );
+    p.file(
+        "plans/a.toml",
+        "[[task]]\nid = \"one\"\nmodel = \"wan2.2-t2i-flash\"\nprompt = \"x\"\n",
+    );
+    p.wanx(&["build", "-q"]).status(1);
+    p.wanx(&["gallery"]).success();
+    let html = p.read(".wanx/gallery/index.html");
+    let start = html.find("id=\"card-one\"").unwrap();
+    let card = &html[start..start + html[start..].find("</article>").unwrap()];
+    assert!(card.contains("data-status=\"failed\""), "{card}");
+    assert!(card.contains("the algorithm failed"), "{card}");
+    // Built at the next attempt: no longer failed.
+    p.wanx(&["build", "-q"]).success();
+    p.wanx(&["gallery"]).success();
+    let html = p.read(".wanx/gallery/index.html");
+    let start = html.find("id=\"card-one\"").unwrap();
+    let card = &html[start..start + html[start..].find("</article>").unwrap()];
+    assert!(card.contains("data-status=\"fresh\""), "{card}");
+}
