@@ -729,8 +729,8 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
         .ok_or_else(|| Failure::from("no provider client for a generation".to_owned()))?;
     let mut latency = None;
     let mut sent: Option<Compiled> = None;
-    // Images an earlier build paid for under this key but left short: only the rest is requested.
-    // Their seeds are not recorded: they are taken to be the first ones.
+    // Images an earlier build paid for under this key (the pool: a smaller `n`, or a request that
+    // fell short): only the rest is requested, with the seeds that follow theirs.
     let carried = carried_partial(shared, &job).await?;
     let n = job.compiled.n as usize;
     let mut slots: Vec<Option<StoredImage>> = vec![None; n];
@@ -907,12 +907,13 @@ async fn store_partial(
     .await
 }
 
-/// The partial result an earlier build left under the job's key, if all its blobs are intact.
+/// The pool an earlier build left under the job's key (a result for a smaller `n`, or a partial
+/// result), if it holds fewer than `n` images and all its blobs are intact.
 async fn carried_partial(shared: &Arc<Shared>, job: &Job) -> Result<Partial, Failure> {
     let key = job.key.hex();
     let blobs = Arc::clone(&shared.exec.blobs);
     let n = job.compiled.n as usize;
-    let partial = with_store(shared, move |s| s.partial(&key)).await?;
+    let partial = with_store(shared, move |s| s.pool(&key)).await?;
     Ok(partial
         .filter(|p| p.images.len() < n && p.images.iter().all(|i| blobs.contains(&i.blake3)))
         .unwrap_or_default())
@@ -1716,7 +1717,7 @@ async fn resume_one(
     // A generation that began from an earlier partial asked only for the rest: what the key needs
     // is that partial plus what its first request asked for.
     let key = first.key.clone();
-    let carried = match with_store(shared, move |s| s.partial(&key)).await {
+    let carried = match with_store(shared, move |s| s.pool(&key)).await {
         Ok(partial) => partial.unwrap_or_default(),
         Err(reason) => return Resumed::Pending { task_id, reason },
     };

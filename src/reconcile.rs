@@ -173,7 +173,9 @@ fn decide(item: &Item<'_>, snap: &Snapshot<'_>, force: bool, now: i64) -> Decisi
     if force {
         return generate(Reason::Forced);
     }
-    let locked = snap.lock.get(item.id).filter(|r| r.key == key);
+    // The lock's record of this pool, used as is only when it holds exactly `n` images.
+    let pooled = snap.lock.get(item.id).filter(|r| r.key == key);
+    let locked = pooled.filter(|r| r.images.len() == item.n as usize);
     let reason = match (snap.lock.get(item.id), locked) {
         (None, _) => Reason::New,
         (Some(_), None) => Reason::Changed,
@@ -191,14 +193,16 @@ fn decide(item: &Item<'_>, snap: &Snapshot<'_>, force: bool, now: i64) -> Decisi
             Some(reason) => reason,
         },
     };
-    // Not fresh: restore from the blob store if some record of this key has every image there.
-    let source = snap.cached.get(key).into_iter().chain(locked).find(|rec| {
-        rec.images.len() == item.n as usize && rec.images.iter().all(|h| snap.blobs.contains(h))
+    // Not fresh: restore from the blob store if some record of this pool has the first `n` images
+    // there (a pool of four restores a task of one for free).
+    let n = item.n as usize;
+    let source = snap.cached.get(key).into_iter().chain(pooled).find(|rec| {
+        rec.images.len() >= n && rec.images[..n].iter().all(|h| snap.blobs.contains(h))
     });
     match source {
         Some(rec) => Decision {
             action: Action::Restore {
-                images: owned(&rec.images),
+                images: owned(&rec.images[..n]),
                 generated_at: rec.generated_at,
             },
             reason: if reason == Reason::New {

@@ -417,12 +417,28 @@ impl Store {
         })
     }
 
-    /// How many images the partial results of those of `keys` that have one hold.
+    /// The pool of images paid for under `key` (which names a request without its `n`): its
+    /// result, or its partial result when that holds more (images paid for by a request that fell
+    /// short). Its images are in pool order: index `i` was made with seed `seed + i` when seeded.
+    pub fn pool(&self, key: &str) -> Result<Option<Partial>> {
+        let result = self.result(key)?.map(|r| Partial {
+            images: r.images,
+            cost: r.cost,
+        });
+        let partial = self.partial(key)?;
+        Ok(match (result, partial) {
+            (Some(r), Some(p)) if p.images.len() > r.images.len() => Some(p),
+            (Some(r), _) => Some(r),
+            (None, p) => p,
+        })
+    }
+
+    /// How many images the pools of those of `keys` that have one hold.
     pub fn partials_held(&self, keys: &[&str]) -> Result<HashMap<String, u32>> {
         let mut held = HashMap::new();
         for key in keys {
-            if let Some(partial) = self.partial(key)? {
-                held.insert((*key).to_owned(), partial.images.len() as u32);
+            if let Some(pool) = self.pool(key)? {
+                held.insert((*key).to_owned(), pool.images.len() as u32);
             }
         }
         Ok(held)
