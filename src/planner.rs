@@ -1125,7 +1125,6 @@ pub fn print_plan(planned: &Planned<'_>, printer: &Printer, json: bool) {
                 unit.compiled.n,
                 unit.compiled.n - d.held,
                 d.cost(),
-                d.cost(),
                 unit.compiled.n - d.held,
                 unit.compiled.price,
                 d.held
