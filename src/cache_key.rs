@@ -194,6 +194,11 @@ mod tests {
         let key = CacheKey::new(&Provider::DashScope, &c, &[]);
         assert_eq!(
             key.hex(),
+            "2dd6d0053be770e9edafde6bc288f44f9c0c3b7af1e138c24267721954c259a3"
+        );
+        // Version 1's pin, unchanged: `legacy` names what an earlier wanx recorded.
+        assert_eq!(
+            CacheKey::legacy(&Provider::DashScope, &c, &[]).hex(),
             "aee290f9f1f1af03cb66fc6e2c97e60255ae47386ecc8ca1ba2588c87ed6db98"
         );
     }
