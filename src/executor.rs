@@ -42,6 +42,8 @@ pub struct Job {
     pub key: CacheKey,
     pub compiled: Compiled,
     pub output: OutputSpec,
+    /// The candidates written as outputs (1-based); `None` writes every image.
+    pub pick: Option<Vec<u32>>,
     pub kind: JobKind,
     /// The bytes for each media slot of the body (JSON pointer → source).
     pub media: Vec<(String, MediaSource)>,
@@ -849,7 +851,15 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
             "{e}; its images were paid for and stay journaled: the next build saves them without paying again"
         ))
     })?;
-    let hashes: Vec<String> = images.iter().map(|i| i.blake3.clone()).collect();
+    // The pool holds every candidate; the outputs are the picked ones (validated against `n`).
+    let hashes: Vec<String> = match &job.pick {
+        None => images.iter().map(|i| i.blake3.clone()).collect(),
+        Some(picks) => picks
+            .iter()
+            .filter_map(|i| images.get((*i as usize).wrapping_sub(1)))
+            .map(|i| i.blake3.clone())
+            .collect(),
+    };
     let shared2 = Arc::clone(shared);
     let entry = tokio::task::spawn_blocking(move || {
         let entry = materialize(&shared2, &job, &hashes, generated_at, cost)?;

@@ -1026,6 +1026,7 @@ fn item<'a>(unit: &'a Unit<'_>) -> Item<'a> {
         id: &unit.task.id,
         key: unit.key,
         n: unit.compiled.n,
+        pick: unit.task.pick.as_deref(),
         price: unit.compiled.price,
         output: &unit.task.output,
     }

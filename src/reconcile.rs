@@ -17,6 +17,8 @@ pub struct Item<'a> {
     pub id: &'a str,
     pub key: CacheKey,
     pub n: u32,
+    /// The candidates written as outputs (1-based), when not all `n`.
+    pub pick: Option<&'a [u32]>,
     /// Price of one image.
     pub price: Money,
     pub output: &'a OutputSpec,
@@ -154,11 +156,15 @@ pub fn reconcile(
         .collect()
 }
 
-fn decide(item: &Item<'_>, snap: &Snapshot<'_>, force: bool, now: i64) -> Decision {
+fn decide<'s>(item: &Item<'_>, snap: &Snapshot<'s>, force: bool, now: i64) -> Decision {
     let value = item.price.times(item.n);
     let hex = item.key.to_hex();
     let key: &str = &hex;
-    let paths = |at: i64| output_name::render(item.output, item.id, item.n, &item.key, at);
+    // With a pick, the outputs are the picked candidates of the pool (known from the store only).
+    let written = item.pick.map_or(item.n, |p| p.len() as u32);
+    let paths = |at: i64| output_name::render(item.output, item.id, written, &item.key, at);
+    let picked = |pool: &[&'s str]| picked(pool, item.n, item.pick);
+    let pool_picked = snap.cached.get(key).and_then(|rec| picked(&rec.images));
     let generate = |reason: Reason| {
         let held = snap.partial.get(key).map_or(0, |h| (*h).min(item.n));
         Decision {
@@ -175,7 +181,11 @@ fn decide(item: &Item<'_>, snap: &Snapshot<'_>, force: bool, now: i64) -> Decisi
     }
     // The lock's record of this pool, used as is only when it holds exactly `n` images.
     let pooled = snap.lock.get(item.id).filter(|r| r.key == key);
-    let locked = pooled.filter(|r| r.images.len() == item.n as usize);
+    let locked = pooled.filter(|r| match item.pick {
+        None => r.images.len() == item.n as usize,
+        // Fresh only while its outputs are the picked candidates of the pool.
+        Some(_) => pool_picked.as_deref() == Some(&r.images[..]),
+    });
     let reason = match (snap.lock.get(item.id), locked) {
         (None, _) => Reason::New,
         (Some(_), None) => Reason::Changed,
@@ -195,14 +205,21 @@ fn decide(item: &Item<'_>, snap: &Snapshot<'_>, force: bool, now: i64) -> Decisi
     };
     // Not fresh: restore from the blob store if some record of this pool has the first `n` images
     // there (a pool of four restores a task of one for free).
-    let n = item.n as usize;
-    let source = snap.cached.get(key).into_iter().chain(pooled).find(|rec| {
-        rec.images.len() >= n && rec.images[..n].iter().all(|h| snap.blobs.contains(h))
-    });
+    // The lock's record is a pool only without a pick (with one, it holds the picked outputs).
+    let source = snap
+        .cached
+        .get(key)
+        .into_iter()
+        .chain(pooled.filter(|_| item.pick.is_none()))
+        .find_map(|rec| {
+            picked(&rec.images)
+                .filter(|images| images.iter().all(|h| snap.blobs.contains(h)))
+                .map(|images| (rec, images))
+        });
     match source {
-        Some(rec) => Decision {
+        Some((rec, images)) => Decision {
             action: Action::Restore {
-                images: owned(&rec.images[..n]),
+                images: owned(&images),
                 generated_at: rec.generated_at,
             },
             reason: if reason == Reason::New {
@@ -216,6 +233,19 @@ fn decide(item: &Item<'_>, snap: &Snapshot<'_>, force: bool, now: i64) -> Decisi
             remote: false,
         },
         None => generate(reason),
+    }
+}
+
+/// The images of `pool` a task of `n` writes: the first `n`, or the picked candidates among them.
+/// `None` while the pool holds fewer than `n`.
+fn picked<'s>(pool: &[&'s str], n: u32, pick: Option<&[u32]>) -> Option<Vec<&'s str>> {
+    match pick {
+        _ if pool.len() < n as usize => None,
+        None => Some(pool[..n as usize].to_vec()),
+        Some(picks) => picks
+            .iter()
+            .map(|i| pool.get((*i as usize).wrapping_sub(1)).copied())
+            .collect(),
     }
 }
 
@@ -316,6 +346,7 @@ mod tests {
             id,
             key: k,
             n: 2,
+            pick: None,
             price: Money::from_yuan(0.14),
             output,
         }

@@ -134,3 +134,74 @@ fn a_project_built_by_the_previous_key_version_stays_fresh_and_its_pool_carries_
     assert_eq!(p.ledger().images_billed, 1);
     assert_eq!(p.ledger().requests[0].body["parameters"]["n"], 1);
 }
+
+fn picked(pick: &str) -> String {
+    format!(
+        "[[task]]\nid = \"harbor\"\nmodel = \"wan2.2-t2i-flash\"\nsize = \"512*512\"\nn = 3\npick = {pick}\nprompt = \"a harbor at dawn\"\n\n[[task]]\nid = \"harbor-clean\"\nedit = \"remove_watermark\"\ninput = \"harbor\"\nprompt = \"remove the watermark\"\n"
+    )
+}
+
+#[test]
+fn changing_pick_bills_nothing_writes_the_picked_candidate_and_regenerates_downstream() {
+    let p = Project::new();
+    p.file("plans/a.toml", &picked("2"));
+    p.wanx(&["build"]).success();
+    let ledger = p.ledger();
+    assert_eq!(ledger.images_billed, 4, "3 candidates and the edit");
+    assert_eq!(outputs(&p), vec!["harbor-clean.png", "harbor.png"]);
+    let second = bytes(&p, "generated/harbor.png");
+    let edited_second = bytes(&p, "generated/harbor-clean.png");
+
+    // The pick changes: no candidate is paid again, the output is candidate 3's bytes, and the
+    // edit of the picked image is made again from the new one.
+    p.file("plans/a.toml", &picked("3"));
+    let run = p.wanx(&["build", "--json"]);
+    run.success();
+    let ledger = p.ledger();
+    assert_eq!(
+        ledger.images_billed, 5,
+        "only the downstream edit is billed"
+    );
+    let third = bytes(&p, "generated/harbor.png");
+    assert_ne!(third, second);
+    assert_ne!(bytes(&p, "generated/harbor-clean.png"), edited_second);
+
+    // Back to 2: the candidate and its edit are both restored for free.
+    p.file("plans/a.toml", &picked("2"));
+    p.wanx(&["build"]).success();
+    assert_eq!(p.ledger().images_billed, 5);
+    assert_eq!(bytes(&p, "generated/harbor.png"), second);
+    assert_eq!(bytes(&p, "generated/harbor-clean.png"), edited_second);
+
+    // A list writes one output per picked candidate.
+    p.file("plans/a.toml", &picked("[1, 3]").replace(
+        "\n[[task]]\nid = \"harbor-clean\"\nedit = \"remove_watermark\"\ninput = \"harbor\"\nprompt = \"remove the watermark\"\n",
+        "",
+    ));
+    p.wanx(&["build"]).success();
+    assert_eq!(p.ledger().images_billed, 5);
+    assert_eq!(bytes(&p, "generated/harbor_2.png"), third);
+    assert!(!p.exists("generated/harbor.png"));
+
+    // Without a pick every candidate is written: the one picked as `3` is the third.
+    p.edit("plans/a.toml", "pick = [1, 3]\n", "");
+    p.wanx(&["build"]).success();
+    assert_eq!(p.ledger().images_billed, 5);
+    assert_eq!(bytes(&p, "generated/harbor_3.png"), third);
+    assert_eq!(outputs(&p), vec!["harbor_1.png", "harbor_2.png", "harbor_3.png"]);
+}
+
+#[test]
+fn a_pick_outside_the_candidates_is_refused() {
+    let p = Project::new();
+    p.file("plans/a.toml", &picked("4"));
+    let run = p.wanx(&["build"]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr
+            .contains("`pick` must name distinct candidates from 1 to 3"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(p.ledger().submissions, 0);
+}
