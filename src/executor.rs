@@ -42,8 +42,9 @@ pub struct Job {
     pub key: CacheKey,
     pub compiled: Compiled,
     pub output: OutputSpec,
-    /// The candidates written as outputs (1-based); `None` writes every image.
-    pub pick: Option<Vec<u32>>,
+    /// The candidates written as outputs (1-based); `None` writes every image. Behind a pointer:
+    /// jobs travel in enums that stay small.
+    pub pick: Option<Arc<Vec<u32>>>,
     pub kind: JobKind,
     /// The bytes for each media slot of the body (JSON pointer → source).
     pub media: Vec<(String, MediaSource)>,

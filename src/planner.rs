@@ -1010,11 +1010,11 @@ fn migrate<'u>(
             continue;
         }
         let key = unit.key.hex();
-        if store.pool(&key)?.is_none() {
-            if let Some(mut result) = store.result(&legacy.hex())? {
-                result.key = key.clone();
-                store.put_result(&result)?;
-            }
+        if store.pool(&key)?.is_none()
+            && let Some(mut result) = store.result(&legacy.hex())?
+        {
+            result.key.clone_from(&key);
+            store.put_result(&result)?;
         }
         migrated.insert(unit.task.id.as_str(), key);
     }
