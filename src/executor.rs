@@ -788,7 +788,11 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
                         remote_ids.push(task.remote);
                         billed += task.billed;
                         for (offset, image) in offsets.iter().zip(task.images) {
-                            slots[*offset as usize] = image;
+                            // The service numbers a batch's images seed, seed + 1, …
+                            slots[*offset as usize] = image.map(|mut image| {
+                                image.seed = base_seed.map(|seed| seed + u64::from(*offset));
+                                image
+                            });
                         }
                     }
                     Err(e) => {
@@ -1547,6 +1551,8 @@ async fn download_all(
                 blake3,
                 size,
                 actual_prompt: result.actual_prompt.clone(),
+                seed: None,
+                paid_at: Some(output_name::now_unix()),
             })),
             Err(e) => {
                 images.push(None);

@@ -956,6 +956,8 @@ fn decide(
                             blake3: i.blake3.clone(),
                             size: i.size,
                             actual_prompt: None,
+                            seed: None,
+                            paid_at: None,
                         })
                         .collect(),
                     cost: unit.compiled.price.times(unit.compiled.n),

@@ -200,6 +200,13 @@ pub struct StoredImage {
     pub size: u64,
     /// The prompt the service actually used (after `prompt_extend`), when it reported one.
     pub actual_prompt: Option<String>,
+    /// The seed it was made with, when known: the request's seed plus its offset in the batch.
+    /// Without a seed the service picks one and does not say which.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Unix seconds when it was paid for (downloaded), when recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid_at: Option<i64>,
 }
 
 /// What the stat cache knows about a file: if its size, mtime and inode are unchanged, its bytes
@@ -976,6 +983,8 @@ mod tests {
                     blake3: hex(&format!("{key}/{i}")),
                     size: 100_000 + i as u64,
                     actual_prompt: (i % 2 == 0).then(|| format!("a fluffy cat, #{i}")),
+                    seed: None,
+                    paid_at: None,
                 })
                 .collect(),
             cost: Money::from_yuan(0.14) * images as u32,

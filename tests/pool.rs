@@ -188,7 +188,10 @@ fn changing_pick_bills_nothing_writes_the_picked_candidate_and_regenerates_downs
     p.wanx(&["build"]).success();
     assert_eq!(p.ledger().images_billed, 5);
     assert_eq!(bytes(&p, "generated/harbor_3.png"), third);
-    assert_eq!(outputs(&p), vec!["harbor_1.png", "harbor_2.png", "harbor_3.png"]);
+    assert_eq!(
+        outputs(&p),
+        vec!["harbor_1.png", "harbor_2.png", "harbor_3.png"]
+    );
 }
 
 #[test]
@@ -204,4 +207,30 @@ fn a_pick_outside_the_candidates_is_refused() {
         run.stderr
     );
     assert_eq!(p.ledger().submissions, 0);
+}
+
+#[test]
+fn explain_shows_the_pool_with_seeds_and_outputs() {
+    let p = Project::new();
+    p.file("plans/a.toml", &harbor(3, Some(100)));
+    p.wanx(&["build"]).success();
+    p.file("plans/a.toml", &harbor(1, Some(100)));
+    p.wanx(&["build"]).success();
+    let run = p.wanx(&["explain", "harbor"]);
+    run.success();
+    let out = &run.stdout;
+    assert!(
+        out.contains("pool      3 image(s) paid for under this key (1 used by `n = 1`)"),
+        "{out}"
+    );
+    assert!(out.contains("#1  seed 100  paid "), "{out}");
+    assert!(out.contains("output generated/harbor.png"), "{out}");
+    assert!(out.contains("#3  seed 102  paid "), "{out}");
+    assert_eq!(out.matches("cached").count(), 2, "{out}");
+
+    let p = Project::new();
+    p.file("plans/a.toml", &harbor(1, None));
+    p.wanx(&["build"]).success();
+    let run = p.wanx(&["explain", "harbor"]);
+    assert!(run.stdout.contains("#1  seed unknown"), "{}", run.stdout);
 }
