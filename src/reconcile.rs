@@ -480,6 +480,34 @@ mod tests {
     }
 
     #[test]
+    fn a_pool_of_four_restores_a_smaller_n_or_the_picked_candidates() {
+        let o = spec();
+        let hex = key(6).hex();
+        let mut snap = Snapshot::default();
+        let pool = Recorded {
+            key: &hex,
+            generated_at: 7,
+            images: vec!["p1", "p2", "p3", "p4"],
+            outputs: vec![],
+        };
+        snap.cached.insert(&hex, pool);
+        snap.blobs.extend(["p1", "p2", "p3", "p4"]);
+        let restored = |d: &Decision| match &d.action {
+            Action::Restore { images, .. } => images.clone(),
+            other => panic!("{other:?}"),
+        };
+        let d = reconcile(&[item("a", key(6), &o)], &snap, |_| false, 0);
+        assert_eq!(restored(&d[0]), ["p1", "p2"]);
+        let picks = [3];
+        let mut picked = item("a", key(6), &o);
+        picked.pick = Some(&picks);
+        let d = reconcile(&[picked], &snap, |_| false, 0);
+        assert_eq!(restored(&d[0]), ["p3"]);
+        assert_eq!(d[0].outputs.len(), 1);
+        assert_eq!(super::picked(&["p1"], 2, None), None, "short of n");
+    }
+
+    #[test]
     fn a_generation_with_a_partial_result_is_priced_for_the_missing_images_only() {
         let o = spec();
         let mut snap = Snapshot::default();
