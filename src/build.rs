@@ -666,6 +666,7 @@ fn job(project: &Project, u: &Unit<'_>, d: &Decision) -> Option<Job> {
         key: u.key,
         compiled: u.compiled.clone(),
         output: u.task.output.clone(),
+        pick: u.task.pick.clone().map(Arc::new),
         kind,
         media: u
             .compiled

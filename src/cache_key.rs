@@ -1,7 +1,9 @@
 //! `CacheKey`: the name of a generation. blake3 over a canonical JSON encoding of everything that
 //! decides the images: the key version, the provider's identity, the endpoint, the headers and the
 //! compiled body with every local or upstream image replaced by the blake3 of its bytes. Output paths
-//! are not in it, so renaming an output costs nothing.
+//! are not in it, so renaming an output costs nothing. Nor is `n` (since version 2): a key names a
+//! *pool* of images, of which a task with `n = 3` uses the first three; raising `n` asks only for
+//! the images the pool lacks, lowering it restores a subset.
 
 use std::fmt;
 
@@ -11,7 +13,9 @@ use serde_json::Value;
 use crate::compile::Compiled;
 
 /// Bump when the encoding or the meaning of any keyed field changes: every key changes with it.
-pub const KEY_VERSION: u32 = 1;
+/// 2: `parameters.n` left out (the key names a pool of images). Results of version 1 are migrated
+/// on first sight (see [`CacheKey::legacy`]).
+pub const KEY_VERSION: u32 = 2;
 
 /// Who produces the images. Emulated images never satisfy a real build.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,15 +86,34 @@ impl CacheKey {
     /// Keys `compiled` for `provider`. `media` gives the blake3 (hex) of each image in
     /// `compiled.media`, in the same order.
     pub fn new(provider: &Provider, compiled: &Compiled, media: &[String]) -> CacheKey {
+        Self::versioned(KEY_VERSION, provider, compiled, media)
+    }
+
+    /// The key version 1 gave the same request (`n` included): a lock or store written by an
+    /// earlier wanx names its results by it.
+    pub fn legacy(provider: &Provider, compiled: &Compiled, media: &[String]) -> CacheKey {
+        Self::versioned(1, provider, compiled, media)
+    }
+
+    fn versioned(
+        version: u32,
+        provider: &Provider,
+        compiled: &Compiled,
+        media: &[String],
+    ) -> CacheKey {
         assert_eq!(
             media.len(),
             compiled.media.len(),
             "one digest per media slot"
         );
-        let body = if media.is_empty() {
+        let pool = version >= 2 && compiled.body["parameters"].get("n").is_some();
+        let body = if media.is_empty() && !pool {
             std::borrow::Cow::Borrowed(&compiled.body)
         } else {
             let mut body = compiled.body.clone();
+            if pool && let Some(parameters) = body["parameters"].as_object_mut() {
+                parameters.remove("n");
+            }
             for (slot, digest) in compiled.media.iter().zip(media) {
                 if let Some(v) = body.pointer_mut(&slot.pointer) {
                     *v = Value::String(format!("blake3:{digest}"));
@@ -100,7 +123,7 @@ impl CacheKey {
         };
         let identity = provider.identity();
         let material = Material {
-            version: KEY_VERSION,
+            version,
             provider: &identity,
             endpoint: &compiled.endpoint,
             headers: &compiled.headers,
@@ -171,7 +194,30 @@ mod tests {
         let key = CacheKey::new(&Provider::DashScope, &c, &[]);
         assert_eq!(
             key.hex(),
+            "2dd6d0053be770e9edafde6bc288f44f9c0c3b7af1e138c24267721954c259a3"
+        );
+        // Version 1's pin, unchanged: `legacy` names what an earlier wanx recorded.
+        assert_eq!(
+            CacheKey::legacy(&Provider::DashScope, &c, &[]).hex(),
             "aee290f9f1f1af03cb66fc6e2c97e60255ae47386ecc8ca1ba2588c87ed6db98"
+        );
+    }
+
+    #[test]
+    fn n_is_not_in_the_key_but_was_in_version_1() {
+        let r = Registry::builtin();
+        let mut a = task("a", "wan2.2-t2i-flash", "same");
+        a.n = 1;
+        let mut b = a.clone();
+        b.n = 4;
+        let (a, b) = (compile(&a, &r), compile(&b, &r));
+        assert_eq!(
+            CacheKey::new(&Provider::DashScope, &a, &[]),
+            CacheKey::new(&Provider::DashScope, &b, &[])
+        );
+        assert_ne!(
+            CacheKey::legacy(&Provider::DashScope, &a, &[]),
+            CacheKey::legacy(&Provider::DashScope, &b, &[])
         );
     }
 

@@ -498,6 +498,7 @@ pub(crate) mod tests {
             negative_presets: vec![],
             size: Some(Size::new(1024, 1024)),
             n: 1,
+            pick: None,
             seed: None,
             style: None,
             prompt_extend: None,

@@ -42,6 +42,9 @@ pub struct Job {
     pub key: CacheKey,
     pub compiled: Compiled,
     pub output: OutputSpec,
+    /// The candidates written as outputs (1-based); `None` writes every image. Behind a pointer:
+    /// jobs travel in enums that stay small.
+    pub pick: Option<Arc<Vec<u32>>>,
     pub kind: JobKind,
     /// The bytes for each media slot of the body (JSON pointer → source).
     pub media: Vec<(String, MediaSource)>,
@@ -751,8 +754,8 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
         .ok_or_else(|| Failure::from("no provider client for a generation".to_owned()))?;
     let mut latency = None;
     let mut sent: Option<Compiled> = None;
-    // Images an earlier build paid for under this key but left short: only the rest is requested.
-    // Their seeds are not recorded: they are taken to be the first ones.
+    // Images an earlier build paid for under this key (the pool: a smaller `n`, or a request that
+    // fell short): only the rest is requested, with the seeds that follow theirs.
     let carried = carried_partial(shared, &job).await?;
     let n = job.compiled.n as usize;
     let mut slots: Vec<Option<StoredImage>> = vec![None; n];
@@ -807,7 +810,11 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
                         remote_ids.push(task.remote);
                         billed += task.billed;
                         for (offset, image) in offsets.iter().zip(task.images) {
-                            slots[*offset as usize] = image;
+                            // The service numbers a batch's images seed, seed + 1, …
+                            slots[*offset as usize] = image.map(|mut image| {
+                                image.seed = base_seed.map(|seed| seed + u64::from(*offset));
+                                image
+                            });
                         }
                     }
                     Err(e) => {
@@ -871,7 +878,15 @@ async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Failure> {
             "{e}; its images were paid for and stay journaled: the next build saves them without paying again"
         ))
     })?;
-    let hashes: Vec<String> = images.iter().map(|i| i.blake3.clone()).collect();
+    // The pool holds every candidate; the outputs are the picked ones (validated against `n`).
+    let hashes: Vec<String> = match &job.pick {
+        None => images.iter().map(|i| i.blake3.clone()).collect(),
+        Some(picks) => picks
+            .iter()
+            .filter_map(|i| images.get((*i as usize).wrapping_sub(1)))
+            .map(|i| i.blake3.clone())
+            .collect(),
+    };
     let shared2 = Arc::clone(shared);
     let entry = tokio::task::spawn_blocking(move || {
         let entry = materialize(&shared2, &job, &hashes, generated_at, cost)?;
@@ -929,12 +944,13 @@ async fn store_partial(
     .await
 }
 
-/// The partial result an earlier build left under the job's key, if all its blobs are intact.
+/// The pool an earlier build left under the job's key (a result for a smaller `n`, or a partial
+/// result), if it holds fewer than `n` images and all its blobs are intact.
 async fn carried_partial(shared: &Arc<Shared>, job: &Job) -> Result<Partial, Failure> {
     let key = job.key.hex();
     let blobs = Arc::clone(&shared.exec.blobs);
     let n = job.compiled.n as usize;
-    let partial = with_store(shared, move |s| s.partial(&key)).await?;
+    let partial = with_store(shared, move |s| s.pool(&key)).await?;
     Ok(partial
         .filter(|p| p.images.len() < n && p.images.iter().all(|i| blobs.contains(&i.blake3)))
         .unwrap_or_default())
@@ -1557,6 +1573,8 @@ async fn download_all(
                 blake3,
                 size,
                 actual_prompt: result.actual_prompt.clone(),
+                seed: None,
+                paid_at: Some(output_name::now_unix()),
             })),
             Err(e) => {
                 images.push(None);
@@ -1738,7 +1756,7 @@ async fn resume_one(
     // A generation that began from an earlier partial asked only for the rest: what the key needs
     // is that partial plus what its first request asked for.
     let key = first.key.clone();
-    let carried = match with_store(shared, move |s| s.partial(&key)).await {
+    let carried = match with_store(shared, move |s| s.pool(&key)).await {
         Ok(partial) => partial.unwrap_or_default(),
         Err(reason) => return Resumed::Pending { task_id, reason },
     };

@@ -111,7 +111,7 @@ fn rendered(task: &Task) -> Vec<String> {
     } else {
         CacheKey::from_bytes([0; 32])
     };
-    crate::output_name::render(&task.output, &task.id, task.n, &key, 0)
+    crate::output_name::render(&task.output, &task.id, task.written(), &key, 0)
         .into_iter()
         .map(|p| normalize(&p))
         .collect()

@@ -79,7 +79,7 @@ pub fn find(root: &Path, planned: &Planned<'_>, now: i64) -> Vec<Foreign> {
         if !w.task.output.filename.contains("{key}") {
             let key = CacheKey::from_bytes([0; 32]);
             let paths =
-                crate::output_name::render(&w.task.output, &w.task.id, w.compiled.n, &key, now);
+                crate::output_name::render(&w.task.output, &w.task.id, w.task.written(), &key, now);
             targets.extend(paths.into_iter().map(|p| (w.task.id.as_str(), p)));
         }
     }

@@ -260,6 +260,8 @@ pub(crate) struct RawTask {
     pub negative: Option<Spanned<Vec<Spanned<String>>>>,
     pub size: Option<Spanned<String>>,
     pub n: Option<Spanned<i64>>,
+    /// `pick = 3` or `pick = [1, 3]` (TOML plans only).
+    pub pick: Option<Spanned<RawPick>>,
     pub seed: Option<Spanned<i64>>,
     pub style: Option<Spanned<String>>,
     pub prompt_extend: Option<Spanned<bool>>,
@@ -295,6 +297,14 @@ pub(crate) struct RawTask {
     /// Fields taken from `wanx.toml`'s `[defaults]` (see [`RawTask::inherit_project`]).
     #[serde(skip)]
     pub from_project: Vec<&'static str>,
+}
+
+/// `pick`: one candidate or a list of them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawPick {
+    One(i64),
+    Many(Vec<i64>),
 }
 
 /// `prompt`: a string, or the seed's structured template as a table.
@@ -424,6 +434,7 @@ impl RawTask {
             negative,
             size,
             n,
+            pick,
             seed,
             style,
             prompt_extend,
@@ -924,7 +935,7 @@ fn check_references(
         // A task that failed validation is still checked against its `n`, if that was valid.
         let target = by_id.get(r.id.as_str()).copied();
         let Some(n) = target
-            .map(|t| tasks[t].n)
+            .map(|t| tasks[t].written())
             .or_else(|| failed.get(&r.id).copied())
         else {
             continue;
@@ -1189,6 +1200,7 @@ impl<'a> Validator<'a> {
             negative,
             size,
             n,
+            pick,
             seed,
             style,
             prompt_extend,
@@ -1298,6 +1310,31 @@ impl<'a> Validator<'a> {
         let errors_before_n = c.errors;
         let n = Self::count(n, spec, &mut c);
         let n_valid = c.errors == errors_before_n && spec.is_some();
+        let pick = pick.and_then(|p| {
+            let span = p.span();
+            let picks = match p.into_inner() {
+                RawPick::One(v) => vec![v],
+                RawPick::Many(v) => v,
+            };
+            let mut seen = HashSet::new();
+            let valid = !picks.is_empty()
+                && picks
+                    .iter()
+                    .all(|v| (1..=i64::from(n)).contains(v) && seen.insert(*v));
+            if valid {
+                Some(picks.into_iter().map(|v| v as u32).collect())
+            } else {
+                c.err(
+                    span,
+                    "pick",
+                    format!("`pick` must name distinct candidates from 1 to {n}"),
+                    Some(format!(
+                        "the task generates `n = {n}` candidates; `pick = 2` keeps the second, `pick = [1, 3]` two of them"
+                    )),
+                );
+                None
+            }
+        });
         let seed = seed.and_then(|s| {
             let v = *s.get_ref();
             if (0..=2_147_483_647).contains(&v) {
@@ -1336,7 +1373,9 @@ impl<'a> Validator<'a> {
             &mut inputs,
             &mut c,
         );
-        let output = self.output(out_dir, filename, n, &mut c);
+        // Named by the outputs it writes: one picked candidate is `{id}.png`.
+        let written = pick.as_ref().map_or(n, |p: &Vec<u32>| p.len() as u32);
+        let output = self.output(out_dir, filename, written, &mut c);
         let extra_input = extra_input.map_or_else(Map::new, |m| toml_datetimes(m.into_inner()));
         let extra_parameters =
             extra_parameters.map_or_else(Map::new, |m| toml_datetimes(m.into_inner()));
@@ -1360,6 +1399,7 @@ impl<'a> Validator<'a> {
             negative_presets,
             size,
             n,
+            pick,
             seed,
             style,
             prompt_extend: prompt_extend.map(Spanned::into_inner),

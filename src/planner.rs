@@ -161,6 +161,9 @@ pub struct Unit<'a> {
     pub task: &'a Task,
     pub compiled: Compiled,
     pub key: CacheKey,
+    /// The key version 1 gave the request (`n` included), when known: a lock entry under it is
+    /// migrated to `key` (see [`migrate`]).
+    pub legacy: Option<CacheKey>,
     /// The bytes for each of `compiled.media`, in order.
     pub media: Vec<MediaSource>,
 }
@@ -325,6 +328,7 @@ pub fn plan<'a>(
                 task,
                 compiled: compile::header(task, &project.registry),
                 key,
+                legacy: None,
                 media: Vec::new(),
             });
         }
@@ -332,10 +336,12 @@ pub fn plan<'a>(
         match resolve_media(root, task, &compiled, &HashMap::new()) {
             Ok(Resolution::Ready(digests, media)) => {
                 let key = CacheKey::new(&provider, &compiled, &digests);
+                let legacy = Some(CacheKey::legacy(&provider, &compiled, &digests));
                 Ok(Unit {
                     task,
                     compiled,
                     key,
+                    legacy,
                     media,
                 })
             }
@@ -499,10 +505,12 @@ fn decide_chained<'a>(
     match resolve_media(cx.root, task, &compiled, images).map_err(ChainError::Invalid)? {
         Resolution::Ready(digests, media) => {
             let key = CacheKey::new(provider, &compiled, &digests);
+            let legacy = Some(CacheKey::legacy(provider, &compiled, &digests));
             let unit = Unit {
                 task,
                 compiled,
                 key,
+                legacy,
                 media,
             };
             let d = decide(cx, std::slice::from_ref(&unit), forced)
@@ -683,6 +691,7 @@ fn complete(
         }
         unit.compiled = compile(unit.task, &project.registry);
         let key = CacheKey::new(provider, &unit.compiled, &[]);
+        unit.legacy = Some(CacheKey::legacy(provider, &unit.compiled, &[]));
         if key != unit.key {
             unit.key = key;
             *decision = decide(cx, std::slice::from_ref(unit), forced)?.remove(0);
@@ -818,6 +827,7 @@ fn decide(
         now,
         remote,
     } = cx;
+    let migrated = migrate(lock, store, units)?;
     let (root, lock, stat_cache, now) = (*root, &*lock, &*stat_cache, *now);
     // The snapshot borrows from the lock, the stat cache and the store's results: it copies no string.
     let mut snapshot = Snapshot::default();
@@ -828,7 +838,7 @@ fn decide(
         .filter_map(|u| {
             lock.tasks
                 .get(&u.task.id)
-                .filter(|e| *u.key.to_hex() == *e.key)
+                .filter(|e| *u.key.to_hex() == *e.key || migrated.contains_key(u.task.id.as_str()))
         })
         .flat_map(|e| &e.outputs)
         .collect();
@@ -853,7 +863,7 @@ fn decide(
         snapshot.lock.insert(
             unit.task.id.as_str(),
             Recorded {
-                key: &entry.key,
+                key: migrated.get(unit.task.id.as_str()).unwrap_or(&entry.key),
                 generated_at: entry.generated_at,
                 images: entry.outputs.iter().map(|o| o.blake3.as_str()).collect(),
                 outputs: entry.outputs.iter().map(|o| o.path.as_str()).collect(),
@@ -956,6 +966,8 @@ fn decide(
                             blake3: i.blake3.clone(),
                             size: i.size,
                             actual_prompt: None,
+                            seed: None,
+                            paid_at: None,
                         })
                         .collect(),
                     cost: unit.compiled.price.times(unit.compiled.n),
@@ -993,11 +1005,40 @@ fn decide(
     Ok(decisions)
 }
 
+/// Lock entries an earlier wanx wrote under a version-1 key (`n` in it), by task id → the current
+/// key (hex); the store's result and partial result under the old key are copied to the new one,
+/// so the pool holds what was paid for. Nothing is regenerated, nothing paid again.
+fn migrate<'u>(
+    lock: &LockFile,
+    store: &mut Store,
+    units: &'u [Unit<'_>],
+) -> Result<HashMap<&'u str, String>> {
+    let mut migrated = HashMap::new();
+    for unit in units {
+        let (Some(entry), Some(legacy)) = (lock.tasks.get(&unit.task.id), unit.legacy) else {
+            continue;
+        };
+        if *legacy.to_hex() != *entry.key || legacy == unit.key {
+            continue;
+        }
+        let key = unit.key.hex();
+        if store.pool(&key)?.is_none()
+            && let Some(mut result) = store.result(&legacy.hex())?
+        {
+            result.key.clone_from(&key);
+            store.put_result(&result)?;
+        }
+        migrated.insert(unit.task.id.as_str(), key);
+    }
+    Ok(migrated)
+}
+
 fn item<'a>(unit: &'a Unit<'_>) -> Item<'a> {
     Item {
         id: &unit.task.id,
         key: unit.key,
         n: unit.compiled.n,
+        pick: unit.task.pick.as_deref(),
         price: unit.compiled.price,
         output: &unit.task.output,
     }
@@ -1093,7 +1134,10 @@ pub fn print_plan(planned: &Planned<'_>, printer: &Printer, json: bool) {
     for (unit, d) in planned.units.iter().zip(&planned.decisions) {
         let price = match d.action {
             Action::Generate if d.held > 0 => format!(
-                "{} ({} × {}; {} paid earlier, kept)",
+                "n {} → {}: {} more images, {} ({} × {}; {} paid earlier, kept)",
+                d.held,
+                unit.compiled.n,
+                unit.compiled.n - d.held,
                 d.cost(),
                 unit.compiled.n - d.held,
                 unit.compiled.price,

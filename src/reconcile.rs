@@ -17,6 +17,8 @@ pub struct Item<'a> {
     pub id: &'a str,
     pub key: CacheKey,
     pub n: u32,
+    /// The candidates written as outputs (1-based), when not all `n`.
+    pub pick: Option<&'a [u32]>,
     /// Price of one image.
     pub price: Money,
     pub output: &'a OutputSpec,
@@ -154,11 +156,15 @@ pub fn reconcile(
         .collect()
 }
 
-fn decide(item: &Item<'_>, snap: &Snapshot<'_>, force: bool, now: i64) -> Decision {
+fn decide<'s>(item: &Item<'_>, snap: &Snapshot<'s>, force: bool, now: i64) -> Decision {
     let value = item.price.times(item.n);
     let hex = item.key.to_hex();
     let key: &str = &hex;
-    let paths = |at: i64| output_name::render(item.output, item.id, item.n, &item.key, at);
+    // With a pick, the outputs are the picked candidates of the pool (known from the store only).
+    let written = item.pick.map_or(item.n, |p| p.len() as u32);
+    let paths = |at: i64| output_name::render(item.output, item.id, written, &item.key, at);
+    let picked = |pool: &[&'s str]| picked(pool, item.n, item.pick);
+    let pool_picked = snap.cached.get(key).and_then(|rec| picked(&rec.images));
     let generate = |reason: Reason| {
         let held = snap.partial.get(key).map_or(0, |h| (*h).min(item.n));
         Decision {
@@ -173,7 +179,13 @@ fn decide(item: &Item<'_>, snap: &Snapshot<'_>, force: bool, now: i64) -> Decisi
     if force {
         return generate(Reason::Forced);
     }
-    let locked = snap.lock.get(item.id).filter(|r| r.key == key);
+    // The lock's record of this pool, used as is only when it holds exactly `n` images.
+    let pooled = snap.lock.get(item.id).filter(|r| r.key == key);
+    let locked = pooled.filter(|r| match item.pick {
+        None => r.images.len() == item.n as usize,
+        // Fresh only while its outputs are the picked candidates of the pool.
+        Some(_) => pool_picked.as_deref() == Some(&r.images[..]),
+    });
     let reason = match (snap.lock.get(item.id), locked) {
         (None, _) => Reason::New,
         (Some(_), None) => Reason::Changed,
@@ -191,14 +203,23 @@ fn decide(item: &Item<'_>, snap: &Snapshot<'_>, force: bool, now: i64) -> Decisi
             Some(reason) => reason,
         },
     };
-    // Not fresh: restore from the blob store if some record of this key has every image there.
-    let source = snap.cached.get(key).into_iter().chain(locked).find(|rec| {
-        rec.images.len() == item.n as usize && rec.images.iter().all(|h| snap.blobs.contains(h))
-    });
+    // Not fresh: restore from the blob store if some record of this pool has the first `n` images
+    // there (a pool of four restores a task of one for free).
+    // The lock's record is a pool only without a pick (with one, it holds the picked outputs).
+    let source = snap
+        .cached
+        .get(key)
+        .into_iter()
+        .chain(pooled.filter(|_| item.pick.is_none()))
+        .find_map(|rec| {
+            picked(&rec.images)
+                .filter(|images| images.iter().all(|h| snap.blobs.contains(h)))
+                .map(|images| (rec, images))
+        });
     match source {
-        Some(rec) => Decision {
+        Some((rec, images)) => Decision {
             action: Action::Restore {
-                images: owned(&rec.images),
+                images: owned(&images),
                 generated_at: rec.generated_at,
             },
             reason: if reason == Reason::New {
@@ -212,6 +233,19 @@ fn decide(item: &Item<'_>, snap: &Snapshot<'_>, force: bool, now: i64) -> Decisi
             remote: false,
         },
         None => generate(reason),
+    }
+}
+
+/// The images of `pool` a task of `n` writes: the first `n`, or the picked candidates among them.
+/// `None` while the pool holds fewer than `n`.
+fn picked<'s>(pool: &[&'s str], n: u32, pick: Option<&[u32]>) -> Option<Vec<&'s str>> {
+    match pick {
+        _ if pool.len() < n as usize => None,
+        None => Some(pool[..n as usize].to_vec()),
+        Some(picks) => picks
+            .iter()
+            .map(|i| pool.get((*i as usize).wrapping_sub(1)).copied())
+            .collect(),
     }
 }
 
@@ -312,6 +346,7 @@ mod tests {
             id,
             key: k,
             n: 2,
+            pick: None,
             price: Money::from_yuan(0.14),
             output,
         }
@@ -442,6 +477,34 @@ mod tests {
             (d[0].action.clone(), d[0].reason.clone()),
             (Action::Generate, Reason::Forced)
         );
+    }
+
+    #[test]
+    fn a_pool_of_four_restores_a_smaller_n_or_the_picked_candidates() {
+        let o = spec();
+        let hex = key(6).hex();
+        let mut snap = Snapshot::default();
+        let pool = Recorded {
+            key: &hex,
+            generated_at: 7,
+            images: vec!["p1", "p2", "p3", "p4"],
+            outputs: vec![],
+        };
+        snap.cached.insert(&hex, pool);
+        snap.blobs.extend(["p1", "p2", "p3", "p4"]);
+        let restored = |d: &Decision| match &d.action {
+            Action::Restore { images, .. } => images.clone(),
+            other => panic!("{other:?}"),
+        };
+        let d = reconcile(&[item("a", key(6), &o)], &snap, |_| false, 0);
+        assert_eq!(restored(&d[0]), ["p1", "p2"]);
+        let picks = [3];
+        let mut picked = item("a", key(6), &o);
+        picked.pick = Some(&picks);
+        let d = reconcile(&[picked], &snap, |_| false, 0);
+        assert_eq!(restored(&d[0]), ["p3"]);
+        assert_eq!(d[0].outputs.len(), 1);
+        assert_eq!(super::picked(&["p1"], 2, None), None, "short of n");
     }
 
     #[test]

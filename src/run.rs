@@ -252,6 +252,7 @@ fn explain(dir: Option<&std::path::Path>, args: &ExplainArgs, printer: &Printer)
         for change in planned.why.get(id).into_iter().flatten() {
             printer.data(&format!("why       {}", change.text));
         }
+        print_pool(&planned, unit, printer)?;
     } else {
         let waiting = planned
             .waiting
@@ -313,6 +314,57 @@ fn explain_json(
         "reason": reason,
         "changes": changes,
     })
+}
+
+/// The images paid for under the task's key (its pool): index, seed, when paid for, and which are
+/// its outputs.
+fn print_pool(
+    planned: &build::Planned<'_>,
+    unit: &crate::planner::Unit<'_>,
+    printer: &Printer,
+) -> Result<()> {
+    let Some(pool) = planned.store.pool(&unit.key.hex())? else {
+        printer.data("pool      empty: nothing paid for under this key yet");
+        return Ok(());
+    };
+    let generated_at = planned
+        .store
+        .result(&unit.key.hex())?
+        .map(|r| r.generated_at);
+    let outputs: Vec<(&str, &str)> = planned
+        .lock
+        .tasks
+        .get(&unit.task.id)
+        .filter(|e| *e.key == *unit.key.to_hex())
+        .map(|e| {
+            e.outputs
+                .iter()
+                .map(|o| (o.blake3.as_str(), o.path.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    printer.data(&format!(
+        "pool      {} image(s) paid for under this key ({} used by `n = {}`)",
+        pool.images.len(),
+        unit.compiled.n.min(pool.images.len() as u32),
+        unit.compiled.n
+    ));
+    for (i, image) in pool.images.iter().enumerate() {
+        let seed = image.seed.map_or_else(
+            || "seed unknown (none was set; the service chose it)".to_owned(),
+            |s| format!("seed {s}"),
+        );
+        let paid = image.paid_at.or(generated_at).map_or_else(
+            || "paid at an unknown time".to_owned(),
+            |t| format!("paid {}", crate::output_name::format_timestamp(t)),
+        );
+        let output = outputs
+            .iter()
+            .find(|(hash, _)| *hash == image.blake3)
+            .map_or_else(|| "cached".to_owned(), |(_, path)| format!("output {path}"));
+        printer.data(&format!("          #{}  {seed}  {paid}  {output}", i + 1));
+    }
+    Ok(())
 }
 
 async fn emulator(args: &EmulatorArgs, printer: &Printer) -> Result<()> {

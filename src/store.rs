@@ -229,6 +229,13 @@ pub struct StoredImage {
     pub size: u64,
     /// The prompt the service actually used (after `prompt_extend`), when it reported one.
     pub actual_prompt: Option<String>,
+    /// The seed it was made with, when known: the request's seed plus its offset in the batch.
+    /// Without a seed the service picks one and does not say which.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Unix seconds when it was paid for (downloaded), when recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid_at: Option<i64>,
 }
 
 /// What the stat cache knows about a file: if its size, mtime and inode are unchanged, its bytes
@@ -485,12 +492,28 @@ impl Store {
         })
     }
 
-    /// How many images the partial results of those of `keys` that have one hold.
+    /// The pool of images paid for under `key` (which names a request without its `n`): its
+    /// result, or its partial result when that holds more (images paid for by a request that fell
+    /// short). Its images are in pool order: index `i` was made with seed `seed + i` when seeded.
+    pub fn pool(&self, key: &str) -> Result<Option<Partial>> {
+        let result = self.result(key)?.map(|r| Partial {
+            images: r.images,
+            cost: r.cost,
+        });
+        let partial = self.partial(key)?;
+        Ok(match (result, partial) {
+            (Some(r), Some(p)) if p.images.len() > r.images.len() => Some(p),
+            (Some(r), _) => Some(r),
+            (None, p) => p,
+        })
+    }
+
+    /// How many images the pools of those of `keys` that have one hold.
     pub fn partials_held(&self, keys: &[&str]) -> Result<HashMap<String, u32>> {
         let mut held = HashMap::new();
         for key in keys {
-            if let Some(partial) = self.partial(key)? {
-                held.insert((*key).to_owned(), partial.images.len() as u32);
+            if let Some(pool) = self.pool(key)? {
+                held.insert((*key).to_owned(), pool.images.len() as u32);
             }
         }
         Ok(held)
@@ -1079,6 +1102,8 @@ mod tests {
                     blake3: hex(&format!("{key}/{i}")),
                     size: 100_000 + i as u64,
                     actual_prompt: (i % 2 == 0).then(|| format!("a fluffy cat, #{i}")),
+                    seed: None,
+                    paid_at: None,
                 })
                 .collect(),
             cost: Money::from_yuan(0.14) * images as u32,

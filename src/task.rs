@@ -32,6 +32,9 @@ pub struct Task {
     pub size: Option<Size>,
     /// Images to generate; always explicit on the wire.
     pub n: u32,
+    /// The candidates (1-based, among the `n` generated) written as the task's outputs; `None`
+    /// writes them all. Not part of the request: changing it restores from the pool.
+    pub pick: Option<Vec<u32>>,
     pub seed: Option<u32>,
     /// A seed style preset (`watercolor`, `cyberpunk`, …) or a native wanx-v1 style (`<watercolor>`).
     pub style: Option<String>,
@@ -49,6 +52,11 @@ pub struct Task {
 }
 
 impl Task {
+    /// How many outputs the task writes: the picked candidates, or all `n`.
+    pub fn written(&self) -> u32 {
+        self.pick.as_ref().map_or(self.n, |p| p.len() as u32)
+    }
+
     /// Every image input of the task: its reference image and its edit's input, style reference and
     /// mask.
     pub fn inputs(&self) -> impl Iterator<Item = &InputRef> {

@@ -17,6 +17,7 @@ mod locked;
 mod money;
 mod one_writer;
 mod paths;
+mod pool;
 mod provider;
 mod remote_cache;
 mod result_urls;
