@@ -415,19 +415,11 @@ impl FieldPaths {
     }
 }
 
-impl RawTask {
-    /// Fills every field the task leaves out from `[defaults]` (tables replace as a whole).
-    pub fn inherit(&mut self, defaults: &RawTask) {
-        let mut inherited = Vec::new();
-        macro_rules! merge {
-            ($($f:ident),*) => {$(
-                if self.$f.is_none() && defaults.$f.is_some() {
-                    self.$f.clone_from(&defaults.$f);
-                    inherited.push(stringify!($f));
-                }
-            )*};
-        }
-        merge!(
+/// Calls `$merge!` with every task field a `[defaults]` table can give (the plan's and the
+/// project's alike), so the two kinds of inheritance cannot drift apart.
+macro_rules! inheritable_fields {
+    ($merge:ident) => {
+        $merge!(
             model,
             prompt,
             negative_prompt,
@@ -455,7 +447,23 @@ impl RawTask {
             filename,
             extra_input,
             extra_parameters
-        );
+        )
+    };
+}
+
+impl RawTask {
+    /// Fills every field the task leaves out from `[defaults]` (tables replace as a whole).
+    pub fn inherit(&mut self, defaults: &RawTask) {
+        let mut inherited = Vec::new();
+        macro_rules! merge {
+            ($($f:ident),*) => {$(
+                if self.$f.is_none() && defaults.$f.is_some() {
+                    self.$f.clone_from(&defaults.$f);
+                    inherited.push(stringify!($f));
+                }
+            )*};
+        }
+        inheritable_fields!(merge);
         if let FieldPaths::Toml {
             inherited: list, ..
         } = &mut self.paths
@@ -476,34 +484,7 @@ impl RawTask {
                 }
             )*};
         }
-        merge!(
-            model,
-            prompt,
-            negative_prompt,
-            negative,
-            size,
-            n,
-            seed,
-            style,
-            prompt_extend,
-            watermark,
-            ref_img,
-            ref_strength,
-            ref_mode,
-            composer,
-            text,
-            edit,
-            function,
-            input,
-            extend,
-            style_reference,
-            mask,
-            strength,
-            out_dir,
-            filename,
-            extra_input,
-            extra_parameters
-        );
+        inheritable_fields!(merge);
     }
 }
 
