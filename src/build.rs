@@ -998,14 +998,14 @@ fn event_printer(printer: &Printer) -> Arc<dyn Fn(Event) + Send + Sync> {
 
 /// Why each restore was needed, when it is about one file (`potion_2.png` is missing): the restore
 /// line names that file rather than the task's first output.
-fn restore_reasons(decided: &[(Unit<'_>, Decision)]) -> HashMap<String, String> {
+fn restore_reasons(decided: &[(Unit<'_>, Decision)]) -> HashMap<String, (String, &'static str)> {
     use crate::reconcile::Reason;
     decided
         .iter()
         .filter(|(_, d)| matches!(d.action, Action::Restore { .. }))
         .filter_map(|(u, d)| match &d.reason {
-            Reason::OutputMissing(p) => Some((u.task.id.clone(), format!("{p} (was missing)"))),
-            Reason::OutputModified(p) => Some((u.task.id.clone(), format!("{p} (was modified)"))),
+            Reason::OutputMissing(p) => Some((u.task.id.clone(), (p.clone(), "was missing"))),
+            Reason::OutputModified(p) => Some((u.task.id.clone(), (p.clone(), "was modified"))),
             _ => None,
         })
         .collect()
@@ -1016,7 +1016,7 @@ fn restore_reasons(decided: &[(Unit<'_>, Decision)]) -> HashMap<String, String> 
 fn progress_printer(
     printer: &Printer,
     progress: Arc<Progress>,
-    restore_reasons: HashMap<String, String>,
+    restore_reasons: HashMap<String, (String, &'static str)>,
     why: Arc<Mutex<HashMap<String, String>>>,
 ) -> Arc<dyn Fn(Event) + Send + Sync> {
     let printer = *printer;
@@ -1035,7 +1035,9 @@ fn progress_printer(
         }
         let (reason, because) = match &event {
             Event::Finished(o) => (
-                restore_reasons.get(&o.id).map(String::as_str),
+                restore_reasons
+                    .get(&o.id)
+                    .map(|(file, what)| (file.as_str(), *what)),
                 why.lock().expect("never poisoned").get(&o.id).cloned(),
             ),
             _ => (None, None),
@@ -1067,7 +1069,7 @@ pub struct Built {
 }
 
 /// Reports one executor event as a status line.
-fn print_event(printer: &Printer, event: Event, restore_reason: Option<&str>) {
+fn print_event(printer: &Printer, event: Event, restore_reason: Option<(&str, &str)>) {
     print_event_why(printer, event, restore_reason, None);
 }
 
@@ -1075,7 +1077,7 @@ fn print_event(printer: &Printer, event: Event, restore_reason: Option<&str>) {
 fn print_event_why(
     printer: &Printer,
     event: Event,
-    restore_reason: Option<&str>,
+    restore_reason: Option<(&str, &str)>,
     why: Option<&String>,
 ) {
     let because = why.map(|w| format!(", because {w}")).unwrap_or_default();
@@ -1119,7 +1121,11 @@ fn print_event_why(
             Ok(done) => printer.status(
                 "Restored",
                 &match restore_reason {
-                    Some(file) => format!("{} → {file} (free){because}", outcome.id),
+                    // The why line names the file and what happened to it already.
+                    Some((file, _)) if !because.is_empty() => {
+                        format!("{} → {file} (free){because}", outcome.id)
+                    }
+                    Some((file, what)) => format!("{} → {file} ({what}) (free)", outcome.id),
                     None => format!(
                         "{} → {} (free){because}",
                         outcome.id,

@@ -483,8 +483,9 @@ fn the_restore_line_names_the_file_that_was_restored() {
     let run = p.wanx(&["build"]);
     run.success();
     assert!(
-        run.stderr
-            .contains("harbor → generated/harbor_2.png (was missing)"),
+        run.stderr.contains(
+            "harbor → generated/harbor_2.png (free), because output deleted: generated/harbor_2.png"
+        ),
         "{}",
         run.stderr
     );
