@@ -258,21 +258,12 @@ fn native_v1_style(style: &str) -> Option<&'static str> {
 
 /// The prompt with every seed-only field lowered into words.
 fn prompt_text(task: &Task, spec: &ModelSpec) -> String {
-    let mut parts: Vec<String> = match &task.prompt {
-        Prompt::Text(text) => vec![text.trim().to_owned()],
-        Prompt::Template(t) => [
-            Some(&t.subject),
-            t.details.as_ref(),
-            t.environment.as_ref(),
-            t.lighting.as_ref(),
-            t.style.as_ref(),
-            t.quality.as_ref(),
-        ]
+    let mut parts: Vec<String> = task
+        .prompt
+        .parts()
         .into_iter()
-        .flatten()
         .map(|s| s.trim().to_owned())
-        .collect(),
-    };
+        .collect();
     parts.retain(|p| !p.is_empty());
     if let Some(style) = task.style.as_deref() {
         let native = spec.family == Family::WanxV1 && native_v1_style(style).is_some();

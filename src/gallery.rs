@@ -17,7 +17,7 @@ use crate::output_name::civil_from_days;
 use crate::planner::{upstream_ids, waiting_reason};
 use crate::reconcile::Action;
 use crate::store::{Ledger, StoredResult};
-use crate::task::{Prompt, Task};
+use crate::task::Task;
 
 /// Earlier versions shown per task, newest first.
 const HISTORY_KEPT: usize = 12;
@@ -292,22 +292,7 @@ fn request_prompt(request_json: &str) -> Option<String> {
 }
 
 fn prompt_text(task: &Task) -> String {
-    match &task.prompt {
-        Prompt::Text(text) => text.clone(),
-        Prompt::Template(t) => [
-            Some(&t.subject),
-            t.details.as_ref(),
-            t.environment.as_ref(),
-            t.lighting.as_ref(),
-            t.style.as_ref(),
-            t.quality.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", "),
-    }
+    task.prompt.parts().join(", ")
 }
 
 /// Finds images' bytes and reads their dimensions once per hash.

@@ -78,6 +78,27 @@ pub enum Prompt {
     Template(PromptTemplate),
 }
 
+impl Prompt {
+    /// The prompt's text in order: the text itself, or the template's fields that are set.
+    pub fn parts(&self) -> Vec<&str> {
+        match self {
+            Prompt::Text(text) => vec![text.as_str()],
+            Prompt::Template(t) => [
+                Some(&t.subject),
+                t.details.as_ref(),
+                t.environment.as_ref(),
+                t.lighting.as_ref(),
+                t.style.as_ref(),
+                t.quality.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PromptTemplate {
     pub subject: String,
