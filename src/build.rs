@@ -9,25 +9,25 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::blob_store::BlobStore;
-use crate::cache_key::Provider;
 use crate::cli::BuildArgs;
-use crate::dashscope::{Client, ProviderError};
+use crate::compile::cache_key::Provider;
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::error::{Error, Result};
+use crate::executor::dashscope::{Client, ProviderError};
+use crate::executor::secret::ApiKey;
 use crate::executor::{Event, Executor, Failure, Job, JobKind, Outcome, PollPolicy, Resumed};
-use crate::lock::LockFile;
 use crate::money::Money;
-use crate::output_name::now_unix;
+use crate::planner::reconcile::{Action, Decision};
 use crate::planner::{Chain, Settled, Unit, Waiting, task_report, waiting_report};
 pub use crate::planner::{Planned, Project, plan, print_plan, waiting_reason};
-use crate::printer::Printer;
-use crate::progress::{Pace, Progress};
-use crate::reconcile::{Action, Decision};
-use crate::remote_cache::{RemoteUse, Upload, UploadQueue};
+use crate::project::lock::LockFile;
+use crate::remote::{RemoteUse, Upload, UploadQueue};
 use crate::report::{Cumulative, Summary, TaskReport};
-use crate::secret::ApiKey;
+use crate::store::blob_store::BlobStore;
 use crate::store::{RunRecord, Store};
+use crate::term::printer::Printer;
+use crate::term::progress::{Pace, Progress};
+use crate::tree::output_name::now_unix;
 
 /// `wanx build`: resume what earlier builds left journaled, plan, check `--locked` and the budget,
 /// then execute: every task whose inputs are known starts at once; a task that consumes images this
@@ -41,7 +41,7 @@ pub async fn build(
     build_with(project, args, printer, cancel, &Hooks::default()).await
 }
 
-// --- hooks for `wanx watch` (src/watch.rs); a plain build uses none ---------------------------------
+// --- hooks for `wanx watch` (src/watch/mod.rs); a plain build uses none ---------------------------------
 
 /// Called with the reconciled plan right before it is executed (after the budget checks).
 pub type OnPlan = Arc<dyn Fn(&Planned<'_>) + Send + Sync>;
@@ -67,7 +67,8 @@ pub async fn build_with(
 ) -> Result<Built> {
     let started_at = now_unix();
     // One writer per project, held from before the journal and the snapshot to the last write.
-    let _project_lock = crate::project_lock::ProjectLock::for_build(project, args, printer).await?;
+    let _project_lock =
+        crate::project::one_writer::ProjectLock::for_build(project, args, printer).await?;
     let resumption = if !args.dry_run && !args.locked {
         resume_journal(project, args, printer, &cancel).await?
     } else {
@@ -94,7 +95,7 @@ pub async fn build_with(
     let mut planned = plan(project, &selection, &forced)?;
     remember_stats(&mut planned)?;
     let emulated = planned.provider.is_emulated();
-    let foreign = crate::output_guard::find(&project.manifest.root, &planned, now_unix());
+    let foreign = crate::tree::output_guard::find(&project.manifest.root, &planned, now_unix());
     if let Some(budget) = args.max_spend {
         planned.budget = Some(Money::from_yuan(budget));
     }
@@ -105,7 +106,7 @@ pub async fn build_with(
         if !(args.json && refused.is_err()) {
             print_plan(&planned, printer, args.json);
         }
-        crate::output_guard::warn(&foreign, printer);
+        crate::tree::output_guard::warn(&foreign, printer);
         refused?;
         let totals = planned.totals();
         let summary = Summary {
@@ -129,7 +130,7 @@ pub async fn build_with(
     if !foreign.is_empty() {
         let state_dir = project.manifest.state_dir();
         let root = &project.manifest.root;
-        crate::output_guard::guard(root, &state_dir, &forced, &foreign, printer)?;
+        crate::tree::output_guard::guard(root, &state_dir, &forced, &foreign, printer)?;
     }
 
     // What the resume booked is this build's spend, whether or not a task still wants the key.
@@ -162,7 +163,7 @@ pub async fn build_with(
     if let Some(on_plan) = &hooks.on_plan {
         on_plan(&planned);
     }
-    let before = crate::stale_outputs::Before::take(&planned);
+    let before = crate::tree::stale_outputs::Before::take(&planned);
     let emulator = execute(
         project,
         args,
@@ -179,7 +180,13 @@ pub async fn build_with(
     if let Some(before) = before {
         let after = LockFile::read(&project.manifest.lock_path())?;
         let blobs = BlobStore::new(project.manifest.state_dir().join("blobs"));
-        crate::stale_outputs::prune(&project.manifest.root, &blobs, &before, &after, printer)?;
+        crate::tree::stale_outputs::prune(
+            &project.manifest.root,
+            &blobs,
+            &before,
+            &after,
+            printer,
+        )?;
     }
 
     let mut summary = session.summary;
@@ -205,7 +212,7 @@ pub async fn build_with(
         .collect();
     store.record_savings(run_id, &saved_by_model)?;
     store.record_failures(&session.failures, &session.built, now_unix())?;
-    crate::gc::after_build(&project.manifest, &mut store, printer)?;
+    crate::commands::gc::after_build(&project.manifest, &mut store, printer)?;
     summary.cumulative = Cumulative::of(&store.ledger_totals()?, emulated);
     let fatal = session.fatal.map(|f| match f {
         ProviderError::Fatal {
@@ -243,8 +250,8 @@ struct Session {
     resumed: HashMap<String, (Money, u32)>,
     /// Keys left journaled by the resume (see [`Executor::journaled`]).
     journaled: HashSet<String>,
-    /// Why each task is not fresh (src/why.rs).
-    why: HashMap<String, Vec<crate::why::Change>>,
+    /// Why each task is not fresh (src/planner/why.rs).
+    why: HashMap<String, Vec<crate::planner::why::Change>>,
     /// What restores saved, by model: images and their price (`wanx stats`).
     saved_by_model: BTreeMap<String, (u32, Money)>,
     /// Tasks that failed in this build (id, key hex, message) and tasks that were built: the
@@ -441,7 +448,7 @@ async fn execute(
     let uploader = remote.and_then(|r| r.uploader(blobs.clone()));
     let why_lines: Arc<Mutex<HashMap<String, String>>> = Arc::new(Mutex::new(
         why.iter()
-            .map(|(id, changes)| (id.clone(), crate::why::line(changes)))
+            .map(|(id, changes)| (id.clone(), crate::planner::why::line(changes)))
             .collect(),
     ));
     session.why = why;
@@ -562,17 +569,17 @@ async fn execute(
                     Next::Start(job) => {
                         if let Some((unit, d)) = decided.last() {
                             let store = store.lock().expect("never poisoned");
-                            let (mut why, _) = crate::why::reasons(
+                            let (mut why, _) = crate::planner::why::reasons(
                                 &store,
                                 &provider,
                                 std::slice::from_ref(unit),
                                 std::slice::from_ref(d),
                             )?;
                             if let Some(changes) = why.remove(&unit.task.id) {
-                                why_lines
-                                    .lock()
-                                    .expect("never poisoned")
-                                    .insert(unit.task.id.clone(), crate::why::line(&changes));
+                                why_lines.lock().expect("never poisoned").insert(
+                                    unit.task.id.clone(),
+                                    crate::planner::why::line(&changes),
+                                );
                                 session.why.insert(unit.task.id.clone(), changes);
                             }
                         }
@@ -622,7 +629,7 @@ async fn execute(
 }
 
 /// Records the canonical request of every task built (generated or restored), for the next plan's
-/// reasons (src/why.rs).
+/// reasons (src/planner/why.rs).
 fn remember_requests(
     store: &Mutex<Store>,
     provider: &Provider,
@@ -637,7 +644,7 @@ fn remember_requests(
         .filter_map(|(u, _)| {
             let request = match requests.get(&u.task.id) {
                 Some(r) => r.clone(),
-                None => crate::why::canonical(&identity, u)?,
+                None => crate::planner::why::canonical(&identity, u)?,
             };
             Some((u.task.id.clone(), u.key.hex(), request.to_string()))
         })
@@ -999,7 +1006,7 @@ fn event_printer(printer: &Printer) -> Arc<dyn Fn(Event) + Send + Sync> {
 /// Why each restore was needed, when it is about one file (`potion_2.png` is missing): the restore
 /// line names that file rather than the task's first output.
 fn restore_reasons(decided: &[(Unit<'_>, Decision)]) -> HashMap<String, (String, &'static str)> {
-    use crate::reconcile::Reason;
+    use crate::planner::reconcile::Reason;
     decided
         .iter()
         .filter(|(_, d)| matches!(d.action, Action::Restore { .. }))
@@ -1073,7 +1080,7 @@ fn print_event(printer: &Printer, event: Event, restore_reason: Option<(&str, &s
     print_event_why(printer, event, restore_reason, None);
 }
 
-/// [`print_event`], saying why a task was built (src/why.rs).
+/// [`print_event`], saying why a task was built (src/planner/why.rs).
 fn print_event_why(
     printer: &Printer,
     event: Event,
@@ -1145,7 +1152,7 @@ fn print_event_why(
 }
 
 /// `a.png`, or `a_1.png (+3 more)`.
-fn describe_outputs(outputs: &[crate::lock::LockOutput]) -> String {
+fn describe_outputs(outputs: &[crate::project::lock::LockOutput]) -> String {
     match outputs {
         [] => "no files".to_owned(),
         [one] => one.path.clone(),

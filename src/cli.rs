@@ -137,7 +137,7 @@ pub struct GalleryArgs {
 #[derive(Args, Debug, Clone, Default)]
 pub struct Selection {
     /// Only these tasks, and the tasks whose images they consume (default: every task).
-    #[arg(value_name = "TASK", add = clap_complete::engine::ArgValueCandidates::new(crate::completions::task_ids))]
+    #[arg(value_name = "TASK", add = clap_complete::engine::ArgValueCandidates::new(crate::commands::completions::task_ids))]
     pub tasks: Vec<String>,
     /// Build against wanx's in-process DashScope emulator: no API key, no cost, placeholder images.
     #[arg(long)]
@@ -157,7 +157,7 @@ pub struct RemoteArgs {
     pub remote_cache_read_only: bool,
     /// How the command uses it: set by the command.
     #[arg(skip)]
-    pub usage: crate::remote_cache::RemoteUse,
+    pub usage: crate::remote::RemoteUse,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -225,7 +225,7 @@ pub struct PlanArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ExplainArgs {
     /// The task to explain.
-    #[arg(add = clap_complete::engine::ArgValueCandidates::new(crate::completions::task_ids))]
+    #[arg(add = clap_complete::engine::ArgValueCandidates::new(crate::commands::completions::task_ids))]
     pub task: Option<String>,
     /// Key the request as the emulator would.
     #[arg(long)]
@@ -274,7 +274,7 @@ pub struct VerifyArgs {
 pub struct GraphArgs {
     /// `text` (a tree), `dot` (Graphviz) or `mermaid`.
     #[arg(long, value_enum, default_value_t)]
-    pub format: crate::graph::Format,
+    pub format: crate::commands::graph::Format,
     /// Decide staleness as against the emulator.
     #[arg(long)]
     pub emulate: bool,

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use crate::diagnostic::Diagnostic;
 use crate::money::Money;
+use crate::term::diagnostic::Diagnostic;
 
 /// Exit codes, documented in the README.
 pub mod exit {

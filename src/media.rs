@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn reads_data_uris_and_image_headers() {
-        let png = crate::placeholder_png::render(64, 48, b"x");
+        let png = crate::emulator::placeholder_png::render(64, 48, b"x");
         let uri = format!("data:image/png;base64,{}", base64_encode(&png));
         let bytes = data_uri_bytes(&uri).unwrap();
         assert_eq!(sniff(&bytes), Some(ImageFormat::Png));

@@ -82,17 +82,17 @@ pub struct TaskReport {
     /// A restore from the remote cache.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub remote: bool,
-    /// Why the task is not fresh, one entry per difference (src/why.rs); empty when fresh.
+    /// Why the task is not fresh, one entry per difference (src/planner/why.rs); empty when fresh.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub changes: Vec<crate::why::Change>,
+    pub changes: Vec<crate::planner::why::Change>,
 }
 
 impl TaskReport {
     /// Replaces the short reason with the field-level one, when known.
     #[must_use]
-    pub fn with_why(mut self, why: Option<&Vec<crate::why::Change>>) -> TaskReport {
+    pub fn with_why(mut self, why: Option<&Vec<crate::planner::why::Change>>) -> TaskReport {
         if let Some(changes) = why.filter(|c| !c.is_empty()) {
-            self.reason = crate::why::line(changes);
+            self.reason = crate::planner::why::line(changes);
             self.changes.clone_from(changes);
         }
         self

@@ -13,12 +13,12 @@ use std::collections::HashSet;
 
 use crate::cli::{Cli, Command, EmulatorArgs, ExplainArgs};
 use crate::compile::{LOWERING, compile};
-use crate::diagnostic::did_you_mean;
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::error::{Error, Result, exit};
 use crate::planner::MediaSource;
-use crate::printer::Printer;
 use crate::registry::Registry;
+use crate::term::diagnostic::did_you_mean;
+use crate::term::printer::Printer;
 
 /// Threads for blocking work (see `run`).
 const BLOCKING_THREADS: usize = 16;
@@ -26,7 +26,7 @@ const BLOCKING_THREADS: usize = 16;
 pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let args: Vec<OsString> = args.into_iter().collect();
     // `COMPLETE=bash wanx …`: a shell asking for completions (task ids from the project).
-    if crate::completions::dynamic(&args) {
+    if crate::commands::completions::dynamic(&args) {
         return ExitCode::SUCCESS;
     }
     let cli = match Cli::try_parse_from(args) {
@@ -61,8 +61,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             // A build that ran printed its summary (with each task's error) already.
             let summarized = e.code() == exit::TASK_FAILED
                 && matches!(cli.command, Command::Build(_) | Command::Watch(_));
-            if crate::json_error::wants_json(&cli.command) && !summarized {
-                printer.data(&crate::json_error::to_json(&e).to_string());
+            if crate::term::json_error::wants_json(&cli.command) && !summarized {
+                printer.data(&crate::term::json_error::to_json(&e).to_string());
             }
             report_error(&printer, &e);
             ExitCode::from(e.code())
@@ -103,7 +103,7 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> Result<()> {
         Command::Plan(args) => {
             let project = Project::load(dir, printer)?;
             let mut selection = args.selection.clone();
-            selection.remote.usage = crate::remote_cache::RemoteUse::Lookup(*printer);
+            selection.remote.usage = crate::remote::RemoteUse::Lookup(*printer);
             let mut planned = build::plan(&project, &selection, &HashSet::new())?;
             if let Some(budget) = args.max_spend {
                 planned.budget = Some(crate::money::Money::from_yuan(budget));
@@ -116,46 +116,54 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> Result<()> {
             if !(args.json && refused.is_err()) {
                 build::print_plan(&planned, printer, args.json);
             }
-            let now = crate::output_name::now_unix();
-            let foreign = crate::output_guard::find(&project.manifest.root, &planned, now);
-            crate::output_guard::warn(&foreign, printer);
+            let now = crate::tree::output_name::now_unix();
+            let foreign = crate::tree::output_guard::find(&project.manifest.root, &planned, now);
+            crate::tree::output_guard::warn(&foreign, printer);
             refused
         }
         Command::Explain(args) => explain(dir, args, printer),
         Command::Status(selection) => {
             let project = Project::load(dir, printer)?;
-            crate::status::status(&project, selection, printer)
+            crate::commands::status::status(&project, selection, printer)
         }
         Command::Graph(args) => {
             let project = Project::load(dir, printer)?;
-            let text = crate::graph::graph(&project, args.emulate, args.format)?;
+            let text = crate::commands::graph::graph(&project, args.emulate, args.format)?;
             printer.data(text.trim_end());
             Ok(())
         }
         Command::Watch(args) => crate::watch::watch(dir, args, printer).await,
         Command::Emulator(args) => emulator(args, printer).await,
         Command::Verify(args) => {
-            crate::verify::verify_with(dir, args.repair, args.force, !args.no_wait, printer)?;
+            crate::commands::verify::verify_with(
+                dir,
+                args.repair,
+                args.force,
+                !args.no_wait,
+                printer,
+            )?;
             if args.json {
                 printer.data(&serde_json::json!({"ok": true, "repair": args.repair}).to_string());
             }
             Ok(())
         }
         Command::Clean(args) => {
-            crate::stale_outputs::clean(dir, args.dry_run, !args.no_wait, printer)
+            crate::tree::stale_outputs::clean(dir, args.dry_run, !args.no_wait, printer)
         }
         Command::Init(args) => {
             let here = match dir {
                 Some(d) => d.to_path_buf(),
                 None => std::env::current_dir().map_err(|e| Error::io("could not read", ".", e))?,
             };
-            crate::init::init(&here, args.from.as_deref(), printer)
+            crate::commands::init::init(&here, args.from.as_deref(), printer)
         }
-        Command::Gc(args) => crate::gc::gc(dir, args.dry_run, args.max_size.as_deref(), printer),
-        Command::Stats(args) => crate::stats::stats(dir, args.json, printer),
-        Command::Completions(args) => crate::completions::completions(args.shell),
-        Command::Man => crate::completions::man(),
-        Command::Gallery(args) => crate::gallery_files::gallery(dir, args, printer),
+        Command::Gc(args) => {
+            crate::commands::gc::gc(dir, args.dry_run, args.max_size.as_deref(), printer)
+        }
+        Command::Stats(args) => crate::commands::stats::stats(dir, args.json, printer),
+        Command::Completions(args) => crate::commands::completions::completions(args.shell),
+        Command::Man => crate::commands::completions::man(),
+        Command::Gallery(args) => crate::gallery::files::gallery(dir, args, printer),
     }
 }
 
@@ -228,8 +236,8 @@ fn explain(dir: Option<&std::path::Path>, args: &ExplainArgs, printer: &Printer)
         }
     }
     printer.data(&serde_json::to_string_pretty(&body).expect("JSON values serialize"));
-    if let crate::task::Prompt::Text(text) = &task.prompt
-        && crate::edit_prompt::is_default(text)
+    if let crate::plan::task::Prompt::Text(text) = &task.prompt
+        && crate::plan::edit_prompt::is_default(text)
     {
         printer.data("prompt    the default instruction for this edit (the task has no `prompt`; write one to replace it)");
     }
@@ -268,7 +276,7 @@ fn explain(dir: Option<&std::path::Path>, args: &ExplainArgs, printer: &Printer)
 
 /// `wanx explain TASK --json`: the request, its inputs, price, key, action and reasons.
 fn explain_json(
-    task: &crate::task::Task,
+    task: &crate::plan::task::Task,
     compiled: &crate::compile::Compiled,
     planned: &build::Planned<'_>,
 ) -> serde_json::Value {
@@ -293,7 +301,9 @@ fn explain_json(
         .collect();
     let changes = planned.why.get(id).cloned().unwrap_or_default();
     let (action, reason) = match (decided, waiting) {
-        (Some((_, d)), _) if !changes.is_empty() => (d.action.name(), crate::why::line(&changes)),
+        (Some((_, d)), _) if !changes.is_empty() => {
+            (d.action.name(), crate::planner::why::line(&changes))
+        }
         (Some((_, d)), _) => (d.action.name(), d.reason.to_string()),
         (None, Some(w)) => ("generate", build::waiting_reason(w)),
         (None, None) => ("generate", String::new()),
@@ -356,7 +366,7 @@ fn print_pool(
         );
         let paid = image.paid_at.or(generated_at).map_or_else(
             || "paid at an unknown time".to_owned(),
-            |t| format!("paid {}", crate::output_name::format_timestamp(t)),
+            |t| format!("paid {}", crate::tree::output_name::format_timestamp(t)),
         );
         let output = outputs
             .iter()

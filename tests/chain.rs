@@ -316,7 +316,7 @@ fn forcing_a_downstream_task_regenerates_it_alone_not_the_upstream_it_pulls_in()
 #[test]
 fn touching_a_local_input_changes_nothing_and_changing_its_bytes_regenerates_its_task() {
     let p = Project::new();
-    let photo = wanx::placeholder_png::render(600, 600, b"a photo");
+    let photo = wanx::emulator::placeholder_png::render(600, 600, b"a photo");
     std::fs::create_dir_all(p.path("plans/photos")).unwrap();
     std::fs::write(p.path("plans/photos/shop.png"), &photo).unwrap();
     p.file(
@@ -341,7 +341,7 @@ fn touching_a_local_input_changes_nothing_and_changing_its_bytes_regenerates_its
 
     std::fs::write(
         p.path("plans/photos/shop.png"),
-        wanx::placeholder_png::render(600, 600, b"another photo"),
+        wanx::emulator::placeholder_png::render(600, 600, b"another photo"),
     )
     .unwrap();
     let run = p.wanx(&["build", "--json"]);
@@ -501,7 +501,7 @@ fn a_local_reference_image_for_wanx_v1_goes_through_temporary_storage() {
     std::fs::create_dir_all(p.path("plans")).unwrap();
     std::fs::write(
         p.path("plans/ref.png"),
-        wanx::placeholder_png::render(512, 512, b"reference"),
+        wanx::emulator::placeholder_png::render(512, 512, b"reference"),
     )
     .unwrap();
     p.file(

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use wanx::emulator::Ledger;
-use wanx::lock::LockFile;
+use wanx::project::lock::LockFile;
 
 use crate::util::{Project, Run, TWO_TASKS};
 
@@ -654,7 +654,7 @@ fn a_crash_while_resuming_never_loses_the_billed_twice_warning() {
             model: "wan2.2-t2i-flash".to_owned(),
             request_json: "{}".to_owned(),
             images: 2,
-            created_at: wanx::output_name::now_unix(),
+            created_at: wanx::tree::output_name::now_unix(),
         })
         .unwrap();
 

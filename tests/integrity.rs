@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use wanx::emulator::EmulatorConfig;
-use wanx::emulator_config::{Fault, FaultEvent, FaultRule};
-use wanx::lock::LockFile;
+use wanx::emulator::config::{Fault, FaultEvent, FaultRule};
+use wanx::project::lock::LockFile;
 
 use crate::util::{Project, TWO_TASKS};
 
@@ -215,7 +215,7 @@ fn a_truncated_download_is_fetched_again_and_never_cached() {
         .expect("the whole image decodes");
     let blobs = files_under(&p.path(".wanx/blobs"));
     assert_eq!(blobs.len(), 1);
-    assert!(wanx::image_check::is_complete(&blobs[0]));
+    assert!(wanx::executor::image_check::is_complete(&blobs[0]));
     p.wanx(&["verify"]).success();
 }
 

@@ -1,4 +1,4 @@
-//! The planner's key cache (src/key_cache.rs): an unchanged plan file keeps its tasks' keys without
+//! The planner's key cache (src/planner/key_cache.rs): an unchanged plan file keeps its tasks' keys without
 //! being compiled again, and any change to what a key depends on is still seen.
 
 use std::time::Duration;
@@ -66,7 +66,7 @@ fn a_change_to_wanx_toml_that_changes_the_request_rekeys_unchanged_plans() {
 fn a_plan_file_mixing_cached_tasks_and_a_local_input_still_checks_the_input() {
     let p = Project::new();
     std::fs::create_dir_all(p.path("plans/photos")).unwrap();
-    let photo = wanx::placeholder_png::render(600, 600, b"a photo");
+    let photo = wanx::emulator::placeholder_png::render(600, 600, b"a photo");
     std::fs::write(p.path("plans/photos/shop.png"), &photo).unwrap();
     p.file(
         "plans/a.toml",
@@ -93,7 +93,7 @@ prompt = "a quiet harbor"
     assert_eq!(p.wanx(&["build", "--json"]).success().json()["fresh"], 3);
     // New bytes of the same size, mtime put back: the plan file itself is unchanged.
     let meta = std::fs::metadata(p.path("plans/photos/shop.png")).unwrap();
-    let other = wanx::placeholder_png::render(600, 600, b"another photo");
+    let other = wanx::emulator::placeholder_png::render(600, 600, b"another photo");
     std::fs::write(p.path("plans/photos/shop.png"), &other).unwrap();
     set_mtime(&p, "plans/photos/shop.png", meta.modified().unwrap());
     let json = p.wanx(&["build", "--json"]).success().json();

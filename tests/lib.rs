@@ -14,6 +14,7 @@ mod invalid;
 mod json_budget;
 mod key_cache;
 mod locked;
+mod modules;
 mod money;
 mod one_writer;
 mod paths;

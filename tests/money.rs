@@ -2,7 +2,7 @@
 //! wanx's `spent` (per build and cumulative) equals what the emulator billed, to the fen. `saved` counts
 //! only what the cache kept from being paid again (restores), never a fresh no-op.
 
-use wanx::lock::LockFile;
+use wanx::project::lock::LockFile;
 
 use crate::util::{Project, Run};
 

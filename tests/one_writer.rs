@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use wanx::emulator::EmulatorConfig;
-use wanx::lock::LockFile;
+use wanx::project::lock::LockFile;
 
 use crate::util::{Project, Run, SpawnCaptured, TWO_TASKS};
 

@@ -192,7 +192,7 @@ fn edits_with_a_fixed_intent_get_a_default_prompt_shown_in_explain_and_keyed() {
     let run = p.wanx(&["explain", "wide"]);
     run.success();
     assert!(
-        run.stdout.contains(wanx::edit_prompt::EXTEND),
+        run.stdout.contains(wanx::plan::edit_prompt::EXTEND),
         "{}",
         run.stdout
     );
@@ -513,7 +513,11 @@ fn an_emulator_config_error_points_at_the_readme() {
     let run = p.wanx(&["emulator", "--port", "0", "--config", "emu.toml"]);
     run.status(2);
     assert!(run.stderr.contains("README"), "{}", run.stderr);
-    assert!(!run.stderr.contains("src/emulator.rs"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("src/emulator/mod.rs"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

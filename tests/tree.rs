@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use wanx::lock::LockFile;
+use wanx::project::lock::LockFile;
 
 use crate::util::Project;
 

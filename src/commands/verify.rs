@@ -1,0 +1,369 @@
+//! `wanx verify`: rehashes every output recorded in `wanx.lock` and every blob in `.wanx/blobs`,
+//! ignoring the stat cache, and reports what does not match. It only reads unless `--repair`:
+//!
+//! - a corrupt blob (its bytes do not hash to its name) is healed from an intact output holding the
+//!   same image, or else moved to `.wanx/quarantine/` (never deleted: it may be all that is left);
+//! - a missing or modified output is restored from an intact blob;
+//! - a blob that hashes right but is not a whole image (cached before wanx checked) is quarantined;
+//! - a stray file in the blob store (a name that is not a digest) is quarantined.
+//!
+//! Exit 0 when everything is intact (or was repaired), 1 when something is wrong and was not (or
+//! could not be) repaired. It holds the project lock, so it never races a build.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::project::lock::LockFile;
+use crate::project::manifest::Manifest;
+use crate::project::one_writer::ProjectLock;
+use crate::store::blob_store::{BlobStore, hash_file, is_hash};
+use crate::term::printer::Printer;
+
+/// What `wanx verify` found in the blob store.
+#[derive(Debug, Default)]
+struct Blobs {
+    /// Blobs whose bytes hash to their name and are whole images.
+    good: HashSet<String>,
+    /// Name → what the bytes hash to.
+    corrupt: BTreeMap<String, String>,
+    /// Blobs that hash right but are truncated images.
+    incomplete: Vec<String>,
+    /// Files whose path is not `ab/cdef…`, relative to the blob directory.
+    stray: Vec<PathBuf>,
+    /// Blobs read and hashed.
+    checked: usize,
+}
+
+/// The state of one output recorded in the lock.
+#[derive(Debug, PartialEq, Eq)]
+enum OutputState {
+    Intact,
+    Missing,
+    /// Its bytes hash to this instead.
+    Modified(String),
+    /// It resolves outside the project (a symlinked directory): neither read nor written.
+    Outside,
+}
+
+/// Runs `wanx verify` in the project found from `dir`.
+pub fn verify(dir: Option<&Path>, repair: bool, wait: bool, printer: &Printer) -> Result<()> {
+    verify_with(dir, repair, false, wait, printer)
+}
+
+/// [`verify`]; with `repair` and `force`, an output edited by hand is restored too, after being
+/// moved to `.wanx/replaced/` (without `force` it is kept and reported: wanx never destroys bytes
+/// it did not write).
+pub fn verify_with(
+    dir: Option<&Path>,
+    repair: bool,
+    force: bool,
+    wait: bool,
+    printer: &Printer,
+) -> Result<()> {
+    let cwd = match dir {
+        Some(d) => d.to_path_buf(),
+        None => std::env::current_dir().map_err(|e| Error::io("could not read", ".", e))?,
+    };
+    let (manifest, _) = Manifest::load(&Manifest::find(&cwd)?)?;
+    let root = &manifest.root;
+    let _lock = ProjectLock::acquire(&manifest.state_dir(), wait, printer)?;
+    let lock = LockFile::read(&manifest.lock_path())?;
+    let store = BlobStore::new(manifest.state_dir().join("blobs"));
+    let canonical_root = root
+        .canonicalize()
+        .map_err(|e| Error::io("could not resolve", root, e))?;
+
+    let mut blobs = scan_blobs(&store)?;
+    let mut outputs = Vec::new();
+    for (id, entry) in &lock.tasks {
+        for output in &entry.outputs {
+            let state = output_state(&canonical_root, &output.path, &output.blake3);
+            outputs.push((
+                id.as_str(),
+                output.path.as_str(),
+                output.blake3.as_str(),
+                state,
+            ));
+        }
+    }
+
+    let mut unresolved = 0usize;
+    let mut repaired = 0usize;
+    let note = |ok: bool, verb: &str, text: &str| {
+        if ok {
+            printer.status(verb, text);
+        } else {
+            printer.fail(verb, text);
+        }
+    };
+
+    // Blobs first: a healed blob can then restore its outputs.
+    let corrupt = std::mem::take(&mut blobs.corrupt);
+    for (hash, actual) in &corrupt {
+        note(
+            false,
+            "Corrupt",
+            &format!("blob `{hash}`: its bytes hash to `{actual}`"),
+        );
+        if !repair {
+            unresolved += 1;
+            continue;
+        }
+        let source = outputs
+            .iter()
+            .find(|(_, _, h, state)| h == hash && *state == OutputState::Intact);
+        if let Some((_, path, _, _)) = source {
+            heal_blob(&store, &root.join(path))
+                .map_err(|e| Error::io("could not restore the blob from", root.join(path), e))?;
+            blobs.good.insert(hash.clone());
+            repaired += 1;
+            note(true, "Repaired", &format!("blob `{hash}` from `{path}`"));
+        } else {
+            let to = store
+                .quarantine(hash)
+                .map_err(|e| Error::io("could not quarantine", store.path(hash), e))?;
+            repaired += 1;
+            note(
+                true,
+                "Quarantined",
+                &format!("blob `{hash}` → `{}`", to.display()),
+            );
+        }
+    }
+    for hash in &blobs.incomplete {
+        note(
+            false,
+            "Incomplete",
+            &format!("blob `{hash}` is not a whole image (cached by an older wanx?)"),
+        );
+        if repair {
+            let to = store
+                .quarantine(hash)
+                .map_err(|e| Error::io("could not quarantine", store.path(hash), e))?;
+            repaired += 1;
+            note(
+                true,
+                "Quarantined",
+                &format!("blob `{hash}` → `{}`", to.display()),
+            );
+        } else {
+            unresolved += 1;
+        }
+    }
+    for rel in &blobs.stray {
+        let path = store.dir().join(rel);
+        note(
+            false,
+            "Stray",
+            &format!("`{}` is not a blob", path.display()),
+        );
+        if repair {
+            let name = rel.to_string_lossy().replace(['/', '\\'], "_");
+            let to = store
+                .quarantine_file(&path, &name)
+                .map_err(|e| Error::io("could not quarantine", &path, e))?;
+            repaired += 1;
+            note(
+                true,
+                "Quarantined",
+                &format!("`{}` → `{}`", path.display(), to.display()),
+            );
+        } else {
+            unresolved += 1;
+        }
+    }
+
+    let incomplete: HashSet<&str> = blobs.incomplete.iter().map(String::as_str).collect();
+    for (id, path, hash, state) in &outputs {
+        let problem = match state {
+            OutputState::Intact if incomplete.contains(hash) => {
+                note(
+                    false,
+                    "Incomplete",
+                    &format!(
+                        "`{path}` (task `{id}`) is a truncated image; `wanx build --force {id}` generates it again"
+                    ),
+                );
+                unresolved += 1;
+                continue;
+            }
+            OutputState::Intact => continue,
+            OutputState::Outside => {
+                note(
+                    false,
+                    "Outside",
+                    &format!(
+                        "`{path}` (task `{id}`) resolves outside the project (a symlink?); not read, not written"
+                    ),
+                );
+                unresolved += 1;
+                continue;
+            }
+            OutputState::Missing => format!("`{path}` (task `{id}`) is missing"),
+            OutputState::Modified(actual) => format!(
+                "`{path}` (task `{id}`) does not match `wanx.lock`: its bytes hash to `{actual}`"
+            ),
+        };
+        note(false, "Mismatch", &problem);
+        let foreign =
+            matches!(state, OutputState::Modified(actual) if !blobs.good.contains(actual));
+        if !repair {
+            unresolved += 1;
+        } else if foreign && !force && blobs.good.contains(*hash) {
+            unresolved += 1;
+            note(
+                false,
+                "Kept",
+                &format!(
+                    "`{path}`: it was edited by hand, so it is not replaced; `wanx verify --repair --force` restores wanx's image, keeping this file under `.wanx/replaced/`"
+                ),
+            );
+        } else if blobs.good.contains(*hash) {
+            if foreign {
+                let now = crate::tree::output_name::now_unix();
+                let kept = crate::tree::output_guard::keep(root, &manifest.state_dir(), path, now)
+                    .map_err(|e| Error::io("could not move aside", root.join(path), e))?;
+                note(
+                    true,
+                    "Kept",
+                    &format!("`{path}` (edited by hand) as `{}`", kept.display()),
+                );
+            }
+            store
+                .materialize(hash, &root.join(path))
+                .map_err(|e| Error::io("could not restore", root.join(path), e))?;
+            repaired += 1;
+            note(true, "Restored", &format!("`{path}` from the cache"));
+        } else {
+            unresolved += 1;
+            note(
+                false,
+                "Unrepaired",
+                &format!(
+                    "`{path}`: the cache holds no intact copy; `wanx build` generates it again (`wanx plan` shows the price)"
+                ),
+            );
+        }
+    }
+
+    for path in
+        crate::tree::stale_outputs::leftovers(root, &lock, &store, &[&manifest.project.out_dir])
+    {
+        note(
+            false,
+            "Leftover",
+            &format!(
+                "`{path}`: wanx wrote it, but no task in `wanx.lock` claims it; `wanx clean` removes it"
+            ),
+        );
+        unresolved += 1;
+    }
+
+    let summary = format!(
+        "{} output{} and {} blob{} checked",
+        outputs.len(),
+        if outputs.len() == 1 { "" } else { "s" },
+        blobs.checked,
+        if blobs.checked == 1 { "" } else { "s" },
+    );
+    if unresolved > 0 {
+        return Err(Error::Unverified {
+            problems: unresolved,
+            repair,
+        });
+    }
+    if repaired > 0 {
+        printer.status(
+            "Verified",
+            &format!(
+                "{summary}; {repaired} problem{} repaired",
+                if repaired == 1 { "" } else { "s" }
+            ),
+        );
+    } else {
+        printer.status("Verified", &format!("{summary}: all intact"));
+    }
+    Ok(())
+}
+
+/// Hashes every file under the blob directory and sorts it into good, corrupt, incomplete, stray.
+fn scan_blobs(store: &BlobStore) -> Result<Blobs> {
+    let mut blobs = Blobs::default();
+    let dir = store.dir();
+    let shards = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(blobs),
+        Err(e) => return Err(Error::io("could not read", dir, e)),
+    };
+    let mut files = Vec::new();
+    for shard in shards {
+        let shard = shard.map_err(|e| Error::io("could not read", dir, e))?;
+        let shard_name = shard.file_name().to_string_lossy().into_owned();
+        if !shard.file_type().is_ok_and(|t| t.is_dir()) {
+            blobs.stray.push(PathBuf::from(shard_name));
+            continue;
+        }
+        let entries = std::fs::read_dir(shard.path())
+            .map_err(|e| Error::io("could not read", shard.path(), e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("could not read", shard.path(), e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            files.push((
+                format!("{shard_name}{name}"),
+                Path::new(&shard_name).join(&name),
+            ));
+        }
+    }
+    files.sort();
+    for (hash, rel) in files {
+        let path = dir.join(&rel);
+        if !is_hash(&hash) || !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+            blobs.stray.push(rel);
+            continue;
+        }
+        let (actual, _) = hash_file(&path).map_err(|e| Error::io("could not read", &path, e))?;
+        blobs.checked += 1;
+        if actual != hash {
+            blobs.corrupt.insert(hash, actual);
+        } else if crate::executor::image_check::is_complete(&path) {
+            blobs.good.insert(hash);
+        } else {
+            blobs.incomplete.push(hash);
+        }
+    }
+    blobs.stray.sort();
+    Ok(blobs)
+}
+
+fn output_state(canonical_root: &Path, path: &str, expected: &str) -> OutputState {
+    let rel = Path::new(path);
+    if crate::tree::project_path::check_inside(
+        canonical_root,
+        rel.parent().unwrap_or(Path::new("")),
+    )
+    .is_err()
+    {
+        return OutputState::Outside;
+    }
+    let full = canonical_root.join(rel);
+    if std::fs::symlink_metadata(&full).is_err() {
+        return OutputState::Missing;
+    }
+    match hash_file(&full) {
+        Ok((actual, _)) if actual == expected => OutputState::Intact,
+        Ok((actual, _)) => OutputState::Modified(actual),
+        Err(_) => OutputState::Missing,
+    }
+}
+
+/// Puts the intact image at `source` back into the store (over the corrupt copy).
+fn heal_blob(store: &BlobStore, source: &Path) -> std::io::Result<()> {
+    let tmp = tempfile::Builder::new()
+        .prefix("heal-")
+        .tempfile_in(store.tmp_dir()?)?
+        .into_temp_path();
+    std::fs::copy(source, &tmp)?;
+    store.insert_file(&tmp)?;
+    Ok(())
+}

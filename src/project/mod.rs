@@ -1,0 +1,10 @@
+//! The project: what makes a directory a wanx project and what wanx keeps at its root. [`manifest`]
+//! finds and reads `wanx.toml` (walking up like cargo); [`lock`] is `wanx.lock`, the committed record
+//! of each task's key and images that `--locked` checks; [`one_writer`] makes sure only one command at
+//! a time writes outputs, the lock or the store; [`state_dir`] creates `.wanx/` so that it ignores
+//! itself. Nothing here talks to the network or decides what to build.
+
+pub mod lock;
+pub mod manifest;
+pub mod one_writer;
+pub mod state_dir;
