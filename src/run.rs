@@ -59,8 +59,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // A build that ran printed its summary (with each task's error) already.
-            let summarized = e.code() == exit::TASK_FAILED
-                && matches!(cli.command, Command::Build(_) | Command::Watch(_));
+            // So did a verify that found problems (its report holds the error).
+            let summarized = matches!(e, Error::Unverified { .. })
+                || e.code() == exit::TASK_FAILED
+                    && matches!(cli.command, Command::Build(_) | Command::Watch(_));
             if crate::term::json_error::wants_json(&cli.command) && !summarized {
                 printer.data(&crate::term::json_error::to_json(&e).to_string());
             }
@@ -135,7 +137,7 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> Result<()> {
         Command::Watch(args) => crate::watch::watch(dir, args, printer).await,
         Command::Emulator(args) => emulator(args, printer).await,
         Command::Verify(args) => {
-            crate::commands::verify::verify_with(
+            let report = crate::commands::verify::verify_with(
                 dir,
                 args.repair,
                 args.force,
@@ -143,9 +145,9 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> Result<()> {
                 printer,
             )?;
             if args.json {
-                printer.data(&serde_json::json!({"ok": true, "repair": args.repair}).to_string());
+                printer.data(&report.to_json(args.repair).to_string());
             }
-            Ok(())
+            report.error(args.repair).map_or(Ok(()), Err)
         }
         Command::Clean(args) => {
             crate::tree::stale_outputs::clean(dir, args.dry_run, !args.no_wait, printer)

@@ -87,3 +87,65 @@ fn the_manifests_budget_is_shown_in_the_plans_totals() {
     assert_eq!(json["reason"], "new task");
     assert_eq!(json["changes"][0]["kind"], "new_task");
 }
+
+#[test]
+fn verify_json_lists_every_problem_with_its_task_and_the_error() {
+    let p = Project::new();
+    p.file("plans/a.toml", TWO_TASKS);
+    p.wanx(&["build"]).success();
+    let run = p.wanx(&["verify", "--json"]);
+    run.success();
+    let ok = one_object(&run.stdout);
+    assert_eq!(ok["ok"], true);
+    assert_eq!(ok["outputs_checked"], 3);
+    assert_eq!(ok["blobs_checked"], 3);
+    assert_eq!(ok["findings"], serde_json::json!([]));
+    assert!(ok.get("error").is_none(), "{ok}");
+
+    let good = std::fs::read(p.path("generated/harbor_2.png")).unwrap();
+    std::fs::write(p.path("generated/harbor_2.png"), b"edited").unwrap();
+    std::fs::remove_file(p.path("generated/lighthouse.png")).unwrap();
+    let run = p.wanx(&["verify", "--json"]);
+    run.status(1);
+    let report = one_object(&run.stdout);
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["unresolved"], 2);
+    assert_eq!(report["error"]["code"], 1);
+    assert!(
+        report["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("--repair"),
+        "{report}"
+    );
+    let findings = report["findings"].as_array().unwrap();
+    let about: Vec<(&str, &str, &str)> = findings
+        .iter()
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap(),
+                f["task"].as_str().unwrap(),
+                f["subject"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        about,
+        [
+            ("mismatch", "harbor", "generated/harbor_2.png"),
+            ("mismatch", "lighthouse", "generated/lighthouse.png"),
+        ],
+        "{report}"
+    );
+    assert!(findings.iter().all(|f| f["ok"] == false), "{report}");
+
+    // Repaired, the report says what it did and succeeds.
+    std::fs::write(p.path("generated/harbor_2.png"), &good).unwrap();
+    let run = p.wanx(&["verify", "--repair", "--json"]);
+    run.success();
+    let repaired = one_object(&run.stdout);
+    assert_eq!(repaired["ok"], true);
+    assert_eq!(repaired["repaired"], 1);
+    assert_eq!(repaired["findings"][1]["kind"], "restored", "{repaired}");
+    assert_eq!(p.ledger().submissions, 2, "verify sends nothing");
+}

@@ -46,21 +46,71 @@ enum OutputState {
     Outside,
 }
 
-/// Runs `wanx verify` in the project found from `dir`.
-pub fn verify(dir: Option<&Path>, repair: bool, wait: bool, printer: &Printer) -> Result<()> {
-    verify_with(dir, repair, false, wait, printer)
+/// One line of what `wanx verify` found or did, as it printed it; `--json` lists them all.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    /// The line's verb in lower case: `corrupt`, `incomplete`, `stray`, `outside`, `mismatch`,
+    /// `leftover` (problems), `repaired`, `quarantined`, `restored`, `kept`, `unrepaired`.
+    pub kind: String,
+    /// Whether this line is good news (a repair) rather than a problem.
+    pub ok: bool,
+    /// The task whose output it is about, if any.
+    pub task: Option<String>,
+    /// The project-relative output, or the blob's hash, it is about.
+    pub subject: Option<String>,
+    pub message: String,
 }
 
-/// [`verify`]; with `repair` and `force`, an output edited by hand is restored too, after being
+/// What `wanx verify` checked and found: printed as one object with `--json`.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Report {
+    pub outputs_checked: usize,
+    pub blobs_checked: usize,
+    /// Problems repaired (`--repair`).
+    pub repaired: usize,
+    /// Problems left: the command fails when there is one.
+    pub unresolved: usize,
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// The error the command ends with, when a problem is left.
+    pub fn error(&self, repair: bool) -> Option<Error> {
+        (self.unresolved > 0).then_some(Error::Unverified {
+            problems: self.unresolved,
+            repair,
+        })
+    }
+
+    /// `--json`'s object: the report, `ok`, and the error (as every failing command gives it).
+    pub fn to_json(&self, repair: bool) -> serde_json::Value {
+        let mut value = serde_json::json!({
+            "ok": self.unresolved == 0,
+            "repair": repair,
+            "outputs_checked": self.outputs_checked,
+            "blobs_checked": self.blobs_checked,
+            "repaired": self.repaired,
+            "unresolved": self.unresolved,
+            "findings": self.findings,
+        });
+        if let Some(e) = self.error(repair) {
+            value["error"] = crate::term::json_error::to_json(&e)["error"].clone();
+        }
+        value
+    }
+}
+
+/// Runs `wanx verify` in the project found from `dir`; with `repair` and `force`, an output edited by hand is restored too, after being
 /// moved to `.wanx/replaced/` (without `force` it is kept and reported: wanx never destroys bytes
-/// it did not write).
+/// it did not write). Problems left are in the report, not an error: the caller decides how to
+/// show them ([`Report::error`]).
 pub fn verify_with(
     dir: Option<&Path>,
     repair: bool,
     force: bool,
     wait: bool,
     printer: &Printer,
-) -> Result<()> {
+) -> Result<Report> {
     let cwd = match dir {
         Some(d) => d.to_path_buf(),
         None => std::env::current_dir().map_err(|e| Error::io("could not read", ".", e))?,
@@ -90,12 +140,20 @@ pub fn verify_with(
 
     let mut unresolved = 0usize;
     let mut repaired = 0usize;
-    let note = |ok: bool, verb: &str, text: &str| {
+    let findings = std::cell::RefCell::new(Vec::new());
+    let note = |ok: bool, verb: &str, about: (Option<&str>, Option<&str>), text: &str| {
         if ok {
             printer.status(verb, text);
         } else {
             printer.fail(verb, text);
         }
+        findings.borrow_mut().push(Finding {
+            kind: verb.to_lowercase(),
+            ok,
+            task: about.0.map(str::to_owned),
+            subject: about.1.map(str::to_owned),
+            message: text.to_owned(),
+        });
     };
 
     // Blobs first: a healed blob can then restore its outputs.
@@ -104,6 +162,7 @@ pub fn verify_with(
         note(
             false,
             "Corrupt",
+            (None, Some(hash.as_str())),
             &format!("blob `{hash}`: its bytes hash to `{actual}`"),
         );
         if !repair {
@@ -118,7 +177,12 @@ pub fn verify_with(
                 .map_err(|e| Error::io("could not restore the blob from", root.join(path), e))?;
             blobs.good.insert(hash.clone());
             repaired += 1;
-            note(true, "Repaired", &format!("blob `{hash}` from `{path}`"));
+            note(
+                true,
+                "Repaired",
+                (None, Some(hash.as_str())),
+                &format!("blob `{hash}` from `{path}`"),
+            );
         } else {
             let to = store
                 .quarantine(hash)
@@ -127,6 +191,7 @@ pub fn verify_with(
             note(
                 true,
                 "Quarantined",
+                (None, Some(hash.as_str())),
                 &format!("blob `{hash}` → `{}`", to.display()),
             );
         }
@@ -135,6 +200,7 @@ pub fn verify_with(
         note(
             false,
             "Incomplete",
+            (None, Some(hash.as_str())),
             &format!("blob `{hash}` is not a whole image (cached by an older wanx?)"),
         );
         if repair {
@@ -145,6 +211,7 @@ pub fn verify_with(
             note(
                 true,
                 "Quarantined",
+                (None, Some(hash.as_str())),
                 &format!("blob `{hash}` → `{}`", to.display()),
             );
         } else {
@@ -156,6 +223,7 @@ pub fn verify_with(
         note(
             false,
             "Stray",
+            (None, Some(&*rel.to_string_lossy())),
             &format!("`{}` is not a blob", path.display()),
         );
         if repair {
@@ -167,6 +235,7 @@ pub fn verify_with(
             note(
                 true,
                 "Quarantined",
+                (None, Some(&*rel.to_string_lossy())),
                 &format!("`{}` → `{}`", path.display(), to.display()),
             );
         } else {
@@ -181,6 +250,7 @@ pub fn verify_with(
                 note(
                     false,
                     "Incomplete",
+                    (Some(*id), Some(*path)),
                     &format!(
                         "`{path}` (task `{id}`) is a truncated image; `wanx build --force {id}` generates it again"
                     ),
@@ -193,6 +263,7 @@ pub fn verify_with(
                 note(
                     false,
                     "Outside",
+                    (Some(*id), Some(*path)),
                     &format!(
                         "`{path}` (task `{id}`) resolves outside the project (a symlink?); not read, not written"
                     ),
@@ -205,7 +276,7 @@ pub fn verify_with(
                 "`{path}` (task `{id}`) does not match `wanx.lock`: its bytes hash to `{actual}`"
             ),
         };
-        note(false, "Mismatch", &problem);
+        note(false, "Mismatch", (Some(*id), Some(*path)), &problem);
         let foreign =
             matches!(state, OutputState::Modified(actual) if !blobs.good.contains(actual));
         if !repair {
@@ -215,6 +286,7 @@ pub fn verify_with(
             note(
                 false,
                 "Kept",
+                (Some(*id), Some(*path)),
                 &format!(
                     "`{path}`: it was edited by hand, so it is not replaced; `wanx verify --repair --force` restores wanx's image, keeping this file under `.wanx/replaced/`"
                 ),
@@ -227,6 +299,7 @@ pub fn verify_with(
                 note(
                     true,
                     "Kept",
+                    (Some(*id), Some(*path)),
                     &format!("`{path}` (edited by hand) as `{}`", kept.display()),
                 );
             }
@@ -234,12 +307,18 @@ pub fn verify_with(
                 .materialize(hash, &root.join(path))
                 .map_err(|e| Error::io("could not restore", root.join(path), e))?;
             repaired += 1;
-            note(true, "Restored", &format!("`{path}` from the cache"));
+            note(
+                true,
+                "Restored",
+                (Some(*id), Some(*path)),
+                &format!("`{path}` from the cache"),
+            );
         } else {
             unresolved += 1;
             note(
                 false,
                 "Unrepaired",
+                (Some(*id), Some(*path)),
                 &format!(
                     "`{path}`: the cache holds no intact copy; `wanx build` generates it again (`wanx plan` shows the price)"
                 ),
@@ -253,6 +332,7 @@ pub fn verify_with(
         note(
             false,
             "Leftover",
+            (None, Some(path.as_str())),
             &format!(
                 "`{path}`: wanx wrote it, but no task in `wanx.lock` claims it; `wanx clean` removes it"
             ),
@@ -267,11 +347,15 @@ pub fn verify_with(
         blobs.checked,
         if blobs.checked == 1 { "" } else { "s" },
     );
+    let report = Report {
+        outputs_checked: outputs.len(),
+        blobs_checked: blobs.checked,
+        repaired,
+        unresolved,
+        findings: findings.into_inner(),
+    };
     if unresolved > 0 {
-        return Err(Error::Unverified {
-            problems: unresolved,
-            repair,
-        });
+        return Ok(report);
     }
     if repaired > 0 {
         printer.status(
@@ -284,7 +368,7 @@ pub fn verify_with(
     } else {
         printer.status("Verified", &format!("{summary}: all intact"));
     }
-    Ok(())
+    Ok(report)
 }
 
 /// Hashes every file under the blob directory and sorts it into good, corrupt, incomplete, stray.
