@@ -13,9 +13,11 @@ use serde_json::Value;
 use toml::Spanned;
 
 use crate::plan::json_spans;
-use crate::plan::{
-    FieldPaths, RawComposer, RawExtend, RawPrompt, RawTask, RawTemplate, RawText, SeedPart, Sink,
+use crate::plan::raw::{
+    FieldPaths, RawComposer, RawExtend, RawPrompt, RawTask, RawTemplate, RawText,
 };
+use crate::plan::seed::SeedPart;
+use crate::plan::sink::Sink;
 use crate::project::manifest::unknown_field_hint;
 use crate::term::diagnostic::Severity;
 

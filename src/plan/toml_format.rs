@@ -8,7 +8,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use crate::plan::{FieldPaths, RawTask, Sink};
+use crate::plan::raw::{FieldPaths, RawTask};
+use crate::plan::sink::Sink;
 use crate::project::manifest::unknown_field_hint;
 use crate::term::diagnostic::did_you_mean;
 

@@ -1,0 +1,110 @@
+//! Where the parsers and the validator report: one [`Sink`] per plan file, which locates each problem
+//! in its [`SourceFile`] and reports identical ones once.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+use std::path::PathBuf;
+
+use crate::term::diagnostic::{self, Diagnostic, Severity};
+
+/// One plan file: its project-relative path and text.
+pub(crate) struct SourceFile {
+    pub path: PathBuf,
+    pub source: String,
+}
+/// Collects diagnostics from every file. Identical errors (a bad value in `[defaults]` inherited by many
+/// tasks) are reported once; identical notes once per file, with a count.
+pub(crate) struct Sink<'f> {
+    pub files: &'f [SourceFile],
+    pub(super) errors: Vec<Diagnostic>,
+    notes: Vec<Diagnostic>,
+    seen: HashSet<(usize, usize, String)>,
+    note_counts: HashMap<(usize, String), (usize, usize)>,
+}
+
+impl<'f> Sink<'f> {
+    pub(super) fn new(files: &'f [SourceFile]) -> Sink<'f> {
+        Sink {
+            files,
+            errors: Vec::new(),
+            notes: Vec::new(),
+            seen: HashSet::new(),
+            note_counts: HashMap::new(),
+        }
+    }
+
+    /// An error in file `file` at byte `span` (or about the whole file).
+    pub fn error(
+        &mut self,
+        file: usize,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+        field: Option<String>,
+        hint: Option<String>,
+    ) {
+        let message = message.into();
+        let key = (
+            file,
+            span.as_ref().map_or(usize::MAX, |s| s.start),
+            message.clone(),
+        );
+        if !self.seen.insert(key) {
+            return;
+        }
+        let d = self.build(Severity::Error, file, span, message, field, hint);
+        self.errors.push(d);
+    }
+
+    /// A note (or warning) the user should see; it does not stop the build.
+    pub fn note(
+        &mut self,
+        severity: Severity,
+        file: usize,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+        field: Option<String>,
+        hint: Option<String>,
+    ) {
+        let message = message.into();
+        if let Some((_, count)) = self.note_counts.get_mut(&(file, message.clone())) {
+            *count += 1;
+            return;
+        }
+        let d = self.build(severity, file, span, message.clone(), field, hint);
+        self.note_counts
+            .insert((file, message), (self.notes.len(), 1));
+        self.notes.push(d);
+    }
+
+    fn build(
+        &self,
+        severity: Severity,
+        file: usize,
+        span: Option<Range<usize>>,
+        message: String,
+        field: Option<String>,
+        hint: Option<String>,
+    ) -> Diagnostic {
+        let f = &self.files[file];
+        let mut d = Diagnostic::new(severity, &f.path, message);
+        if let Some(span) = span {
+            d = d.at(&f.source, span);
+        }
+        d.field = field;
+        d.hint = hint;
+        d
+    }
+
+    pub(super) fn finish(mut self) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
+        for (index, count) in self.note_counts.values() {
+            if *count > 1 {
+                let more = count - 1;
+                let d = &mut self.notes[*index];
+                d.message = format!("{} (and {more} more like it in this file)", d.message);
+            }
+        }
+        diagnostic::sort(&mut self.errors);
+        diagnostic::sort(&mut self.notes);
+        (self.errors, self.notes)
+    }
+}
