@@ -35,18 +35,19 @@ pub(super) fn check_unique_id(
             "first defined at {}:{line}:{column}; task ids must be unique across the project",
             f.path.display()
         );
-        sinks[file].error(
-            file,
-            Some(span),
+        sinks[file].error_with_related(
+            (file, span),
             format!("task id `{value}` is used twice"),
             Some(task.paths.path("id")),
             Some(hint),
+            (*first_file, first_span.clone(), "first defined here"),
         );
         task.broken = true;
         return;
     }
     ids.insert(value.clone(), (file, span));
 }
+
 /// `[A-Za-z0-9._-]+`, not starting with `.`: ids go into file names.
 pub(super) fn check_id(id: &str) -> Result<(), (String, String)> {
     let hint = "ids may use letters, digits, `.`, `_` and `-` (they go into file names), and cannot start with `.`".to_owned();

@@ -19,7 +19,7 @@ use crate::plan::raw::{
 use crate::plan::seed::SeedPart;
 use crate::plan::sink::Sink;
 use crate::project::manifest::unknown_field_hint;
-use crate::term::diagnostic::Severity;
+use crate::term::diagnostic::{LineIndex, Severity};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -653,7 +653,7 @@ fn dotted(pointer: &str) -> String {
 /// Reports a `serde_json` error raised while reading `source[offset..]`, at its place in the file.
 fn report(sink: &mut Sink, file: usize, source: &str, offset: usize, e: &serde_json::Error) {
     let slice = &source[offset..];
-    let at = offset + byte_offset(slice, e.line(), e.column());
+    let at = offset + LineIndex::new(slice).offset(e.line(), e.column());
     let full = e.to_string();
     let message = full
         .rfind(" at line ")
@@ -681,18 +681,6 @@ fn report(sink: &mut Sink, file: usize, source: &str, offset: usize, e: &serde_j
         (message, at..at + 1)
     };
     sink.error(file, Some(span), message, None, hint);
-}
-
-/// `serde_json` counts lines from 1 and columns in bytes from 1 (0 when the error is at a line end).
-fn byte_offset(text: &str, line: usize, column: usize) -> usize {
-    let line_start = if line <= 1 {
-        0
-    } else {
-        text.match_indices('\n')
-            .nth(line - 2)
-            .map_or(text.len(), |(i, _)| i + 1)
-    };
-    (line_start + column.saturating_sub(1)).min(text.len().saturating_sub(1))
 }
 
 #[cfg(test)]

@@ -55,6 +55,24 @@ impl<'f> Sink<'f> {
         self.errors.push(d);
     }
 
+    /// [`Sink::error`] that also quotes a second place: byte `span` of file `file`, with `label`.
+    pub fn error_with_related(
+        &mut self,
+        at: (usize, Range<usize>),
+        message: impl Into<String>,
+        field: Option<String>,
+        hint: Option<String>,
+        related: (usize, Range<usize>, &str),
+    ) {
+        let errors = self.errors.len();
+        self.error(at.0, Some(at.1), message, field, hint);
+        let (file, span, label) = related;
+        let f = &self.files[file];
+        if let Some(d) = self.errors.get_mut(errors) {
+            *d = d.clone().also_at(&f.path, &f.source, span, label);
+        }
+    }
+
     /// A note (or warning) the user should see; it does not stop the build.
     pub fn note(
         &mut self,
