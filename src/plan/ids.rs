@@ -65,3 +65,23 @@ pub(super) fn check_id(id: &str) -> Result<(), (String, String)> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_file_name_safe() {
+        assert!(check_id("hero-1.a_b").is_ok());
+        assert_eq!(check_id("").unwrap_err().0, "a task id cannot be empty");
+        assert_eq!(
+            check_id(".hidden").unwrap_err().0,
+            "task id `.hidden` starts with `.`"
+        );
+        assert_eq!(check_id("a/b").unwrap_err().0, "task id `a/b` contains `/`");
+        assert_eq!(
+            check_id("héro").unwrap_err().0,
+            "task id `héro` contains `é`"
+        );
+    }
+}

@@ -248,3 +248,46 @@ impl RawTask {
         inheritable_fields!(merge);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_named_as_the_user_wrote_them() {
+        let toml = FieldPaths::Toml {
+            task: Some(2),
+            inherited: vec!["size"],
+        };
+        assert_eq!(toml.path("prompt.subject"), "task[2].prompt.subject");
+        assert_eq!(toml.path("size"), "defaults.size");
+        assert!(toml.inherited("size") && !toml.inherited("n"));
+        let json = FieldPaths::Json {
+            base: "batches[0].tasks[1]".to_owned(),
+            map: vec![("size", "batches[0].tasks[1].parameters.size".to_owned())],
+        };
+        assert_eq!(json.path("size"), "batches[0].tasks[1].parameters.size");
+        assert_eq!(json.path("id"), "batches[0].tasks[1].id");
+    }
+
+    #[test]
+    fn a_task_keeps_its_own_fields_over_the_defaults() {
+        let mut task = RawTask {
+            n: Some(Spanned::new(0..1, 2)),
+            paths: FieldPaths::Toml {
+                task: Some(0),
+                inherited: Vec::new(),
+            },
+            ..RawTask::default()
+        };
+        let defaults = RawTask {
+            n: Some(Spanned::new(5..6, 4)),
+            seed: Some(Spanned::new(7..8, 42)),
+            ..RawTask::default()
+        };
+        task.inherit(&defaults);
+        assert_eq!(task.n.as_ref().map(|n| *n.get_ref()), Some(2));
+        assert_eq!(task.seed.as_ref().map(|s| *s.get_ref()), Some(42));
+        assert!(task.paths.inherited("seed") && !task.paths.inherited("n"));
+    }
+}

@@ -126,3 +126,52 @@ impl<'f> Sink<'f> {
         (self.errors, self.notes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files() -> Vec<SourceFile> {
+        vec![
+            SourceFile {
+                path: PathBuf::from("plans/a.toml"),
+                source: "[[task]]\nid = \"hero\"\n".to_owned(),
+            },
+            SourceFile {
+                path: PathBuf::from("plans/b.toml"),
+                source: "[[task]]\nid = \"hero\"\n".to_owned(),
+            },
+        ]
+    }
+
+    #[test]
+    fn identical_errors_are_reported_once_and_notes_counted() {
+        let files = files();
+        let mut sink = Sink::new(&files);
+        for _ in 0..2 {
+            sink.error(0, Some(14..20), "bad", None, None);
+            sink.note(Severity::Note, 0, Some(9..11), "aliased", None, None);
+        }
+        let (errors, notes) = sink.finish();
+        assert_eq!(errors.len(), 1);
+        assert_eq!((errors[0].line, errors[0].column), (2, 6));
+        assert_eq!(notes.len(), 1);
+        assert_eq!(
+            notes[0].message,
+            "aliased (and 1 more like it in this file)"
+        );
+    }
+
+    #[test]
+    fn an_error_can_quote_a_place_in_another_file() {
+        let files = files();
+        let mut sink = Sink::new(&files);
+        sink.error_with_related((1, 14..20), "used twice", None, None, (0, 14..20, "first"));
+        let (errors, _) = sink.finish();
+        let related = &errors[0].related;
+        assert_eq!(related.len(), 1);
+        assert_eq!(related[0].path, PathBuf::from("plans/a.toml"));
+        assert_eq!(related[0].excerpt.line, 2);
+        assert_eq!(related[0].excerpt.text, "id = \"hero\"");
+    }
+}

@@ -137,11 +137,8 @@ impl<'a> Validator<'a> {
         refs: &mut Vec<RefUse>,
         task_index: usize,
     ) -> Result<Task, Option<(String, u32)>> {
-        let files = sink.files;
+        let sink_files = sink.files;
         let file = cx.index;
-        let source = &files[file].source;
-        let plan_dir = cx.plan_dir;
-        let lines = cx.lines;
         let RawTask {
             id,
             model,
@@ -199,17 +196,12 @@ impl<'a> Validator<'a> {
             &poisoned,
             &mut c,
         );
-        let (model_name, spec) = match spec {
-            Some((name, spec)) => (Some(name), Some(spec)),
-            None => (None, None),
-        };
+        let (model_name, spec) = spec.map_or((None, None), |(name, spec)| (Some(name), Some(spec)));
         let family = spec.map(|s| s.family);
 
         let prompt = match (prompt, kind.as_ref()) {
             (None, Some(kind)) if !poisoned.iter().any(|p| p == "prompt") => {
-                crate::plan::edit_prompt::default_for(kind, style_reference.is_some())
-                    .map(|text| Prompt::Text(text.to_owned()))
-                    .or_else(|| fields::prompt(None, spec, &poisoned, is_edit, &mut c))
+                edit_prompt(kind, style_reference.is_some(), spec, &poisoned, &mut c)
             }
             (prompt, _) => fields::prompt(prompt, spec, &poisoned, is_edit, &mut c),
         };
@@ -228,7 +220,7 @@ impl<'a> Validator<'a> {
             ids: self.ids,
             root: &self.manifest.root,
             canonical_root: self.canonical_root.as_deref(),
-            plan_dir,
+            plan_dir: cx.plan_dir,
             refs,
             task_index,
         };
@@ -252,23 +244,17 @@ impl<'a> Validator<'a> {
         // Named by the outputs it writes: one picked candidate is `{id}.png`.
         let written = pick.as_ref().map_or(n, |p: &Vec<u32>| p.len() as u32);
         let output = self.output(out_dir, filename, written, &mut c);
-        let extra_input = extra_input.map_or_else(Map::new, |m| toml_datetimes(m.into_inner()));
-        let extra_parameters =
-            extra_parameters.map_or_else(Map::new, |m| toml_datetimes(m.into_inner()));
 
         let (Some(model), Some(prompt), Some(output), 0) = (model_name, prompt, output, c.errors)
         else {
             // Tasks using this one can still be checked against its `n`.
             return Err((n_valid && !id.is_empty()).then_some((id, n)));
         };
-        let (line, column) = lines.line_col(source, id_span.start);
+        let (line, column) = cx.lines.line_col(&sink_files[file].source, id_span.start);
+        let file = sink_files[file].path.clone();
         Ok(Task {
             id,
-            origin: Origin {
-                file: files[file].path.clone(),
-                line,
-                column,
-            },
+            origin: Origin { file, line, column },
             model,
             prompt,
             negative_prompt,
@@ -284,8 +270,9 @@ impl<'a> Validator<'a> {
             composer,
             text,
             edit,
-            extra_input,
-            extra_parameters,
+            extra_input: extra_input.map_or_else(Map::new, |m| toml_datetimes(m.into_inner())),
+            extra_parameters: extra_parameters
+                .map_or_else(Map::new, |m| toml_datetimes(m.into_inner())),
             output,
         })
     }
@@ -463,6 +450,19 @@ impl<'a> Validator<'a> {
         };
         Some(OutputSpec { dir, filename })
     }
+}
+
+/// The prompt of an edit task that writes none: the edit kind's default, if it has one.
+fn edit_prompt(
+    kind: &EditKind,
+    has_style_reference: bool,
+    spec: Option<&ModelSpec>,
+    poisoned: &[String],
+    c: &mut Check,
+) -> Option<Prompt> {
+    crate::plan::edit_prompt::default_for(kind, has_style_reference)
+        .map(|text| Prompt::Text(text.to_owned()))
+        .or_else(|| fields::prompt(None, spec, poisoned, true, c))
 }
 
 /// TOML datetimes reach `serde_json` as `{"$__toml_private_datetime": "…"}`: make them strings.
