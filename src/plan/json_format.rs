@@ -13,11 +13,13 @@ use serde_json::Value;
 use toml::Spanned;
 
 use crate::plan::json_spans;
-use crate::plan::{
-    FieldPaths, RawComposer, RawExtend, RawPrompt, RawTask, RawTemplate, RawText, SeedPart, Sink,
+use crate::plan::raw::{
+    FieldPaths, RawComposer, RawExtend, RawPrompt, RawTask, RawTemplate, RawText,
 };
+use crate::plan::seed::SeedPart;
+use crate::plan::sink::Sink;
 use crate::project::manifest::unknown_field_hint;
-use crate::term::diagnostic::Severity;
+use crate::term::diagnostic::{LineIndex, Severity};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -317,6 +319,10 @@ impl Located<'_> {
     }
 }
 
+/// How each field of a task is named in the seed's JSON (field → dotted path).
+type PathMap = Vec<(&'static str, String)>;
+
+/// One seed task as a [`RawTask`], each value located by its JSON pointer.
 fn task(
     wire: TaskWire,
     loc: &Located,
@@ -324,10 +330,10 @@ fn task(
     file: usize,
     sink: &mut Sink,
 ) -> RawTask {
-    let mut map: Vec<(&'static str, String)> = Vec::new();
+    let mut map: PathMap = Vec::new();
     let params = wire.parameters.unwrap_or_default();
     let nested_edit = params_edit(&params);
-    let p = |name: &'static str, map: &mut Vec<(&'static str, String)>| {
+    let p = |name: &'static str, map: &mut PathMap| {
         map.push((name, loc.path(&format!("parameters/{name}"))));
         format!("parameters/{name}")
     };
@@ -338,50 +344,8 @@ fn task(
     raw.id = wire.task_id.map(|v| loc.at("task_id", v));
     map.push(("id", loc.path("task_id")));
 
-    // Prompt: the text, or the seed's template fields.
     if let Some(pc) = wire.prompt_config {
-        let template = [
-            &pc.subject,
-            &pc.details,
-            &pc.environment,
-            &pc.lighting,
-            &pc.style,
-            &pc.quality,
-        ]
-        .iter()
-        .any(|f| f.is_some());
-        if let Some(text) = pc.prompt {
-            if template {
-                sink.error(
-                    file,
-                    Some(loc.span("prompt_config")),
-                    "`prompt_config` has both `prompt` and template fields",
-                    Some(loc.path("prompt_config")),
-                    Some("write the whole prompt in `prompt`, or use `subject`, `details`, `environment`, `lighting`, `style`, `quality` without it".to_owned()),
-                );
-                raw.poisoned.push("prompt".to_owned());
-            } else {
-                raw.prompt = Some(loc.at("prompt_config/prompt", RawPrompt::Text(text)));
-                map.push(("prompt", loc.path("prompt_config/prompt")));
-            }
-        } else if template {
-            raw.prompt = Some(loc.at(
-                "prompt_config",
-                RawPrompt::Template(RawTemplate {
-                    subject: pc.subject.map(|s| loc.at("prompt_config/subject", s)),
-                    details: pc.details,
-                    environment: pc.environment,
-                    lighting: pc.lighting,
-                    style: pc.style,
-                    quality: pc.quality,
-                }),
-            ));
-            map.push(("prompt", loc.path("prompt_config")));
-        }
-        raw.negative_prompt = pc
-            .negative_prompt
-            .map(|v| loc.at("prompt_config/negative_prompt", v));
-        map.push(("negative_prompt", loc.path("prompt_config/negative_prompt")));
+        prompt_fields(&mut raw, &mut map, pc, loc, file, sink);
     }
 
     macro_rules! param {
@@ -411,12 +375,97 @@ fn task(
         loc.at(&rel, items)
     });
 
-    // Composer: from `composer_config` when enabled, else from the composer fields in `parameters`.
-    let enabled = wire
-        .composer_config
-        .as_ref()
-        .is_some_and(|c| c.enabled.unwrap_or(true));
-    let (prefix, palette, layout, material, semantic) = match wire.composer_config {
+    let from_params = ComposerConfigWire {
+        enabled: None,
+        color_palette: params.color_palette,
+        layout: params.layout,
+        material: params.material,
+        semantic: params.semantic,
+    };
+    composer_fields(&mut raw, &mut map, wire.composer_config, from_params, loc);
+
+    qwen_text(&mut raw, &mut map, wire.qwen_image_config, loc);
+
+    let top = EditWire {
+        task_type: wire.task_type,
+        input_image_url: wire.input_image_url,
+        extend_config: wire.extend_config,
+        style_reference_url: wire.style_reference_url,
+    };
+    edit_fields(&mut raw, &mut map, top, nested_edit, loc, file, sink);
+
+    output_fields(&mut raw, &mut map, wire.output_config, plan_output, loc);
+
+    raw.paths = FieldPaths::Json {
+        base: loc.base.clone(),
+        map,
+    };
+    raw
+}
+
+/// The prompt: the text, or the seed's template fields, and the negative prompt.
+fn prompt_fields(
+    raw: &mut RawTask,
+    map: &mut PathMap,
+    pc: PromptConfigWire,
+    loc: &Located,
+    file: usize,
+    sink: &mut Sink,
+) {
+    let template = [
+        &pc.subject,
+        &pc.details,
+        &pc.environment,
+        &pc.lighting,
+        &pc.style,
+        &pc.quality,
+    ]
+    .iter()
+    .any(|f| f.is_some());
+    if let Some(text) = pc.prompt {
+        if template {
+            sink.error(
+                file,
+                Some(loc.span("prompt_config")),
+                "`prompt_config` has both `prompt` and template fields",
+                Some(loc.path("prompt_config")),
+                Some("write the whole prompt in `prompt`, or use `subject`, `details`, `environment`, `lighting`, `style`, `quality` without it".to_owned()),
+            );
+            raw.poisoned.push("prompt".to_owned());
+        } else {
+            raw.prompt = Some(loc.at("prompt_config/prompt", RawPrompt::Text(text)));
+            map.push(("prompt", loc.path("prompt_config/prompt")));
+        }
+    } else if template {
+        raw.prompt = Some(loc.at(
+            "prompt_config",
+            RawPrompt::Template(RawTemplate {
+                subject: pc.subject.map(|s| loc.at("prompt_config/subject", s)),
+                details: pc.details,
+                environment: pc.environment,
+                lighting: pc.lighting,
+                style: pc.style,
+                quality: pc.quality,
+            }),
+        ));
+        map.push(("prompt", loc.path("prompt_config")));
+    }
+    raw.negative_prompt = pc
+        .negative_prompt
+        .map(|v| loc.at("prompt_config/negative_prompt", v));
+    map.push(("negative_prompt", loc.path("prompt_config/negative_prompt")));
+}
+
+/// The composer: from `composer_config` when enabled, else from the composer fields in `parameters`.
+fn composer_fields(
+    raw: &mut RawTask,
+    map: &mut PathMap,
+    config: Option<ComposerConfigWire>,
+    from_params: ComposerConfigWire,
+    loc: &Located,
+) {
+    let enabled = config.as_ref().is_some_and(|c| c.enabled.unwrap_or(true));
+    let (prefix, palette, layout, material, semantic) = match config {
         Some(c) if enabled => (
             "composer_config",
             c.color_palette,
@@ -426,10 +475,10 @@ fn task(
         ),
         _ => (
             "parameters",
-            params.color_palette,
-            params.layout,
-            params.material,
-            params.semantic,
+            from_params.color_palette,
+            from_params.layout,
+            from_params.material,
+            from_params.semantic,
         ),
     };
     if palette.is_some() || layout.is_some() || material.is_some() || semantic.is_some() {
@@ -449,12 +498,14 @@ fn task(
             },
         ));
     }
+}
 
-    // Qwen text, when its config is enabled.
+/// The Qwen text, when its config is enabled.
+fn qwen_text(raw: &mut RawTask, map: &mut PathMap, config: Option<QwenConfigWire>, loc: &Located) {
     if let Some(QwenConfigWire {
         enabled: Some(true),
         text_content: Some(t),
-    }) = wire.qwen_image_config
+    }) = config
     {
         let rel = "qwen_image_config/text_content";
         map.push(("text", loc.path(rel)));
@@ -474,17 +525,17 @@ fn task(
             ),
         );
     }
+}
 
-    let top = EditWire {
-        task_type: wire.task_type,
-        input_image_url: wire.input_image_url,
-        extend_config: wire.extend_config,
-        style_reference_url: wire.style_reference_url,
-    };
-    edit_fields(&mut raw, &mut map, top, nested_edit, loc, file, sink);
-
-    // Output: the task's `output_config` over the plan's.
-    let out = wire.output_config.unwrap_or_default();
+/// Output naming: the task's `output_config` over the plan's.
+fn output_fields(
+    raw: &mut RawTask,
+    map: &mut PathMap,
+    task_output: Option<OutputWire>,
+    plan_output: &OutputWire,
+    loc: &Located,
+) {
+    let out = task_output.unwrap_or_default();
     let (dir, dir_rel) = match (out.save_directory, &plan_output.save_directory) {
         (Some(d), _) => (
             Some(d),
@@ -528,12 +579,6 @@ fn task(
         map.push(("filename", dotted(&pattern_rel)));
         raw.filename = Some(Spanned::new(span, pattern));
     }
-
-    raw.paths = FieldPaths::Json {
-        base: loc.base.clone(),
-        map,
-    };
-    raw
 }
 
 fn params_edit(params: &ParametersWire) -> EditWire {
@@ -551,7 +596,7 @@ fn params_edit(params: &ParametersWire) -> EditWire {
 /// The seed's edit fields, from the task level or from `parameters` (not both).
 fn edit_fields(
     raw: &mut RawTask,
-    map: &mut Vec<(&'static str, String)>,
+    map: &mut PathMap,
     top: EditWire,
     nested: EditWire,
     loc: &Located,
@@ -651,7 +696,7 @@ fn dotted(pointer: &str) -> String {
 /// Reports a `serde_json` error raised while reading `source[offset..]`, at its place in the file.
 fn report(sink: &mut Sink, file: usize, source: &str, offset: usize, e: &serde_json::Error) {
     let slice = &source[offset..];
-    let at = offset + byte_offset(slice, e.line(), e.column());
+    let at = offset + LineIndex::new(slice).offset(e.line(), e.column());
     let full = e.to_string();
     let message = full
         .rfind(" at line ")
@@ -679,18 +724,6 @@ fn report(sink: &mut Sink, file: usize, source: &str, offset: usize, e: &serde_j
         (message, at..at + 1)
     };
     sink.error(file, Some(span), message, None, hint);
-}
-
-/// `serde_json` counts lines from 1 and columns in bytes from 1 (0 when the error is at a line end).
-fn byte_offset(text: &str, line: usize, column: usize) -> usize {
-    let line_start = if line <= 1 {
-        0
-    } else {
-        text.match_indices('\n')
-            .nth(line - 2)
-            .map_or(text.len(), |(i, _)| i + 1)
-    };
-    (line_start + column.saturating_sub(1)).min(text.len().saturating_sub(1))
 }
 
 #[cfg(test)]

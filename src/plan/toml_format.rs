@@ -8,7 +8,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use crate::plan::{FieldPaths, RawTask, Sink};
+use crate::plan::raw::{FieldPaths, RawTask};
+use crate::plan::sink::Sink;
 use crate::project::manifest::unknown_field_hint;
 use crate::term::diagnostic::did_you_mean;
 
@@ -29,30 +30,7 @@ pub(crate) fn parse(file: usize, sink: &mut Sink) -> Vec<RawTask> {
     let mut task_values = Vec::new();
     for (key, value) in root {
         match key.get_ref().as_ref() {
-            "defaults" => {
-                let mut again = || reparse(source, "defaults");
-                let mut d = table(
-                    value,
-                    "defaults",
-                    file,
-                    sink,
-                    FieldPaths::Toml {
-                        task: None,
-                        inherited: Vec::new(),
-                    },
-                    &mut again,
-                );
-                if let Some(id) = d.id.take() {
-                    sink.error(
-                        file,
-                        Some(id.span()),
-                        "`id` cannot be set in `[defaults]`",
-                        Some("defaults.id".to_owned()),
-                        Some("each `[[task]]` needs its own `id`".to_owned()),
-                    );
-                }
-                defaults = Some(d);
-            }
+            "defaults" => defaults = Some(defaults_table(value, file, sink)),
             "task" => {
                 let span = value.span();
                 match value.into_inner() {
@@ -67,20 +45,7 @@ pub(crate) fn parse(file: usize, sink: &mut Sink) -> Vec<RawTask> {
                 }
             }
             other => {
-                let hint = if RawTask::deserialize(ValueDeserializer::from(Spanned::new(
-                    0..0,
-                    DeValue::Table(DeTable::from_iter([(key.clone(), value.clone())])),
-                )))
-                .is_ok()
-                {
-                    "task fields go in a `[[task]]` table, or in `[defaults]` for every task"
-                        .to_owned()
-                } else {
-                    match did_you_mean(other, SECTIONS) {
-                        Some(name) => format!("did you mean `{name}`?"),
-                        None => "a plan has `[defaults]` and `[[task]]` tables".to_owned(),
-                    }
-                };
+                let hint = unknown_key_hint(other, &key, &value);
                 sink.error(
                     file,
                     Some(key.span()),
@@ -121,6 +86,55 @@ pub(crate) fn parse(file: usize, sink: &mut Sink) -> Vec<RawTask> {
         tasks.push(task);
     }
     tasks
+}
+
+/// The plan's `[defaults]` table (which cannot set an `id`).
+fn defaults_table(value: Spanned<DeValue<'_>>, file: usize, sink: &mut Sink) -> RawTask {
+    let source = sink.files[file].source.as_str();
+    let mut again = || reparse(source, "defaults");
+    let mut d = table(
+        value,
+        "defaults",
+        file,
+        sink,
+        FieldPaths::Toml {
+            task: None,
+            inherited: Vec::new(),
+        },
+        &mut again,
+    );
+    if let Some(id) = d.id.take() {
+        sink.error(
+            file,
+            Some(id.span()),
+            "`id` cannot be set in `[defaults]`",
+            Some("defaults.id".to_owned()),
+            Some("each `[[task]]` needs its own `id`".to_owned()),
+        );
+    }
+    d
+}
+
+/// The hint for an unknown top-level key: a task field outside a table, or a misspelt section.
+fn unknown_key_hint(
+    other: &str,
+    key: &Spanned<std::borrow::Cow<'_, str>>,
+    value: &Spanned<DeValue<'_>>,
+) -> String {
+    let entry = DeTable::from_iter([(key.clone(), value.clone())]);
+    if RawTask::deserialize(ValueDeserializer::from(Spanned::new(
+        0..0,
+        DeValue::Table(entry),
+    )))
+    .is_ok()
+    {
+        return "task fields go in a `[[task]]` table, or in `[defaults]` for every task"
+            .to_owned();
+    }
+    match did_you_mean(other, SECTIONS) {
+        Some(name) => format!("did you mean `{name}`?"),
+        None => "a plan has `[defaults]` and `[[task]]` tables".to_owned(),
+    }
 }
 
 /// Deserializes one table into a [`RawTask`]. On an error the offending key is reported and dropped

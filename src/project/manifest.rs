@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::plan::RawTask;
+use crate::plan::raw::RawTask;
 use crate::registry::{ModelOverride, Registry};
 use crate::term::diagnostic::{Diagnostic, did_you_mean};
 

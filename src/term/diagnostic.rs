@@ -1,9 +1,13 @@
 //! `Diagnostic`: an error or note about the user's files, located by file, line and column, with the
-//! offending line quoted and a hint. Rendered the way rustc and cargo render theirs.
+//! offending line quoted, a hint, and where there is one, a second place (a duplicate id's first
+//! definition). Rendered by annotate-snippets, the way rustc and cargo render theirs; the printer
+//! decides whether with colour. [`LineIndex`] is the crate's one line/column computation.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+
+use annotate_snippets::{AnnotationKind, Group, Level, Origin, Renderer, Snippet};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -25,8 +29,63 @@ pub struct Diagnostic {
     pub field: Option<String>,
     pub message: String,
     pub hint: Option<String>,
-    /// The source line quoted under the location, and the underlined character range in it.
-    pub excerpt: Option<(String, Range<usize>)>,
+    /// The source line quoted under the location, and the underlined part of it.
+    pub excerpt: Option<Excerpt>,
+    /// Other places the problem involves, each quoted with a label (`first defined here`).
+    pub related: Vec<Related>,
+}
+
+/// One quoted source line and the byte range of it to underline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Excerpt {
+    pub text: String,
+    /// 1-based number of the quoted line.
+    pub line: usize,
+    /// Byte range within `text`.
+    pub span: Range<usize>,
+}
+
+impl Excerpt {
+    /// The line of `source` holding byte `span.start`, and the part of `span` on that line; with the
+    /// 1-based line and column (in characters) of `span.start`.
+    fn of(source: &str, span: Range<usize>) -> (Excerpt, usize, usize) {
+        let start = floor_char_boundary(source, span.start.min(source.len()));
+        let end = floor_char_boundary(source, span.end.clamp(start, source.len()));
+        let (line, column) = LineIndex::new(source).line_col(source, start);
+        let line_start = source[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = source[start..]
+            .find('\n')
+            .map_or(source.len(), |i| start + i);
+        let text = source[line_start..line_end].trim_end_matches('\r');
+        let from = start - line_start;
+        let to = end.min(line_start + text.len()).max(start) - line_start;
+        let excerpt = Excerpt {
+            text: text.to_owned(),
+            line,
+            span: from..to,
+        };
+        (excerpt, line, column)
+    }
+
+    fn snippet(
+        &self,
+        path: String,
+        kind: AnnotationKind,
+        label: Option<String>,
+    ) -> Snippet<'_, annotate_snippets::Annotation<'_>> {
+        Snippet::source(self.text.as_str())
+            .line_start(self.line)
+            .path(path)
+            .annotation(kind.span(self.span.clone()).label(label))
+    }
+}
+
+/// A second place a diagnostic involves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Related {
+    pub path: PathBuf,
+    pub label: String,
+    pub excerpt: Excerpt,
 }
 
 impl Diagnostic {
@@ -44,6 +103,7 @@ impl Diagnostic {
             message: message.into(),
             hint: None,
             excerpt: None,
+            related: Vec::new(),
         }
     }
 
@@ -58,20 +118,10 @@ impl Diagnostic {
     /// Locates the diagnostic at byte range `span` of `source` (the file's whole text).
     #[must_use]
     pub fn at(mut self, source: &str, span: Range<usize>) -> Diagnostic {
-        let start = floor_char_boundary(source, span.start.min(source.len()));
-        let end = floor_char_boundary(source, span.end.clamp(start, source.len()));
-        let line_start = source[..start].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = source[start..]
-            .find('\n')
-            .map_or(source.len(), |i| start + i);
-        self.line = source[..start].matches('\n').count() + 1;
-        self.column = source[line_start..start].chars().count() + 1;
-        let text = source[line_start..line_end]
-            .trim_end_matches('\r')
-            .to_owned();
-        let col0 = self.column - 1;
-        let width = source[start..end.min(line_end)].chars().count().max(1);
-        self.excerpt = Some((text, col0..col0 + width));
+        let (excerpt, line, column) = Excerpt::of(source, span);
+        self.line = line;
+        self.column = column;
+        self.excerpt = Some(excerpt);
         self
     }
 
@@ -81,9 +131,39 @@ impl Diagnostic {
         self.line = line;
         self.column = column.max(1);
         if let Some(text) = source.lines().nth(line.saturating_sub(1)) {
-            let col0 = self.column - 1;
-            self.excerpt = Some((text.to_owned(), col0..col0 + 1));
+            let from = text
+                .char_indices()
+                .nth(self.column - 1)
+                .map_or(text.len(), |(i, _)| i);
+            let to = text[from..]
+                .chars()
+                .next()
+                .map_or(from, |c| from + c.len_utf8());
+            self.excerpt = Some(Excerpt {
+                text: text.to_owned(),
+                line,
+                span: from..to,
+            });
         }
+        self
+    }
+
+    /// Adds a second place, at byte range `span` of `source` (the text of the file at `path`), quoted
+    /// with `label`.
+    #[must_use]
+    pub fn also_at(
+        mut self,
+        path: impl Into<PathBuf>,
+        source: &str,
+        span: Range<usize>,
+        label: impl Into<String>,
+    ) -> Diagnostic {
+        let (excerpt, _, _) = Excerpt::of(source, span);
+        self.related.push(Related {
+            path: path.into(),
+            label: label.into(),
+            excerpt,
+        });
         self
     }
 
@@ -112,42 +192,46 @@ impl Diagnostic {
         }
     }
 
-    /// The multi-line, human form. `color` adds ANSI styles.
+    /// The multi-line, human form: plain, or with ANSI styles when `color` (the printer decides).
     pub fn render(&self, color: bool) -> String {
-        let (label, style) = match self.severity {
-            Severity::Error => ("error", "\x1b[1;31m"),
-            Severity::Warning => ("warning", "\x1b[1;33m"),
-            Severity::Note => ("note", "\x1b[1;36m"),
+        let level = match self.severity {
+            Severity::Error => Level::ERROR,
+            Severity::Warning => Level::WARNING,
+            Severity::Note => Level::NOTE,
         };
-        let (bold, blue, reset) = if color {
-            ("\x1b[1m", "\x1b[1;34m", "\x1b[0m")
+        let path = self.path.display().to_string();
+        let field = self.field.as_ref().map(|f| format!("field `{f}`"));
+        let mut group = Group::with_title(level.primary_title(self.message.as_str()));
+        let mut field_shown = false;
+        if let Some(excerpt) = &self.excerpt {
+            group = group.element(excerpt.snippet(path, AnnotationKind::Primary, field.clone()));
+            field_shown = true;
+        } else if self.line > 0 {
+            group = group.element(Origin::path(path).line(self.line).char_column(self.column));
         } else {
-            ("", "", "")
-        };
-        let style = if color { style } else { "" };
-        let mut out = String::new();
-        let _ = writeln!(out, "{style}{label}{reset}{bold}: {}{reset}", self.message);
-        let field = self
-            .field
-            .as_ref()
-            .map(|f| format!(" (field `{f}`)"))
-            .unwrap_or_default();
-        let _ = writeln!(out, "  {blue}-->{reset} {}{field}", self.location());
-        if let Some((text, range)) = &self.excerpt {
-            let num = self.line.to_string();
-            let pad = " ".repeat(num.len());
-            let _ = writeln!(out, "{blue}{pad} |{reset}");
-            let _ = writeln!(out, "{blue}{num} |{reset} {text}");
-            let marks = "^".repeat(range.len().max(1));
-            let _ = writeln!(
-                out,
-                "{blue}{pad} |{reset} {}{style}{marks}{reset}",
-                " ".repeat(range.start)
-            );
+            group = group.element(Origin::path(path));
+        }
+        for related in &self.related {
+            let path = related.path.display().to_string();
+            group = group.element(related.excerpt.snippet(
+                path,
+                AnnotationKind::Context,
+                Some(related.label.clone()),
+            ));
+        }
+        if let Some(field) = field.filter(|_| !field_shown) {
+            group = group.element(Level::NOTE.message(field));
         }
         if let Some(hint) = &self.hint {
-            let _ = writeln!(out, "  {blue}={reset} {bold}hint{reset}: {hint}");
+            group = group.element(Level::HELP.with_name("hint").message(hint.as_str()));
         }
+        let renderer = if color {
+            Renderer::styled()
+        } else {
+            Renderer::plain()
+        };
+        let mut out = renderer.render(&[group]);
+        out.push('\n');
         out
     }
 }
@@ -160,6 +244,52 @@ impl fmt::Display for Diagnostic {
             write!(f, " (field `{field}`)")?;
         }
         Ok(())
+    }
+}
+
+/// Line starts of one file: locates byte offsets as 1-based lines and columns (in characters), and
+/// back, without rescanning the file for each.
+pub struct LineIndex {
+    starts: Vec<usize>,
+    len: usize,
+}
+
+impl LineIndex {
+    pub fn new(source: &str) -> LineIndex {
+        let mut starts = vec![0];
+        starts.extend(
+            source
+                .bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
+        LineIndex {
+            starts,
+            len: source.len(),
+        }
+    }
+
+    /// The byte offset of 1-based `line` and byte `column` (as `serde_json` counts: 0 at a line's
+    /// end), clamped to the last byte.
+    pub fn offset(&self, line: usize, column: usize) -> usize {
+        let line_start = self
+            .starts
+            .get(line.max(1) - 1)
+            .copied()
+            .unwrap_or(self.len);
+        (line_start + column.saturating_sub(1)).min(self.len.saturating_sub(1))
+    }
+
+    /// 1-based line and column (in characters) of byte `offset`.
+    pub fn line_col(&self, source: &str, offset: usize) -> (usize, usize) {
+        let offset = offset.min(source.len());
+        let line = self.starts.partition_point(|s| *s <= offset);
+        let start = self.starts[line - 1];
+        let column = source
+            .get(start..offset)
+            .map_or(offset - start, |s| s.chars().count());
+        (line, column + 1)
     }
 }
 
@@ -181,32 +311,19 @@ pub fn display_path(root: &Path, path: &Path) -> PathBuf {
         .map_or_else(|_| path.to_path_buf(), Path::to_path_buf)
 }
 
-/// The closest of `candidates` to `word`, if it is close enough to be a likely typo.
+/// The closest of `candidates` to `word`, if it is close enough to be a likely typo (Levenshtein
+/// distance, ignoring case, at most a third of the candidate's length, and at least 2).
 pub fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
+    let word = word.to_lowercase();
     candidates
         .into_iter()
-        .map(|c| (edit_distance(&word.to_lowercase(), &c.to_lowercase()), c))
+        .map(|c| (strsim::levenshtein(&word, &c.to_lowercase()), c))
         .filter(|(d, c)| *d <= (c.chars().count() / 3).max(2))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]
@@ -224,7 +341,55 @@ mod tests {
         assert_eq!(d.to_string(), "plans/a.toml:3:8: bad size (field `size`)");
         let text = d.render(false);
         assert!(text.contains("3 | size = \"2000*1024\""), "{text}");
-        assert!(text.contains("       ^^^^^^^^^^^"), "{text}");
+        assert!(text.contains("       ^^^^^^^^^^^ field `size`"), "{text}");
+        assert_eq!(
+            text,
+            "error: bad size\n --> plans/a.toml:3:8\n  |\n3 | size = \"2000*1024\"\n  |        ^^^^^^^^^^^ field `size`\n"
+        );
+    }
+
+    #[test]
+    fn renders_the_hint_and_a_second_place() {
+        let a = "[[task]]\nid = \"hero\"\n";
+        let b = "\n[[task]]\nid = \"hero\"\n";
+        let at = |s: &str| s.find("\"hero").unwrap()..s.find("\"hero").unwrap() + 6;
+        let d = Diagnostic::error("plans/b.toml", "task id `hero` is used twice")
+            .at(b, at(b))
+            .field("task[0].id")
+            .hint("task ids must be unique across the project")
+            .also_at("plans/a.toml", a, at(a), "first defined here");
+        let text = d.render(false);
+        assert_eq!(
+            text,
+            "error: task id `hero` is used twice\n --> plans/b.toml:3:6\n  |\n3 | id = \"hero\"\n  |      ^^^^^^ field `task[0].id`\n  |\n ::: plans/a.toml:2:6\n  |\n2 | id = \"hero\"\n  |      ------ first defined here\n  |\n  = hint: task ids must be unique across the project\n",
+            "{text}"
+        );
+        assert!(
+            d.render(true).contains("\x1b["),
+            "styled when the printer says so"
+        );
+        assert!(!text.contains('\x1b'));
+    }
+
+    #[test]
+    fn a_whole_file_problem_names_the_file_and_field() {
+        let d = Diagnostic::error("wanx.toml", "invalid plan globs").field("project.plans");
+        let text = d.render(false);
+        assert_eq!(
+            text,
+            "error: invalid plan globs\n--> wanx.toml\n = note: field `project.plans`\n"
+        );
+    }
+
+    #[test]
+    fn line_index_counts_characters_not_bytes() {
+        let src = "a\né = \"x\"\n";
+        let index = LineIndex::new(src);
+        assert_eq!(index.line_col(src, 0), (1, 1));
+        assert_eq!(index.line_col(src, src.find('=').unwrap()), (2, 3));
+        assert_eq!(index.line_col(src, 999), (3, 1));
+        assert_eq!(index.offset(2, 4), src.find('=').unwrap());
+        assert_eq!(index.offset(9, 1), src.len() - 1);
     }
 
     #[test]
