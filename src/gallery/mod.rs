@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::build::{self, Project};
 use crate::cli::Selection;
+use crate::clock::civil_from_days;
 use crate::error::Result;
 use crate::money::Money;
 use crate::plan::task::Task;
@@ -21,7 +22,6 @@ use crate::planner::reconcile::Action;
 use crate::planner::{upstream_ids, waiting_reason};
 use crate::store::blob_store::BlobStore;
 use crate::store::{Ledger, StoredResult};
-use crate::tree::output_name::civil_from_days;
 
 /// Earlier versions shown per task, newest first.
 const HISTORY_KEPT: usize = 12;
@@ -253,7 +253,7 @@ pub fn collect(
         plans,
         ledger,
         emulated: selection.emulate,
-        made_at: crate::tree::output_name::now_unix(),
+        made_at: crate::clock::now_unix(),
     })
 }
 

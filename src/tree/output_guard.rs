@@ -108,7 +108,7 @@ pub fn find(root: &Path, planned: &Planned<'_>, now: i64) -> Vec<Foreign> {
 /// Moves the file at project-relative `path` to `.wanx/replaced/<time>/<path>`, returning where
 /// (project-relative) it now is.
 pub fn keep(root: &Path, state_dir: &Path, path: &str, now: i64) -> std::io::Result<PathBuf> {
-    let stamp = crate::tree::output_name::format_timestamp(now);
+    let stamp = crate::clock::format_timestamp(now);
     let mut to = state_dir.join("replaced").join(&stamp).join(path);
     let mut n = 1;
     while std::fs::symlink_metadata(&to).is_ok() {
@@ -159,7 +159,7 @@ pub fn guard(
             id: refused[0].id.clone(),
         });
     }
-    let now = crate::tree::output_name::now_unix();
+    let now = crate::clock::now_unix();
     for f in foreign {
         let kept = keep(root, state_dir, &f.path, now)
             .map_err(|e| crate::error::Error::io("could not move aside", root.join(&f.path), e))?;
