@@ -583,7 +583,7 @@ pub(crate) fn format_time(time: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::request::tests::{flash, validate};
+    use crate::emulator::request::{flash, validate};
     use crate::registry::TEXT2IMAGE;
 
     #[test]
