@@ -34,7 +34,7 @@ impl Provider {
         // A base URL without a scheme (`127.0.0.1:8000/api/v1`) is read as `http://`.
         let parsed = url::Url::parse(base_url)
             .ok()
-            .filter(|u| u.has_host())
+            .filter(url::Url::has_host)
             .or_else(|| url::Url::parse(&format!("http://{base_url}")).ok());
         let host = match parsed.as_ref().and_then(url::Url::host) {
             Some(url::Host::Ipv4(ip)) if ip.is_loopback() => return Provider::Emulator,

@@ -527,6 +527,11 @@ pub(crate) fn header_enabled(headers: &HeaderMap, name: &str) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("enable"))
 }
 
+/// The test helpers the state's tests share (a private `tests` module keeps the module-cycle check,
+/// which skips `mod tests`, from reading its `super::*` as an edge).
+#[cfg(test)]
+pub(crate) use tests::{flash, validate};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -649,8 +654,3 @@ mod tests {
         assert_ne!(a.digest, c.digest);
     }
 }
-
-/// The test helpers the state's tests share (a private `tests` module keeps the module-cycle check,
-/// which skips `mod tests`, from reading its `super::*` as an edge).
-#[cfg(test)]
-pub(crate) use tests::{flash, validate};
