@@ -239,6 +239,18 @@ async fn reset_forgets_everything_and_health_answers() {
     );
 }
 
+/// An object's keys, sorted.
+fn sorted_keys(object: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = object
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
 #[tokio::test]
 async fn the_task_list_has_the_recorded_shape_filters_and_pages() {
     let emulator = start_with(with_quota(config(0), 100, 100)).await;
@@ -251,15 +263,8 @@ async fn the_task_list_has_the_recorded_shape_filters_and_pages() {
     let (status, all) = list_tasks(&emulator, "").await;
     assert_eq!(status, 200, "{all}");
     // The recorded answer's fields (protocol §3 "List"), and nothing else at the top.
-    let mut top: Vec<&str> = all
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    top.sort_unstable();
     assert_eq!(
-        top,
+        sorted_keys(&all),
         [
             "data",
             "page_no",
@@ -273,15 +278,8 @@ async fn the_task_list_has_the_recorded_shape_filters_and_pages() {
         (all["total"].as_u64(), all["page_size"].as_u64()),
         (Some(4), Some(10))
     );
-    let mut fields: Vec<&str> = all["data"][0]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    fields.sort_unstable();
     assert_eq!(
-        fields,
+        sorted_keys(&all["data"][0]),
         [
             "api_key_id",
             "caller_parent_id",
