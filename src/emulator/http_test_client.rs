@@ -1,5 +1,5 @@
-//! A client for the emulator's HTTP tests: start an emulator, submit, poll, fetch, upload-free
-//! helpers and fault rules, shared by [`crate::emulator::http_tests`] and
+//! A client for the emulator's HTTP tests: start an emulator (with quotas or fault rules), submit,
+//! poll, fetch a result, list tasks; shared by [`crate::emulator::http_tests`] and
 //! [`crate::emulator::http_upload_tests`].
 
 use std::net::SocketAddr;
