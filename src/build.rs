@@ -95,7 +95,7 @@ pub async fn build_with(
     let mut planned = plan(project, &selection, &forced)?;
     remember_stats(&mut planned)?;
     let emulated = planned.provider.is_emulated();
-    let foreign = crate::tree::output_guard::find(&project.manifest.root, &planned, now_unix());
+    let foreign = crate::planner::writes::foreign(&project.manifest.root, &planned, now_unix());
     if let Some(budget) = args.max_spend {
         planned.budget = Some(Money::from_yuan(budget));
     }
@@ -163,7 +163,7 @@ pub async fn build_with(
     if let Some(on_plan) = &hooks.on_plan {
         on_plan(&planned);
     }
-    let before = crate::tree::stale_outputs::Before::take(&planned);
+    let before = crate::planner::writes::before(&planned);
     let emulator = execute(
         project,
         args,

@@ -13,6 +13,7 @@
 
 pub mod build;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod compile;
 pub mod emulator;

@@ -2,53 +2,32 @@
 //! PNG or JPEG header, standard base64, and `data:{MIME};base64,…` URIs. Shared by the client (local
 //! inputs sent inline) and the emulator (which checks what it receives).
 
-use crate::size::Size;
+use base64::Engine;
+use base64::alphabet;
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+use crate::size::Size;
 
 /// Standard base64 with padding.
 pub fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(BASE64[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    STANDARD.encode(bytes)
 }
 
-/// Standard or URL-safe base64, padding optional, ASCII whitespace ignored.
+/// Decoding accepts what clients send: padding or none, and bits past the last byte unchecked (as
+/// the service's own decoder is not documented to check them).
+const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
+    .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+    .with_decode_allow_trailing_bits(true);
+
+/// Standard or URL-safe base64, padding optional, ASCII whitespace ignored. A `=` anywhere but at
+/// the end is an error.
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.bytes().filter(|c| !c.is_ascii_whitespace()) {
-        let value = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            b'=' => continue,
-            _ => return None,
-        };
-        acc = acc << 6 | u32::from(value);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
+    let compact: Vec<u8> = text.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
+    GeneralPurpose::new(&alphabet::STANDARD, LENIENT)
+        .decode(&compact)
+        .or_else(|_| GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT).decode(&compact))
+        .ok()
 }
 
 /// The bytes of a `data:{MIME};base64,{DATA}` URI; `None` when it is not one.
@@ -167,6 +146,18 @@ mod tests {
         assert_eq!(base64_encode(b"fo"), "Zm8=");
         assert_eq!(base64_decode("Zm8").unwrap(), b"fo");
         assert!(base64_decode("Zm8*").is_none());
+        assert_eq!(base64_decode("Zm9v\nYmFy").unwrap(), b"foobar");
+        assert_eq!(base64_decode("-_8").unwrap(), [0xFB, 0xFF]);
+        assert_eq!(base64_decode("+/8=").unwrap(), [0xFB, 0xFF]);
+    }
+
+    /// The hand-written decoder skipped a `=` wherever it stood, so two padded chunks glued
+    /// together read as one payload; the `base64` crate refuses it.
+    #[test]
+    fn base64_refuses_padding_in_the_middle() {
+        assert!(base64_decode("Zm8=Zm8=").is_none());
+        assert!(base64_decode("Zm=9vYmFy").is_none());
+        assert!(data_uri_bytes("data:image/png;base64,iVBO=Rw0KGgo=").is_none());
     }
 
     #[test]

@@ -449,29 +449,7 @@ impl Registry {
             let base = self.resolve(base_name).map(|r| r.spec.clone());
             let mut spec = match (base, o.family) {
                 (Some(spec), _) => spec,
-                (None, Some(family)) => ModelSpec {
-                    id: name.clone(),
-                    family,
-                    endpoint: if family.is_edit() {
-                        IMAGE2IMAGE
-                    } else {
-                        TEXT2IMAGE
-                    }
-                    .to_owned(),
-                    sizes: SizeRule::Sides {
-                        min_side: 512,
-                        max_side: 1440,
-                        max_pixels: 1440 * 1440,
-                    },
-                    default_size: Some(Size::new(1024, 1024)),
-                    n_min: 1,
-                    n_max: 4,
-                    price: Money::ZERO,
-                    submit_rps: 2,
-                    concurrency: 2,
-                    prompt_limit: 800,
-                    typical_latency: Duration::from_secs(60),
-                },
+                (None, Some(family)) => new_model(name, family),
                 (None, None) => {
                     errors.push((
                         format!("models.{name}"),
@@ -480,62 +458,7 @@ impl Registry {
                     continue;
                 }
             };
-            spec.id = o.id.clone().unwrap_or_else(|| {
-                if o.base.is_some() {
-                    name.clone()
-                } else {
-                    spec.id.clone()
-                }
-            });
-            if let Some(f) = o.family {
-                spec.family = f;
-            }
-            if let Some(e) = &o.endpoint {
-                spec.endpoint.clone_from(e);
-            }
-            if let Some(p) = o.price {
-                spec.price = Money::from_yuan(p);
-            }
-            if let Some(v) = o.submit_rps {
-                spec.submit_rps = v.max(1);
-            }
-            if let Some(v) = o.concurrency {
-                spec.concurrency = v.max(1);
-            }
-            if let Some(v) = o.n_max {
-                spec.n_max = v;
-            }
-            if let Some(v) = o.prompt_limit {
-                spec.prompt_limit = v;
-            }
-            if let Some(secs) = o.typical_latency {
-                spec.typical_latency = Duration::from_secs_f64(secs.max(0.0));
-            }
-            if let Some(list) = &o.sizes {
-                match list
-                    .iter()
-                    .map(|s| s.parse::<Size>())
-                    .collect::<Result<Vec<_>, _>>()
-                {
-                    Ok(sizes) => spec.sizes = SizeRule::Listed(sizes),
-                    Err(e) => errors.push((format!("models.{name}.sizes"), e)),
-                }
-            }
-            if o.min_side.is_some() || o.max_side.is_some() || o.max_pixels.is_some() {
-                let (min0, max0, px0) = match spec.sizes {
-                    SizeRule::Sides {
-                        min_side,
-                        max_side,
-                        max_pixels,
-                    } => (min_side, max_side, max_pixels),
-                    _ => (512, 1440, 1440 * 1440),
-                };
-                spec.sizes = SizeRule::Sides {
-                    min_side: o.min_side.unwrap_or(min0),
-                    max_side: o.max_side.unwrap_or(max0),
-                    max_pixels: o.max_pixels.unwrap_or(px0),
-                };
-            }
+            apply_override(name, o, &mut spec, &mut errors);
             self.aliases.remove(name);
             self.models.insert(name.clone(), spec);
         }
@@ -596,6 +519,99 @@ impl Registry {
 
     pub fn models(&self) -> impl Iterator<Item = &ModelSpec> {
         self.models.values()
+    }
+}
+
+/// A model `[models.NAME]` describes from scratch (no `base`): the given family's endpoint and
+/// conservative limits, free until a price is set.
+fn new_model(name: &str, family: Family) -> ModelSpec {
+    ModelSpec {
+        id: name.to_owned(),
+        family,
+        endpoint: if family.is_edit() {
+            IMAGE2IMAGE
+        } else {
+            TEXT2IMAGE
+        }
+        .to_owned(),
+        sizes: SizeRule::Sides {
+            min_side: 512,
+            max_side: 1440,
+            max_pixels: 1440 * 1440,
+        },
+        default_size: Some(Size::new(1024, 1024)),
+        n_min: 1,
+        n_max: 4,
+        price: Money::ZERO,
+        submit_rps: 2,
+        concurrency: 2,
+        prompt_limit: 800,
+        typical_latency: Duration::from_secs(60),
+    }
+}
+
+/// Applies one `[models.NAME]` entry's fields to `spec`, pushing an error per field it cannot read.
+fn apply_override(
+    name: &str,
+    o: &ModelOverride,
+    spec: &mut ModelSpec,
+    errors: &mut Vec<(String, String)>,
+) {
+    spec.id = o.id.clone().unwrap_or_else(|| {
+        if o.base.is_some() {
+            name.to_owned()
+        } else {
+            spec.id.clone()
+        }
+    });
+    if let Some(f) = o.family {
+        spec.family = f;
+    }
+    if let Some(e) = &o.endpoint {
+        spec.endpoint.clone_from(e);
+    }
+    if let Some(p) = o.price {
+        spec.price = Money::from_yuan(p);
+    }
+    if let Some(v) = o.submit_rps {
+        spec.submit_rps = v.max(1);
+    }
+    if let Some(v) = o.concurrency {
+        spec.concurrency = v.max(1);
+    }
+    if let Some(v) = o.n_max {
+        spec.n_max = v;
+    }
+    if let Some(v) = o.prompt_limit {
+        spec.prompt_limit = v;
+    }
+    if let Some(secs) = o.typical_latency {
+        spec.typical_latency = Duration::from_secs_f64(secs.max(0.0));
+    }
+    if let Some(list) = &o.sizes {
+        match list
+            .iter()
+            .map(|s| s.parse::<Size>())
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(sizes) => spec.sizes = SizeRule::Listed(sizes),
+            Err(e) => errors.push((format!("models.{name}.sizes"), e)),
+        }
+    }
+    if o.min_side.is_some() || o.max_side.is_some() || o.max_pixels.is_some() {
+        let (min0, max0, px0) = match spec.sizes {
+            SizeRule::Sides {
+                min_side,
+                max_side,
+                max_pixels,
+            } => (min_side, max_side, max_pixels),
+            _ => (512, 1440, 1440 * 1440),
+        };
+        spec.sizes = SizeRule::Sides {
+            min_side: o.min_side.unwrap_or(min0),
+            max_side: o.max_side.unwrap_or(max0),
+            max_pixels: o.max_pixels.unwrap_or(px0),
+        };
     }
 }
 

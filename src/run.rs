@@ -119,7 +119,7 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> Result<()> {
                 build::print_plan(&planned, printer, args.json);
             }
             let now = crate::tree::output_name::now_unix();
-            let foreign = crate::tree::output_guard::find(&project.manifest.root, &planned, now);
+            let foreign = crate::planner::writes::foreign(&project.manifest.root, &planned, now);
             crate::tree::output_guard::warn(&foreign, printer);
             refused
         }

@@ -31,24 +31,20 @@ pub enum Provider {
 impl Provider {
     /// Decides the identity from the base URL the client will talk to.
     pub fn from_base_url(base_url: &str) -> Provider {
-        let host = base_url
-            .split_once("://")
-            .map_or(base_url, |(_, rest)| rest)
-            .split(['/', '?'])
-            .next()
-            .unwrap_or_default();
-        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-        let host = if host.starts_with('[') {
-            host.split(']')
-                .next()
-                .unwrap_or(host)
-                .trim_start_matches('[')
-        } else {
-            host.split(':').next().unwrap_or(host)
+        // A base URL without a scheme (`127.0.0.1:8000/api/v1`) is read as `http://`.
+        let parsed = url::Url::parse(base_url)
+            .ok()
+            .filter(url::Url::has_host)
+            .or_else(|| url::Url::parse(&format!("http://{base_url}")).ok());
+        let host = match parsed.as_ref().and_then(url::Url::host) {
+            Some(url::Host::Ipv4(ip)) if ip.is_loopback() => return Provider::Emulator,
+            Some(url::Host::Ipv6(ip)) if ip.is_loopback() => return Provider::Emulator,
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            Some(url::Host::Domain(domain)) => domain.to_ascii_lowercase(),
+            None => base_url.to_ascii_lowercase(),
         };
-        let host = host.to_ascii_lowercase();
-        let loopback = host == "localhost" || host == "::1" || host.starts_with("127.");
-        if loopback {
+        if host == "localhost" {
             Provider::Emulator
         } else if host == "aliyuncs.com" || host.ends_with(".aliyuncs.com") {
             Provider::DashScope
@@ -270,6 +266,24 @@ mod tests {
         assert_eq!(
             Provider::from_base_url("https://proxy.example.com/api/v1"),
             Provider::Compatible("proxy.example.com".into())
+        );
+        assert_eq!(
+            Provider::from_base_url("http://user@LOCALHOST:8000/api/v1"),
+            Provider::Emulator
+        );
+        assert_eq!(
+            Provider::from_base_url("127.0.0.2:8000/api/v1"),
+            Provider::Emulator
+        );
+    }
+
+    /// A host that merely starts with `127.` is a domain name (here one that resolves anywhere):
+    /// the hand-written check took it for the local emulator.
+    #[test]
+    fn a_domain_starting_with_127_is_not_the_emulator() {
+        assert_eq!(
+            Provider::from_base_url("http://127.0.0.1.nip.io:4567/api/v1"),
+            Provider::Compatible("127.0.0.1.nip.io".into())
         );
     }
 }

@@ -1,12 +1,15 @@
 //! One request to the emulator: the error answer every route shares (protocol §4), and the checks a
 //! task submission passes before it becomes a task (§2, §7, §8), with what the task needs later.
 
-use http_body_util::Full;
-use hyper::body::Bytes;
+use std::collections::BTreeMap;
+
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::HeaderMap;
 use hyper::{Response, StatusCode};
 use serde_json::{Map, Value, json};
 
-use crate::emulator::json_response;
+use crate::emulator::response::json_response;
 use crate::money::Money;
 use crate::registry::{Family, ModelSpec, Registry};
 use crate::size::Size;
@@ -463,8 +466,74 @@ fn canonical(value: &Value) -> Value {
     }
 }
 
+// ------------------------------------------------------------------------------------------------
+// Headers and body
+
+/// The largest request body accepted (inputs may carry base64 images, uploads carry files).
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+pub(crate) fn require_async(headers: &HeaderMap) -> Result<(), ApiError> {
+    let enabled = headers
+        .get("x-dashscope-async")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("enable"));
+    if enabled {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "current user api does not support synchronous calls.",
+        ))
+    }
+}
+
+pub(crate) fn dashscope_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
+    headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("x-dashscope-"))
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_owned(), value)
+        })
+        .collect()
+}
+
+pub(crate) async fn read_json(body: Incoming) -> Result<Value, ApiError> {
+    let bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "BadRequest.TooLarge",
+                format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+            ));
+        }
+        Err(e) => {
+            return Err(ApiError::invalid(format!(
+                "the request body could not be read: {e}"
+            )));
+        }
+    };
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::invalid(format!("request body is not valid JSON: {e}")))
+}
+
+/// Whether a header is `enable`, in any case.
+pub(crate) fn header_enabled(headers: &HeaderMap, name: &str) -> bool {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("enable"))
+}
+
+/// The test helpers the state's tests share (a private `tests` module keeps the module-cycle check,
+/// which skips `mod tests`, from reading its `super::*` as an edge).
 #[cfg(test)]
-pub(crate) mod tests {
+pub(crate) use tests::{flash, validate};
+
+#[cfg(test)]
+mod tests {
     use super::*;
     use crate::registry::{IMAGE2IMAGE, TEXT2IMAGE};
 

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::emulator::faults::FaultPlan;
+use crate::emulator::ledger::{Ledger, ModelLedger, RecordedRequest, TaskSpan};
 use crate::emulator::request::Submission;
-use crate::emulator::{Ledger, ModelLedger, RecordedRequest, TaskSpan};
 use crate::money::Money;
 use crate::registry::Family;
 use crate::size::Size;
@@ -569,7 +569,7 @@ pub(crate) fn parse_list_time(text: &str) -> Option<u64> {
 pub(crate) fn format_time(time: SystemTime) -> String {
     let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since_epoch.as_secs();
-    let (year, month, day) = crate::tree::output_name::civil_from_days((secs / 86_400) as i64);
+    let (year, month, day) = crate::clock::civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
     format!(
         "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}",
@@ -583,7 +583,7 @@ pub(crate) fn format_time(time: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::request::tests::{flash, validate};
+    use crate::emulator::request::{flash, validate};
     use crate::registry::TEXT2IMAGE;
 
     #[test]
@@ -599,14 +599,8 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_millis(1_709_314_704_817);
         assert_eq!(format_time(t), "2024-03-01 17:38:24.817");
         assert_eq!(format_time(UNIX_EPOCH), "1970-01-01 00:00:00.000");
-        assert_eq!(
-            crate::tree::output_name::civil_from_days(11_016),
-            (2000, 2, 29)
-        );
-        assert_eq!(
-            crate::tree::output_name::civil_from_days(-1),
-            (1969, 12, 31)
-        );
+        assert_eq!(crate::clock::civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(crate::clock::civil_from_days(-1), (1969, 12, 31));
     }
 
     #[test]

@@ -14,14 +14,16 @@ use std::path::{Path, PathBuf};
 
 use crate::build::{self, Project};
 use crate::cli::Selection;
+use crate::clock::civil_from_days;
+use crate::compile::Compiled;
 use crate::error::Result;
 use crate::money::Money;
 use crate::plan::task::Task;
 use crate::planner::reconcile::Action;
-use crate::planner::{upstream_ids, waiting_reason};
+use crate::planner::{Planned, upstream_ids, waiting_reason};
+use crate::project::lock::LockEntry;
 use crate::store::blob_store::BlobStore;
 use crate::store::{Ledger, StoredResult};
-use crate::tree::output_name::civil_from_days;
 
 /// Earlier versions shown per task, newest first.
 const HISTORY_KEPT: usize = 12;
@@ -90,6 +92,123 @@ pub struct Version {
     pub images: Vec<Image>,
 }
 
+/// What the plan decided for one card: the task's compiled request, its key, its status and why,
+/// and the images to show (hash, and the output path when it is verified fresh).
+struct Decided<'p> {
+    compiled: &'p Compiled,
+    key: String,
+    status: &'static str,
+    reason: String,
+    shown: Vec<(String, Option<String>)>,
+}
+
+/// The plan's decision for `task` (decided now, or waiting on its inputs); `None` when the plan
+/// has neither.
+fn decided_card<'p>(
+    planned: &'p Planned<'_>,
+    decided: &HashMap<&str, usize>,
+    waiting: &HashMap<&str, usize>,
+    task: &Task,
+    locked: Option<&LockEntry>,
+) -> Option<Decided<'p>> {
+    let old = || {
+        locked.map_or_else(Vec::new, |l| {
+            l.outputs.iter().map(|o| (o.blake3.clone(), None)).collect()
+        })
+    };
+    if let Some(&i) = decided.get(task.id.as_str()) {
+        let (unit, d) = (&planned.units[i], &planned.decisions[i]);
+        let (status, reason, shown) = match &d.action {
+            Action::Fresh => (
+                "fresh",
+                d.reason.to_string(),
+                locked.map_or_else(Vec::new, |l| {
+                    l.outputs
+                        .iter()
+                        .map(|o| (o.blake3.clone(), Some(o.path.clone())))
+                        .collect()
+                }),
+            ),
+            Action::Restore { images, .. } => (
+                "stale",
+                format!("{}: restore from the cache, free", d.reason),
+                images.iter().map(|h| (h.clone(), None)).collect(),
+            ),
+            Action::Generate => (
+                "stale",
+                format!("{}: generate, {}", d.reason, d.cost()),
+                old(),
+            ),
+        };
+        return Some(Decided {
+            compiled: &unit.compiled,
+            key: unit.key.hex(),
+            status,
+            reason,
+            shown,
+        });
+    }
+    let w = &planned.waiting[*waiting.get(task.id.as_str())?];
+    Some(Decided {
+        compiled: &w.compiled,
+        key: locked.map_or_else(|| "not yet known".to_owned(), |l| l.key.clone()),
+        status: "stale",
+        reason: waiting_reason(w),
+        shown: old(),
+    })
+}
+
+/// When the shown images were made: the lock's time if it records one of them, else the stored
+/// result's under `key`.
+fn made_at(
+    locked: Option<&LockEntry>,
+    shown_hashes: &HashSet<&str>,
+    history: Option<&Vec<StoredResult>>,
+    key: &str,
+) -> Option<i64> {
+    locked
+        .filter(|l| {
+            l.outputs
+                .iter()
+                .any(|o| shown_hashes.contains(o.blake3.as_str()))
+        })
+        .map(|l| l.generated_at)
+        .or_else(|| {
+            history
+                .and_then(|rs| rs.iter().find(|r| r.key == key))
+                .map(|r| r.generated_at)
+        })
+}
+
+/// The task's earlier versions (other keys whose images are not all shown), newest first.
+fn versions(
+    history: Option<&Vec<StoredResult>>,
+    key: &str,
+    shown_hashes: &HashSet<&str>,
+    images: &mut Images<'_>,
+) -> Vec<Version> {
+    history
+        .map(|rs| {
+            rs.iter()
+                .filter(|r| {
+                    r.key != key && !r.images.iter().all(|i| shown_hashes.contains(&*i.blake3))
+                })
+                .take(HISTORY_KEPT)
+                .map(|r| Version {
+                    key: r.key.clone(),
+                    prompt: request_prompt(&r.request_json).unwrap_or_default(),
+                    made_at: r.generated_at,
+                    images: r
+                        .images
+                        .iter()
+                        .filter_map(|i| images.get(&i.blake3, None))
+                        .collect(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Gathers the gallery of the selected tasks. `failed` holds failures seen by a live page (task id →
 /// message); they win over the planned status until the task succeeds. A failure an earlier build
 /// recorded shows while the task still asks for the request that failed.
@@ -127,47 +246,16 @@ pub fn collect(
     let mut plans: Vec<String> = Vec::new();
     for task in graph_order(&project.select(selection)?) {
         let locked = planned.lock.tasks.get(&task.id);
-        let (compiled, key, status, reason, shown): (_, _, _, _, Vec<(String, Option<String>)>) =
-            if let Some(&i) = decided.get(task.id.as_str()) {
-                let (unit, d) = (&planned.units[i], &planned.decisions[i]);
-                let old = || {
-                    locked.map_or_else(Vec::new, |l| {
-                        l.outputs.iter().map(|o| (o.blake3.clone(), None)).collect()
-                    })
-                };
-                let (status, reason, shown) = match &d.action {
-                    Action::Fresh => (
-                        "fresh",
-                        d.reason.to_string(),
-                        locked.map_or_else(Vec::new, |l| {
-                            l.outputs
-                                .iter()
-                                .map(|o| (o.blake3.clone(), Some(o.path.clone())))
-                                .collect()
-                        }),
-                    ),
-                    Action::Restore { images, .. } => (
-                        "stale",
-                        format!("{}: restore from the cache, free", d.reason),
-                        images.iter().map(|h| (h.clone(), None)).collect(),
-                    ),
-                    Action::Generate => (
-                        "stale",
-                        format!("{}: generate, {}", d.reason, d.cost()),
-                        old(),
-                    ),
-                };
-                (&unit.compiled, unit.key.hex(), status, reason, shown)
-            } else if let Some(&i) = waiting.get(task.id.as_str()) {
-                let w = &planned.waiting[i];
-                let shown = locked.map_or_else(Vec::new, |l| {
-                    l.outputs.iter().map(|o| (o.blake3.clone(), None)).collect()
-                });
-                let key = locked.map_or_else(|| "not yet known".to_owned(), |l| l.key.clone());
-                (&w.compiled, key, "stale", waiting_reason(w), shown)
-            } else {
-                continue;
-            };
+        let Some(Decided {
+            compiled,
+            key,
+            status,
+            reason,
+            shown,
+        }) = decided_card(&planned, &decided, &waiting, task, locked)
+        else {
+            continue;
+        };
         let plan = task.origin.file.to_string_lossy().replace('\\', "/");
         if !plans.contains(&plan) {
             plans.push(plan.clone());
@@ -177,40 +265,8 @@ pub fn collect(
             .filter_map(|(hash, path)| images.get(hash, path.as_deref().map(|p| root.join(p))))
             .collect();
         let shown_hashes: HashSet<&str> = shown.iter().map(|(h, _)| h.as_str()).collect();
-        let made_at = locked
-            .filter(|l| {
-                l.outputs
-                    .iter()
-                    .any(|o| shown_hashes.contains(o.blake3.as_str()))
-            })
-            .map(|l| l.generated_at)
-            .or_else(|| {
-                history
-                    .get(&task.id)
-                    .and_then(|rs| rs.iter().find(|r| r.key == key))
-                    .map(|r| r.generated_at)
-            });
-        let versions = history
-            .get(&task.id)
-            .map(|rs| {
-                rs.iter()
-                    .filter(|r| {
-                        r.key != key && !r.images.iter().all(|i| shown_hashes.contains(&*i.blake3))
-                    })
-                    .take(HISTORY_KEPT)
-                    .map(|r| Version {
-                        key: r.key.clone(),
-                        prompt: request_prompt(&r.request_json).unwrap_or_default(),
-                        made_at: r.generated_at,
-                        images: r
-                            .images
-                            .iter()
-                            .filter_map(|i| images.get(&i.blake3, None))
-                            .collect(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let made_at = made_at(locked, &shown_hashes, history.get(&task.id), &key);
+        let versions = versions(history.get(&task.id), &key, &shown_hashes, &mut images);
         let recorded = recorded_failures
             .get(&task.id)
             .filter(|(failed_key, _)| status != "fresh" && *failed_key == key)
@@ -253,7 +309,7 @@ pub fn collect(
         plans,
         ledger,
         emulated: selection.emulate,
-        made_at: crate::tree::output_name::now_unix(),
+        made_at: crate::clock::now_unix(),
     })
 }
 

@@ -13,6 +13,7 @@ pub mod key_cache;
 pub mod reconcile;
 pub mod why;
 pub mod word_diff;
+pub mod writes;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};

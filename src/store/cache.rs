@@ -6,9 +6,11 @@ use std::collections::HashSet;
 
 use rusqlite::params;
 
-use super::{BLOBS, PARTIALS, RESULTS, RUNS, Store, StoredImage};
 use crate::error::Result;
 use crate::money::Money;
+use crate::store::db::Store;
+use crate::store::records::StoredImage;
+use crate::store::schema::{BLOBS, PARTIALS, RESULTS, RUNS};
 
 /// One indexed blob: its hash, size and when it was last used (Unix seconds).
 #[derive(Clone, Debug, PartialEq, Eq)]

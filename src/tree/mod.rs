@@ -4,6 +4,9 @@
 //! [`input_limit`] keep inputs inside the project and within the service's size; [`output_guard`]
 //! never replaces bytes wanx did not write (`--force` moves them aside); [`stale_outputs`] removes
 //! only the old outputs whose bytes match what the previous lock recorded.
+//!
+//! `tree` sits below the planner: the guards take paths and the lock, never a plan
+//! (`planner::writes` reads the paths off one), and the clock is `crate::clock`.
 
 pub mod input_limit;
 pub mod output_claims;

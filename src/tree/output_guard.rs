@@ -8,9 +8,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::compile::cache_key::CacheKey;
-use crate::planner::Planned;
-use crate::planner::reconcile::Action;
 use crate::project::lock::LockFile;
 use crate::store::blob_store::{BlobStore, hash_file};
 use crate::term::printer::Printer;
@@ -65,38 +62,18 @@ pub fn locked_hashes(lock: &LockFile) -> HashMap<&str, &str> {
         .collect()
 }
 
-/// Every foreign file the planned restores and generations (waiting ones included, where their
-/// names do not depend on their keys) would write over.
-pub fn find(root: &Path, planned: &Planned<'_>, now: i64) -> Vec<Foreign> {
-    let locked = locked_hashes(&planned.lock);
-    let mut targets: Vec<(&str, String)> = Vec::new();
-    for (unit, d) in planned.units.iter().zip(&planned.decisions) {
-        if d.action != Action::Fresh {
-            targets.extend(d.outputs.iter().map(|p| (unit.task.id.as_str(), p.clone())));
-        }
-    }
-    for w in &planned.waiting {
-        if !w.task.output.filename.contains("{key}") {
-            let key = CacheKey::from_bytes([0; 32]);
-            let paths = crate::tree::output_name::render(
-                &w.task.output,
-                &w.task.id,
-                w.task.written(),
-                &key,
-                now,
-            );
-            targets.extend(paths.into_iter().map(|p| (w.task.id.as_str(), p)));
-        }
-    }
+/// Every foreign file among `targets` (task id, project-relative path: what a build's restores
+/// and generations would write), given the hashes `lock` records and the blobs the cache holds.
+pub fn find(
+    root: &Path,
+    targets: Vec<(&str, String)>,
+    lock: &LockFile,
+    blobs: &BlobStore,
+) -> Vec<Foreign> {
+    let locked = locked_hashes(lock);
     targets
         .into_iter()
-        .filter(|(_, path)| {
-            !is_ours(
-                &root.join(path),
-                locked.get(path.as_str()).copied(),
-                &planned.blobs,
-            )
-        })
+        .filter(|(_, path)| !is_ours(&root.join(path), locked.get(path.as_str()).copied(), blobs))
         .map(|(id, path)| Foreign {
             id: id.to_owned(),
             modified: locked.contains_key(path.as_str()),
@@ -108,7 +85,7 @@ pub fn find(root: &Path, planned: &Planned<'_>, now: i64) -> Vec<Foreign> {
 /// Moves the file at project-relative `path` to `.wanx/replaced/<time>/<path>`, returning where
 /// (project-relative) it now is.
 pub fn keep(root: &Path, state_dir: &Path, path: &str, now: i64) -> std::io::Result<PathBuf> {
-    let stamp = crate::tree::output_name::format_timestamp(now);
+    let stamp = crate::clock::format_timestamp(now);
     let mut to = state_dir.join("replaced").join(&stamp).join(path);
     let mut n = 1;
     while std::fs::symlink_metadata(&to).is_ok() {
@@ -159,7 +136,7 @@ pub fn guard(
             id: refused[0].id.clone(),
         });
     }
-    let now = crate::tree::output_name::now_unix();
+    let now = crate::clock::now_unix();
     for f in foreign {
         let kept = keep(root, state_dir, &f.path, now)
             .map_err(|e| crate::error::Error::io("could not move aside", root.join(&f.path), e))?;

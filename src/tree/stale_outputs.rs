@@ -10,8 +10,6 @@ use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::planner::Planned;
-use crate::planner::reconcile::Action;
 use crate::project::lock::LockFile;
 use crate::store::blob_store::{BlobStore, hash_file};
 use crate::term::printer::Printer;
@@ -25,28 +23,10 @@ pub struct Before {
 }
 
 impl Before {
-    /// `None` when the build changes no output (a no-op): nothing can go stale.
-    pub fn take(planned: &Planned<'_>) -> Option<Before> {
-        let changes = !planned.waiting.is_empty()
-            || !planned.stale_lock_entries.is_empty()
-            || planned.decisions.iter().any(|d| d.action != Action::Fresh);
-        if !changes {
-            return None;
-        }
-        Some(Before {
-            recorded: planned
-                .lock
-                .tasks
-                .values()
-                .flat_map(|e| &e.outputs)
-                .map(|o| (o.path.clone(), o.blake3.clone()))
-                .collect(),
-            claimed: planned
-                .decisions
-                .iter()
-                .flat_map(|d| d.outputs.iter().cloned())
-                .collect(),
-        })
+    /// `recorded`: every output path the old lock records, with its blake3; `claimed`: every path
+    /// the build's restores and generations will write.
+    pub fn new(recorded: Vec<(String, String)>, claimed: HashSet<String>) -> Before {
+        Before { recorded, claimed }
     }
 }
 
