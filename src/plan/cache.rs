@@ -1,21 +1,22 @@
 //! The plan cache: the loader's validated tasks, kept in `.wanx/plans.cache` in a compact binary
-//! form read in one go, so that a plan file that did not change is neither parsed nor validated
-//! again. It holds two things, both valid under one context digest (this cache's format, this very
-//! wanx binary by its version, path, size, mtime and inode, the project root and `wanx.toml`'s
-//! bytes, which the registry and the project's defaults follow from):
+//! form read in one go (a [`binary_file`]), so that a plan file that did not change is neither
+//! parsed nor validated again. It holds two things, both valid under one context digest (this
+//! cache's format, this very wanx binary by its version, path, size, mtime and inode, the project
+//! root and `wanx.toml`'s bytes, which the registry and the project's defaults follow from):
 //!
-//! - per plan file, its tasks and notes as validated, under blake3 of the file's path and bytes. Only
-//!   `.toml` files whose tasks have no local-file or task inputs are kept: the validation of an input
-//!   depends on the other files' task ids and on the disk, not on the file alone. A build that edits
-//!   one file parses and validates that file only; the checks across files (unique ids, references,
-//!   outputs) still run over every task.
-//! - the whole project as last loaded (tasks, notes, seed settings) under blake3 of every plan
-//!   file's path and bytes in order: when no file changed, nothing is parsed or checked at all.
+//! - per plan file, its tasks and notes as validated, under the blake3 of its path and bytes. Only
+//!   `.toml` files whose tasks have no local-file or task inputs are kept alone (see [`alone`]): an
+//!   input's validation depends on the other files' task ids and on the disk, not on the file. A
+//!   build that edits one file parses and validates that file only; the checks across files (unique
+//!   ids, references, outputs) still run over every task.
+//! - the whole project as last loaded (each file's entry, or its tasks inline when it may not be
+//!   kept alone, and the notes of the checks across files) under the digest of every plan file's
+//!   path and bytes in order: when no file changed, nothing is parsed or checked at all. Projects
+//!   with seed (JSON) plans are not kept whole: their seed settings are not cached.
 //!
-//! The bytes are hashed, not stat-ed, so a same-second, same-size edit is seen. The file ends with the
-//! blake3 of everything before it; a cache that is missing, truncated, corrupted or written by another
-//! binary is ignored (a miss), never trusted. Written only after a load that found no error, only
-//! where `.wanx/` already exists, and atomically (a temporary file renamed over it).
+//! The bytes are hashed, not stat-ed, so a same-second, same-size edit is seen. A cache that is
+//! missing, truncated, corrupted or written by another binary is a miss, never trusted. It is
+//! written only after a load that found no error, only where `.wanx/` already exists.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -28,7 +29,6 @@ use crate::plan::task::{
     PromptTemplate, QwenText, RefMode, Reference, Task,
 };
 use crate::project::binary_file::{self, Reader, Writer};
-use crate::project::manifest::Manifest;
 use crate::size::Size;
 use crate::term::diagnostic::{Diagnostic, Severity};
 
@@ -67,12 +67,18 @@ pub struct Lookup {
 impl Lookup {
     /// Reads the cache for `files`. `None` when this binary cannot be identified or the project has
     /// no state directory (then nothing is cached); an unreadable or invalid cache reads as empty.
-    pub fn open(manifest: &Manifest, files: &[Source<'_>]) -> Option<Lookup> {
-        let state = manifest.state_dir();
+    /// `state` is the project's state directory, `root` its root and `manifest` the blake3 of
+    /// `wanx.toml`'s bytes.
+    pub fn open(
+        state: &Path,
+        root: &Path,
+        manifest: &[u8; 32],
+        files: &[Source<'_>],
+    ) -> Option<Lookup> {
         if !state.is_dir() {
             return None;
         }
-        let context = context(manifest)?;
+        let context = context(root, manifest)?;
         let digests: Vec<[u8; 32]> = files
             .iter()
             .map(|(path, text)| file_digest(&context, path, text))
@@ -185,7 +191,7 @@ pub fn alone(path: &Path, tasks: &[Task]) -> bool {
 
 /// What every entry depends on besides the plan files: this cache's format, this very binary (a
 /// rebuilt wanx never trusts an old entry), the project root and `wanx.toml`'s bytes.
-fn context(manifest: &Manifest) -> Option<[u8; 32]> {
+fn context(root: &Path, manifest: &[u8; 32]) -> Option<[u8; 32]> {
     let exe = std::env::current_exe().ok()?;
     let meta = std::fs::metadata(&exe).ok()?;
     let mtime = meta
@@ -202,8 +208,8 @@ fn context(manifest: &Manifest) -> Option<[u8; 32]> {
     h.update(&mtime.to_le_bytes());
     #[cfg(unix)]
     h.update(&std::os::unix::fs::MetadataExt::ino(&meta).to_le_bytes());
-    field(&mut h, manifest.root.as_os_str().as_encoded_bytes());
-    h.update(&manifest.digest);
+    field(&mut h, root.as_os_str().as_encoded_bytes());
+    h.update(manifest);
     Some(*h.finalize().as_bytes())
 }
 
@@ -552,4 +558,162 @@ fn get_diagnostic(r: &mut Reader<'_>) -> Option<Diagnostic> {
         Some((line, start..end))
     })?;
     Some(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str) -> Task {
+        Task {
+            id: id.to_owned(),
+            origin: Origin {
+                file: PathBuf::from("plans/a.toml"),
+                line: 3,
+                column: 1,
+            },
+            model: "wanx2.1-imageedit".to_owned(),
+            prompt: Prompt::Template(PromptTemplate {
+                subject: "a fox".to_owned(),
+                details: Some("red".to_owned()),
+                environment: None,
+                lighting: Some("dusk".to_owned()),
+                style: None,
+                quality: Some("sharp".to_owned()),
+            }),
+            negative_prompt: Some("blur".to_owned()),
+            negative_presets: vec!["general".to_owned(), "people".to_owned()],
+            size: Some(Size::new(1024, 768)),
+            n: 4,
+            pick: Some(vec![2, 4]),
+            seed: Some(42),
+            style: Some("<watercolor>".to_owned()),
+            prompt_extend: Some(false),
+            watermark: Some(true),
+            reference: Some(Reference {
+                image: InputRef::Url("https://example.com/a.png".to_owned()),
+                strength: Some(0.3),
+                mode: Some(RefMode::Refonly),
+            }),
+            composer: Some(Composer {
+                color_palette: vec!["#FF0000".to_owned()],
+                layout: Some("grid".to_owned()),
+                material: None,
+                semantic: Some("calm".to_owned()),
+            }),
+            text: Some(QwenText {
+                title: Some("Title".to_owned()),
+                subtitle: None,
+                text_position: Some("top".to_owned()),
+                font_style: None,
+            }),
+            edit: Some(Edit {
+                kind: EditKind::Function("super_resolution".to_owned()),
+                input: InputRef::Task {
+                    id: "base".to_owned(),
+                    index: Some(2),
+                },
+                extend: Some(Extend {
+                    direction: Direction::All,
+                    ratio: 1.5,
+                }),
+                style_reference: Some(InputRef::File(PathBuf::from("ref/style.png"))),
+                mask: None,
+                strength: Some(0.1 + 0.2),
+            }),
+            extra_input: Map::new(),
+            extra_parameters: Map::new(),
+            output: OutputSpec {
+                dir: "generated/a".to_owned(),
+                filename: "{id}_{index}.png".to_owned(),
+            },
+        }
+    }
+
+    fn note() -> Diagnostic {
+        let mut d = Diagnostic::new(Severity::Note, "plans/a.toml", "a note");
+        d.line = 4;
+        d.column = 9;
+        d.field = Some("task[0].size".to_owned());
+        d.hint = Some("a hint".to_owned());
+        d.excerpt = Some(("size = \"1*1\"".to_owned(), 7..12));
+        d
+    }
+
+    #[test]
+    fn tasks_and_notes_round_trip_exactly() {
+        let plain = Task {
+            prompt: Prompt::Text("a lighthouse".to_owned()),
+            reference: None,
+            composer: None,
+            text: None,
+            edit: None,
+            pick: None,
+            size: None,
+            ..task("plain")
+        };
+        let tasks = vec![task("full"), plain];
+        let notes = vec![note()];
+        let mut w = Writer::default();
+        put_validated(&mut w, &tasks, &notes).unwrap();
+        let mut r = Reader::new(&w.0);
+        assert_eq!(get_validated(&mut r), Some((tasks, notes)));
+        assert!(r.done());
+    }
+
+    #[test]
+    fn tasks_with_verbatim_fields_are_not_cached() {
+        let mut t = task("extra");
+        t.extra_parameters
+            .insert("x".to_owned(), serde_json::json!(0.1));
+        assert!(put_task(&mut Writer::default(), &t).is_none());
+    }
+
+    #[test]
+    fn only_plain_wanx_plans_are_kept_alone() {
+        let url = Task {
+            edit: None,
+            ..task("url")
+        };
+        assert!(alone(Path::new("plans/a.toml"), std::slice::from_ref(&url)));
+        assert!(!alone(
+            Path::new("plans/a.json"),
+            std::slice::from_ref(&url)
+        ));
+        // A task input and a file input depend on more than the file.
+        assert!(!alone(Path::new("plans/a.toml"), &[task("edit")]));
+    }
+
+    #[test]
+    fn an_entry_is_found_only_for_the_same_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, digest) = (Path::new("/p"), [7; 32]);
+        let (a, b) = ([1; 32], [2; 32]);
+        let files = [
+            (Path::new("plans/a.toml"), &a),
+            (Path::new("plans/b.toml"), &b),
+        ];
+        let lookup = Lookup::open(dir.path(), root, &digest, &files).unwrap();
+        assert!(lookup.whole().is_none() && lookup.file(0).is_none());
+        let tasks = [Task {
+            edit: None,
+            ..task("one")
+        }];
+        lookup.save(&[(&tasks, &[], true), (&[], &[note()], true)], Some(&[]));
+        let lookup = Lookup::open(dir.path(), root, &digest, &files).unwrap();
+        assert_eq!(lookup.whole(), Some((tasks.to_vec(), vec![note()])));
+        assert_eq!(lookup.file(0), Some((tasks.to_vec(), vec![])));
+        // `b.toml` changed: `a.toml`'s entry stands, the whole project's does not.
+        let c = [3; 32];
+        let changed = [
+            (Path::new("plans/a.toml"), &a),
+            (Path::new("plans/b.toml"), &c),
+        ];
+        let lookup = Lookup::open(dir.path(), root, &digest, &changed).unwrap();
+        assert!(lookup.whole().is_none() && lookup.file(1).is_none());
+        assert_eq!(lookup.file(0), Some((tasks.to_vec(), vec![])));
+        // Another `wanx.toml`: nothing stands.
+        let lookup = Lookup::open(dir.path(), root, &[8; 32], &files).unwrap();
+        assert!(lookup.whole().is_none() && lookup.file(0).is_none());
+    }
 }

@@ -659,7 +659,10 @@ fn load_files(
         .collect();
     let Some(lookup) = early
         .is_empty()
-        .then(|| cache::Lookup::open(manifest, &sources))
+        .then(|| {
+            let state = manifest.state_dir();
+            cache::Lookup::open(&state, &manifest.root, &manifest.digest, &sources)
+        })
         .flatten()
     else {
         return validate_files(files, early, manifest, registry, None).map(|(loaded, _)| loaded);
