@@ -185,3 +185,26 @@ fn a_corrupted_lock_mirror_is_a_miss_with_the_same_result() {
     }
     assert_eq!(p.ledger().submissions, 2);
 }
+
+#[test]
+fn a_missing_local_input_reads_alike_with_and_without_the_cache() {
+    let p = Project::new();
+    std::fs::create_dir_all(p.path("plans/photos")).unwrap();
+    let photo = wanx::emulator::placeholder_png::render(600, 600, b"a photo");
+    std::fs::write(p.path("plans/photos/shop.png"), &photo).unwrap();
+    p.file("plans/a.toml", TWO_TASKS);
+    p.file(
+        "plans/b.toml",
+        "[[task]]\nid = \"shop-clean\"\nedit = \"remove_watermark\"\ninput = \"photos/shop.png\"\nprompt = \"remove the watermark\"\n",
+    );
+    p.wanx(&["build"]).success();
+    p.wanx(&["plan"]).success();
+    assert!(p.exists(".wanx/plans.cache"));
+    std::fs::remove_file(p.path("plans/photos/shop.png")).unwrap();
+    let warm = p.wanx(&["plan"]);
+    warm.status(2);
+    std::fs::remove_file(p.path(".wanx/plans.cache")).unwrap();
+    let cold = p.wanx(&["plan"]);
+    cold.status(2);
+    assert_eq!(warm.stderr, cold.stderr);
+}

@@ -12,7 +12,8 @@
 //! - the whole project as last loaded (each file's entry, or its tasks inline when it may not be
 //!   kept alone, and the notes of the checks across files) under the digest of every plan file's
 //!   path and bytes in order: when no file changed, nothing is parsed or checked at all. Projects
-//!   with seed (JSON) plans are not kept whole: their seed settings are not cached.
+//!   with seed (JSON) plans (their seed settings are not cached) or with local-file inputs (the
+//!   loader checks those on disk) are not kept whole.
 //!
 //! The bytes are hashed, not stat-ed, so a same-second, same-size edit is seen. A cache that is
 //! missing, truncated, corrupted or written by another binary is a miss, never trusted. It is

@@ -693,7 +693,13 @@ fn load_files(
             (tasks, notes.as_slice(), cache::alone(&f.path, tasks))
         })
         .collect();
-    lookup.save(&per_file, (!seeded).then_some(parts.across.as_slice()));
+    // A local input is checked on disk by the loader: a project with one is not kept whole.
+    let on_disk = loaded
+        .tasks
+        .iter()
+        .any(|t| t.inputs().any(|i| matches!(i, InputRef::File(_))));
+    let whole = !seeded && !on_disk;
+    lookup.save(&per_file, whole.then_some(parts.across.as_slice()));
     Ok(loaded)
 }
 
