@@ -107,14 +107,18 @@ impl Lookup {
     /// The whole project's tasks and notes as last loaded, when no plan file changed since.
     pub fn whole(&self) -> Option<Validated> {
         let mut r = Reader::new(self.payload.get(self.whole_entry.clone()?)?);
-        let mut tasks = Vec::new();
-        let mut notes = Vec::new();
+        let mut parts = Vec::with_capacity(self.digests.len());
         for index in 0..self.digests.len() {
-            let (file_tasks, file_notes) = match r.u8()? {
+            parts.push(match r.u8()? {
                 0 => self.file(index)?,
                 1 => get_validated(&mut r)?,
                 _ => return None,
-            };
+            });
+        }
+        // Sized once: a task is large, and a vector grown by doubling would hold twice the tasks.
+        let mut tasks = Vec::with_capacity(parts.iter().map(|(t, _)| t.len()).sum());
+        let mut notes = Vec::new();
+        for (file_tasks, file_notes) in parts {
             tasks.extend(file_tasks);
             notes.extend(file_notes);
         }
