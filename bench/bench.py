@@ -266,18 +266,21 @@ def profile_noop(args, tmp):
             % f"{int(proj.rsplit('-', 1)[1]):,}")
     phases = [
         ("load the project: manifest, find + parse + validate plans", "wanx::planner::Project::load"),
-        ("  parse plan TOML", "wanx::plan_toml::parse"),
+        ("  read the plan cache (.wanx/plans.cache)", "wanx::plan::cache::"),
+        ("  parse plan TOML", "wanx::plan::toml_format::parse"),
+        ("  check outputs across tasks", "wanx::tree::output_claims::check"),
         ("plan: compile, key, read lock, stat cache, stats, reconcile", "wanx::planner::plan"),
         ("  compile tasks to requests", "wanx::compile::"),
-        ("  cache keys (canonical JSON + blake3)", "wanx::cache_key::"),
-        ("  read wanx.lock", "wanx::lock::LockFile::read"),
+        ("  cache keys (canonical JSON + blake3)", "wanx::compile::cache_key::"),
+        ("  read wanx.lock", "wanx::project::lock::LockFile::read"),
+        ("    from its mirror (.wanx/lock.cache)", "wanx::project::lock::mirror::read"),
         ("  load the stat cache (SQLite)", "wanx::store::Store::stat_cache"),
         ("  stat outputs (statx)", "statx"),
         ("open SQLite (open, pragmas, migrations)", "wanx::store::Store::open"),
-        ("take the project lock", "wanx::project_lock::"),
+        ("take the project lock", "wanx::project::one_writer::"),
         ("resume the journal", "wanx::build::resume_journal"),
-        ("rewrite check of wanx.lock", "wanx::lock::LockFile::write_atomic"),
-        ("  serialize wanx.lock", "wanx::lock::LockFile::to_toml"),
+        ("rewrite check of wanx.lock", "wanx::project::lock::LockFile::write_atomic"),
+        ("  serialize wanx.lock", "wanx::project::lock::LockFile::to_toml"),
         ("record the run (SQLite)", "wanx::store::Store::record_run"),
         ("malloc/free (anywhere)", "malloc"),
     ]
@@ -288,6 +291,34 @@ def profile_noop(args, tmp):
     for c, own, sym in sorted(entries, key=lambda e: -e[1])[:12]:
         print(f"    {own:5.1f} %  {sym[:110]}", flush=True)
     log(f"profile: full report in {os.path.join(args.out_dir, 'noop-profile.txt')}")
+
+
+def callgrind_noop(args, tmp):
+    """Instructions executed by one no-op of wanx and of ninja on the same graph (`valgrind --tool=
+    callgrind`, every thread counted): deterministic, so comparable across runs on a noisy machine."""
+    proj = RESULTS.get("noop_project")
+    if not proj or not shutil.which("valgrind"):
+        log("callgrind: skipped (no no-op project or no valgrind)")
+        return
+    n = int(proj.rsplit("-", 1)[1])
+    ninja_dir = os.path.join(tmp, f"ninja-{n}")
+
+    def instructions(cmd, cwd, env=None):
+        out = os.path.join(tmp, "callgrind.out")
+        run = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + cmd,
+                             cwd=cwd, env=env, capture_output=True, text=True)
+        for line in run.stderr.splitlines():
+            if "Collected :" in line:
+                return int(line.split(":")[-1].strip())
+        raise SystemExit(f"bench: callgrind printed no count:\n{run.stderr[-2000:]}")
+
+    section(f"1c. instructions of one {n:,}-task no-op (valgrind --tool=callgrind, all threads)")
+    wanx = instructions([args.bin, "build", "--emulate", "-q"], proj, wanx_env())
+    ninja = instructions(["ninja"], ninja_dir)
+    ratio = wanx / ninja
+    print(f"  {'instructions':<44} wanx {wanx / 1e6:10.1f} M   peer {ninja / 1e6:10.1f} M   ratio {ratio:6.2f}",
+          flush=True)
+    RESULTS["callgrind_noop"] = {"tasks": n, "wanx": wanx, "ninja": ninja, "ratio": ratio}
 
 
 # --- 2: generation under quota -----------------------------------------------------------------------
@@ -676,7 +707,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--bin", required=True, help="the wanx binary (release)")
     p.add_argument("--quick", action="store_true", help="smaller sizes and fewer runs (~4 minutes)")
-    p.add_argument("--only", default="noop,profile,quota,polling,watch,memory",
+    p.add_argument("--only", default="noop,profile,callgrind,quota,polling,watch,memory",
                    help="comma-separated parts to run")
     p.add_argument("--sizes", help="no-op sizes, e.g. 1000,10000,100000")
     p.add_argument("--runs", type=int, help="runs per no-op median")
@@ -702,6 +733,8 @@ def main():
             bench_noop(args, tmp, sizes, runs)
         if "profile" in parts:
             profile_noop(args, tmp)
+        if "callgrind" in parts:
+            callgrind_noop(args, tmp)
         if "quota" in parts:
             if args.quick:
                 bench_quota(args, tmp, 16, 4, 1000)

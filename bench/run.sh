@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The benchmark harness (see BENCHMARKS.md): installs what it needs (ninja, perf if missing is only
-# reported), builds wanx in release mode, generates its own projects under a temp dir and prints,
+# The benchmark harness (see BENCHMARKS.md): installs what it needs (ninja, valgrind; perf if missing
+# is only reported), builds wanx in release mode, generates its own projects under a temp dir and prints,
 # for each DESIGN.md target, wanx's figure, the peer's figure from the same run and their ratio.
 #
 #   bash bench/run.sh            # full run (~15-20 min on 2 cores)
@@ -25,6 +25,7 @@ install() {
 command -v ninja >/dev/null || { echo "bench: installing ninja-build" >&2; install ninja-build; }
 command -v python3 >/dev/null || { echo "bench: installing python3" >&2; install python3; }
 [ -x /usr/bin/time ] || { echo "bench: installing time" >&2; install time; }
+command -v valgrind >/dev/null || { echo "bench: installing valgrind" >&2; install valgrind; }
 
 echo "bench: cargo build --release --locked" >&2
 cargo build --release --locked --quiet

@@ -616,8 +616,10 @@ async fn execute(
     if session.fatal.is_none() {
         session.fatal = fatal;
     }
+    // Only `--json` and `wanx watch` read the fresh tasks' reports: a plain build counts them.
+    let brief = !args.json && hooks.on_plan.is_none() && hooks.on_event.is_none();
     for (unit, d) in &decided {
-        record_outcome(session, unit, d, outcomes.get(&unit.task.id));
+        record_outcome(session, unit, d, outcomes.get(&unit.task.id), brief);
     }
     remember_requests(&store, &provider, &requests, &decided, &outcomes)?;
     if let Some(order) = order {
@@ -686,14 +688,25 @@ fn job(project: &Project, u: &Unit<'_>, d: &Decision) -> Option<Job> {
     })
 }
 
-/// Adds a decided task's report and figures to the session: fresh when it had no job.
-fn record_outcome(session: &mut Session, unit: &Unit<'_>, d: &Decision, outcome: Option<&Outcome>) {
+/// Adds a decided task's report and figures to the session: fresh when it had no job (counted only,
+/// when `brief`).
+fn record_outcome(
+    session: &mut Session,
+    unit: &Unit<'_>,
+    d: &Decision,
+    outcome: Option<&Outcome>,
+    brief: bool,
+) {
     if session.reported.contains(&unit.task.id) {
         return;
     }
     let summary = &mut session.summary;
     let report = match outcome.map(|o| &o.result) {
         // Fresh: the cache kept nothing from being paid in this build.
+        None if brief => {
+            summary.fresh += 1;
+            return;
+        }
         None => {
             summary.fresh += 1;
             task_report(unit, d, "fresh", None)

@@ -18,6 +18,7 @@ mod modules;
 mod money;
 mod one_writer;
 mod paths;
+mod plan_cache;
 mod pool;
 mod provider;
 mod remote_cache;

@@ -16,6 +16,7 @@
 //! moved, …) travel with the tasks. Nothing is written. The parsers and validation steps are leaves:
 //! none of them imports this file, which only calls them.
 
+mod cache;
 mod check;
 mod discover;
 pub mod edit;
@@ -49,7 +50,7 @@ use crate::plan::raw::RawTask;
 use crate::plan::refs::{RefUse, check_references};
 use crate::plan::seed::{SeedPart, merge_seed};
 use crate::plan::sink::{Sink, SourceFile};
-use crate::plan::task::Task;
+use crate::plan::task::{InputRef, Task};
 use crate::plan::validate::{FileCx, Validator};
 use crate::project::manifest::Manifest;
 use crate::registry::Registry;
@@ -101,36 +102,130 @@ pub fn load_source(
         path: path.to_path_buf(),
         source: source.to_owned(),
     }];
-    load_files(&files, Vec::new(), manifest, registry)
+    validate_files(&files, Vec::new(), manifest, registry, None).map(|(loaded, _)| loaded)
 }
 
+/// [`validate_files`] through the plan cache (src/plan/cache.rs): the whole project as last loaded
+/// when no file changed, else the unchanged files' validated tasks with the others parsed and
+/// validated, and every check across files run again. A load through the cache that finds any
+/// error is done again without it, so that errors read exactly as without a cache.
 fn load_files(
     files: &[SourceFile],
     early: Vec<Diagnostic>,
     manifest: &Manifest,
     registry: &Registry,
 ) -> Result<Loaded, Error> {
-    // Each file is parsed, and later validated, on its own: in parallel, with its own sink.
+    let digests = text_digests(files);
+    let sources: Vec<cache::Source> = files
+        .iter()
+        .map(|f| (f.path.as_path(), &digests[&f.path]))
+        .collect();
+    let Some(lookup) = early
+        .is_empty()
+        .then(|| {
+            let state = manifest.state_dir();
+            cache::Lookup::open(&state, &manifest.root, &manifest.digest, &sources)
+        })
+        .flatten()
+    else {
+        return validate_files(files, early, manifest, registry, None).map(|(loaded, _)| loaded);
+    };
+    // Seed settings come from JSON plans, which the cache does not keep.
+    let seeded = files
+        .iter()
+        .any(|f| f.path.extension().is_none_or(|e| e != "toml"));
+    if !seeded && let Some((tasks, notes)) = lookup.whole() {
+        return Ok(Loaded {
+            tasks,
+            notes,
+            seed: SeedSettings::default(),
+            digests,
+        });
+    }
+    let (loaded, parts) = match validate_files(files, Vec::new(), manifest, registry, Some(&lookup))
+    {
+        Err(_) => validate_files(files, Vec::new(), manifest, registry, None)?,
+        Ok(done) => done,
+    };
+    let per_file: Vec<cache::FilePart> = parts
+        .files
+        .iter()
+        .zip(files)
+        .map(|((range, notes), f)| {
+            let tasks = &loaded.tasks[range.clone()];
+            (tasks, notes.as_slice(), cache::alone(&f.path, tasks))
+        })
+        .collect();
+    // A local input is checked on disk by the loader: a project with one is not kept whole.
+    let on_disk = loaded
+        .tasks
+        .iter()
+        .any(|t| t.inputs().any(|i| matches!(i, InputRef::File(_))));
+    let whole = !seeded && !on_disk;
+    lookup.save(&per_file, whole.then_some(parts.across.as_slice()));
+    Ok(loaded)
+}
+
+/// blake3 of each plan file's text, as parsed.
+fn text_digests(files: &[SourceFile]) -> HashMap<PathBuf, [u8; 32]> {
+    files
+        .iter()
+        .map(|f| {
+            (
+                f.path.clone(),
+                *blake3::hash(f.source.as_bytes()).as_bytes(),
+            )
+        })
+        .collect()
+}
+
+/// A load's notes as the plan cache keeps them: each file's tasks (their range in
+/// [`Loaded::tasks`]) and notes, and the notes of the checks across files.
+struct Parts {
+    files: Vec<(Range<usize>, Vec<Diagnostic>)>,
+    across: Vec<Diagnostic>,
+}
+
+fn validate_files(
+    files: &[SourceFile],
+    early: Vec<Diagnostic>,
+    manifest: &Manifest,
+    registry: &Registry,
+    cached: Option<&cache::Lookup>,
+) -> Result<(Loaded, Parts), Error> {
+    // Each file is parsed, and later validated, on its own: in parallel, with its own sink. A file
+    // the cache holds is neither parsed nor validated.
     let parsed = par_map((0..files.len()).collect(), |index| {
         let mut sink = Sink::new(files);
+        if let Some(hit) = cached.and_then(|c| c.file(index)) {
+            return (Vec::new(), None, sink, Some(hit));
+        }
         let (tasks, part) = parse_file(index, &mut sink);
-        (tasks, part, sink)
+        (tasks, part, sink, None)
     });
     let mut sinks = Vec::with_capacity(files.len() + 1);
     let mut per_file = Vec::with_capacity(files.len());
+    let mut hits = Vec::with_capacity(files.len());
     let mut seed = SeedSettings::default();
-    for (index, (tasks, part, mut sink)) in parsed.into_iter().enumerate() {
+    for (index, (tasks, part, mut sink, hit)) in parsed.into_iter().enumerate() {
         if let Some(part) = part {
             merge_seed(&mut seed, part, index, &mut sink);
         }
         per_file.push(tasks);
         sinks.push(sink);
+        hits.push(hit);
     }
 
     // Ids: format and uniqueness across every file, before inputs are resolved against them.
     let count = per_file.iter().map(Vec::len).sum();
     let mut ids: HashMap<String, (usize, Range<usize>)> = HashMap::with_capacity(count);
     for (file, tasks) in per_file.iter_mut().enumerate() {
+        // A cached file's ids count too; one used twice fails this load (done again uncached).
+        for task in hits[file].iter().flat_map(|(tasks, _)| tasks) {
+            if ids.insert(task.id.clone(), (file, 0..0)).is_some() {
+                sinks[file].error(file, None, "a task id is used twice", None, None);
+            }
+        }
         for task in tasks {
             check_unique_id(task, file, &mut ids, &mut sinks);
             if let Some(defaults) = &manifest.defaults {
@@ -143,8 +238,17 @@ fn load_files(
     let mut last = Sink::new(files);
     validator.check_manifest_output(&mut last);
     let validated = par_map(
-        per_file.into_iter().zip(sinks).enumerate().collect(),
-        |(file, (raw, mut sink))| {
+        per_file
+            .into_iter()
+            .zip(sinks)
+            .zip(hits)
+            .enumerate()
+            .collect(),
+        |(file, ((raw, sink), hit))| {
+            if let Some((tasks, notes)) = hit {
+                return (tasks, Vec::new(), sink, Vec::new(), notes);
+            }
+            let mut sink = sink;
             let lines = LineIndex::new(&files[file].source);
             let plan_dir = files[file]
                 .path
@@ -174,7 +278,7 @@ fn load_files(
                     }
                 }
             }
-            (tasks, refs, sink, failed_tasks)
+            (tasks, refs, sink, failed_tasks, Vec::new())
         },
     );
     let mut tasks = Vec::with_capacity(count);
@@ -182,7 +286,8 @@ fn load_files(
     let mut errors = early;
     let mut notes = Vec::new();
     let mut failed = HashMap::new();
-    for (file_tasks, file_refs, sink, file_failed) in validated {
+    let mut per_file = Vec::with_capacity(files.len());
+    for (file_tasks, file_refs, sink, file_failed, cached_notes) in validated {
         let offset = tasks.len();
         refs.extend(file_refs.into_iter().map(|r| RefUse {
             from: r.from.map(|from| from + offset),
@@ -190,8 +295,10 @@ fn load_files(
         }));
         failed.extend(file_failed);
         tasks.extend(file_tasks);
-        let (e, n) = sink.finish();
+        let (e, mut n) = sink.finish();
+        n.extend(cached_notes);
         errors.extend(e);
+        per_file.push((offset..tasks.len(), n.clone()));
         notes.extend(n);
     }
     check_references(&tasks, &failed, &refs, &mut last);
@@ -205,25 +312,25 @@ fn load_files(
         })
         .collect();
     errors.extend(crate::tree::output_claims::check(&tasks, &plans));
+    let across = n.clone();
     notes.extend(n);
     diagnostic::sort(&mut errors);
     diagnostic::sort(&mut notes);
     if errors.is_empty() {
-        let digests = files
-            .iter()
-            .map(|f| {
-                (
-                    f.path.clone(),
-                    *blake3::hash(f.source.as_bytes()).as_bytes(),
-                )
-            })
-            .collect();
-        Ok(Loaded {
+        let digests = text_digests(files);
+        let loaded = Loaded {
             tasks,
             notes,
             seed,
             digests,
-        })
+        };
+        Ok((
+            loaded,
+            Parts {
+                files: per_file,
+                across,
+            },
+        ))
     } else {
         Err(Error::Invalid {
             count: errors.len(),

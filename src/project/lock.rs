@@ -83,14 +83,33 @@ pub struct LockOutput {
 impl LockFile {
     /// Reads the lock at `path`. A missing file is an empty lock; a file that does not parse, or was
     /// written by a newer wanx, is an [`Error::Invalid`] located at the problem.
+    ///
+    /// A lock whose bytes hash as its mirror in `.wanx/` records is decoded from the mirror (see
+    /// [`mirror`]); any other is parsed, then mirrored.
     pub fn read(path: &Path) -> Result<LockFile, Error> {
-        let source = match std::fs::read_to_string(path) {
-            Ok(source) => source,
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LockFile::default()),
             Err(e) => return Err(Error::io("could not read", path, e)),
         };
+        let mirror = mirror::beside(path);
+        let digest = *blake3::hash(&bytes).as_bytes();
+        if let Some(lock) = mirror.as_deref().and_then(|m| mirror::read(m, &digest)) {
+            return Ok(lock);
+        }
+        let source = String::from_utf8(bytes).map_err(|_| {
+            let e = io::Error::new(
+                io::ErrorKind::InvalidData,
+                "stream did not contain valid UTF-8",
+            );
+            Error::io("could not read", path, e)
+        })?;
         let shown = path.file_name().map_or(path, Path::new);
-        LockFile::parse(&source, shown)
+        let lock = LockFile::parse(&source, shown)?;
+        if let Some(m) = mirror {
+            mirror::write(&m, &digest, &lock);
+        }
+        Ok(lock)
     }
 
     /// Parses the text of a lock file; `shown` names it in diagnostics.
@@ -158,7 +177,82 @@ impl LockFile {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        crate::store::blob_store::write_atomic(path, text.as_bytes())
+        crate::store::blob_store::write_atomic(path, text.as_bytes())?;
+        if let Some(m) = mirror::beside(path) {
+            mirror::write(&m, blake3::hash(text.as_bytes()).as_bytes(), self);
+        }
+        Ok(())
+    }
+}
+
+/// The lock's mirror, `.wanx/lock.cache`: the lock as last read or written, in the binary form of
+/// [`crate::project::binary_file`], valid for the one text of `wanx.lock` whose blake3 it records. A lock read now
+/// that hashes the same is decoded from it instead of being parsed as text (a large lock is mostly
+/// parsing); a same-second, same-size edit of the lock hashes differently and is parsed. A mirror
+/// that is missing, corrupted or for another text costs the parse, nothing more.
+mod mirror {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+
+    use super::{LockEntry, LockFile, LockOutput};
+    use crate::money::Money;
+    use crate::project::binary_file::{self, Reader, Writer};
+
+    const MAGIC: &[u8; 8] = b"WANXLK01";
+
+    /// Where the mirror of the lock at `lock` lives, when its project has a state directory.
+    pub(super) fn beside(lock: &Path) -> Option<PathBuf> {
+        let state = lock.parent()?.join(".wanx");
+        state.is_dir().then(|| state.join("lock.cache"))
+    }
+
+    /// The lock the mirror at `path` holds for a lock text whose blake3 is `text`.
+    pub(super) fn read(path: &Path, text: &[u8; 32]) -> Option<LockFile> {
+        let payload = binary_file::read(path, MAGIC, text)?;
+        let mut r = Reader::new(&payload);
+        let entries = r.list(|r| {
+            let id = r.str()?;
+            let entry = LockEntry {
+                key: r.str()?,
+                model: r.str()?,
+                images: r.u32()?,
+                cost: Money(r.i64()?),
+                generated_at: r.i64()?,
+                outputs: r.list(|r| {
+                    Some(LockOutput {
+                        path: r.str()?,
+                        blake3: r.str()?,
+                        size: r.u64()?,
+                    })
+                })?,
+            };
+            Some((id, entry))
+        })?;
+        // Written in id order: the map is built in one pass.
+        r.done().then(|| LockFile {
+            tasks: BTreeMap::from_iter(entries),
+        })
+    }
+
+    /// Mirrors `lock`, whose text hashes to `text`, at `path` (best effort).
+    pub(super) fn write(path: &Path, text: &[u8; 32], lock: &LockFile) {
+        let mut w = Writer(Vec::with_capacity(16 + lock.tasks.len() * 320));
+        w.count(lock.tasks.len());
+        for (id, e) in &lock.tasks {
+            w.str(id);
+            w.str(&e.key);
+            w.str(&e.model);
+            w.u32(e.images);
+            w.i64(e.cost.0);
+            w.i64(e.generated_at);
+            w.count(e.outputs.len());
+            for o in &e.outputs {
+                w.str(&o.path);
+                w.str(&o.blake3);
+                w.u64(o.size);
+            }
+        }
+        binary_file::write(path, MAGIC, text, &w.0);
     }
 }
 

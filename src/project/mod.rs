@@ -4,6 +4,7 @@
 //! a time writes outputs, the lock or the store; [`state_dir`] creates `.wanx/` so that it ignores
 //! itself. Nothing here talks to the network or decides what to build.
 
+pub mod binary_file;
 pub mod lock;
 pub mod manifest;
 pub mod one_writer;

@@ -122,6 +122,10 @@ fn rendered(task: &Task) -> Vec<String> {
 
 /// `./a//b/./c.png` → `a/b/c.png`.
 pub fn normalize(path: &str) -> String {
+    // Most paths are normal already: no empty or `.` component.
+    if !path.split('/').any(|p| p.is_empty() || p == ".") {
+        return path.to_owned();
+    }
     path.split('/')
         .filter(|p| !p.is_empty() && *p != ".")
         .collect::<Vec<_>>()
@@ -130,7 +134,15 @@ pub fn normalize(path: &str) -> String {
 
 /// The form two paths naming one file share on case-insensitive file systems.
 pub fn fold(path: &str) -> String {
-    normalize(path).to_lowercase()
+    let normal = normalize(path);
+    if normal
+        .bytes()
+        .any(|b| !b.is_ascii() || b.is_ascii_uppercase())
+    {
+        normal.to_lowercase()
+    } else {
+        normal
+    }
 }
 
 fn slashed(path: &Path) -> String {
@@ -148,12 +160,25 @@ const RESERVED: [&str; 22] = [
 
 /// Why a rendered path cannot be written everywhere: `(message, hint)`.
 pub fn bad_name(path: &str) -> Option<(String, &'static str)> {
-    let shown = path.escape_debug().to_string();
+    // Most names are plain: the path is shown escaped only in a message.
+    let shown = || path.escape_debug().to_string();
     for name in path.split('/') {
+        // The usual name (letters, digits, `_`, `-`, `.`, short enough, not ending with a dot, a
+        // stem too long to be a reserved name) needs no closer look.
+        let plain = name.len() <= NAME_MAX
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+            && !name.ends_with('.')
+            && name.split('.').next().is_some_and(|stem| stem.len() > 4);
+        if plain {
+            continue;
+        }
         if let Some(c) = name.chars().find(|c| c.is_control()) {
             return Some((
                 format!(
-                    "the output path `{shown}` contains a control character ({})",
+                    "the output path `{}` contains a control character ({})",
+                    shown(),
                     c.escape_unicode()
                 ),
                 "file names cannot hold NUL or control characters: fix `filename` or the task `id`",
@@ -175,7 +200,8 @@ pub fn bad_name(path: &str) -> Option<(String, &'static str)> {
         {
             return Some((
                 format!(
-                    "the output path `{shown}` contains `{c}`, which Windows does not allow in a file name"
+                    "the output path `{}` contains `{c}`, which Windows does not allow in a file name",
+                    shown()
                 ),
                 "use letters, digits, `.`, `_` and `-` in output names",
             ));
@@ -183,7 +209,10 @@ pub fn bad_name(path: &str) -> Option<(String, &'static str)> {
         let stem = name.split('.').next().unwrap_or_default().trim_end();
         if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(stem)) {
             return Some((
-                format!("the output path `{shown}` uses `{stem}`, a reserved name on Windows"),
+                format!(
+                    "the output path `{}` uses `{stem}`, a reserved name on Windows",
+                    shown()
+                ),
                 "Windows reserves CON, PRN, AUX, NUL, COM1–9 and LPT1–9 (with any extension): choose another name",
             ));
         }
