@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use crate::planner::selection::{RemoteArgs, Selection};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "wanx",
@@ -135,32 +137,6 @@ pub struct GalleryArgs {
 }
 
 #[derive(Args, Debug, Clone, Default)]
-pub struct Selection {
-    /// Only these tasks, and the tasks whose images they consume (default: every task).
-    #[arg(value_name = "TASK", add = clap_complete::engine::ArgValueCandidates::new(crate::commands::completions::task_ids))]
-    pub tasks: Vec<String>,
-    /// Build against wanx's in-process DashScope emulator: no API key, no cost, placeholder images.
-    #[arg(long)]
-    pub emulate: bool,
-    #[command(flatten)]
-    pub remote: RemoteArgs,
-}
-
-/// The remote cache (see the README's "Sharing the cache").
-#[derive(Args, Debug, Clone, Default)]
-pub struct RemoteArgs {
-    /// A Bazel-protocol HTTP cache to restore from and upload to (overrides `[cache] remote`).
-    #[arg(long = "remote-cache", value_name = "URL", env = "WANX_REMOTE_CACHE")]
-    pub remote_cache: Option<String>,
-    /// Restore from the remote cache but upload nothing.
-    #[arg(long)]
-    pub remote_cache_read_only: bool,
-    /// How the command uses it: set by the command.
-    #[arg(skip)]
-    pub usage: crate::remote::RemoteUse,
-}
-
-#[derive(Args, Debug, Clone, Default)]
 pub struct BuildArgs {
     #[command(flatten)]
     pub selection: Selection,
@@ -225,7 +201,7 @@ pub struct PlanArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ExplainArgs {
     /// The task to explain.
-    #[arg(add = clap_complete::engine::ArgValueCandidates::new(crate::commands::completions::task_ids))]
+    #[arg(add = clap_complete::engine::ArgValueCandidates::new(crate::planner::selection::task_ids))]
     pub task: Option<String>,
     /// Key the request as the emulator would.
     #[arg(long)]
