@@ -17,7 +17,7 @@ use crate::compile::cache_key::Provider;
 use crate::emulator::Emulator;
 use crate::error::{Error, Result};
 use crate::executor::dashscope::ProviderError;
-use crate::executor::{Event, Executor, Failure, Job, JobKind, Outcome, PollPolicy};
+use crate::executor::{Event, Executor, Failure, FailureKind, Job, JobKind, Outcome, PollPolicy};
 use crate::money::Money;
 use crate::planner::reconcile::{Action, Decision};
 use crate::planner::{Chain, Settled, Unit, Waiting};
@@ -277,7 +277,7 @@ impl Session {
 
     /// Reports a waiting task that ended unbuilt: skipped (never sent) or failed.
     fn unbuilt(&mut self, w: &Waiting<'_>, failure: &Failure) {
-        let status = if failure.skipped {
+        let status = if failure.unsent() {
             self.summary.skipped += 1;
             self.unsent.insert(w.task.id.clone());
             "skipped"
@@ -306,26 +306,21 @@ impl Session {
             }
             Settled::Blocked(w, _) if halted => (
                 w,
-                Failure {
-                    message: "not submitted: the build stopped before its inputs were ready".into(),
-                    skipped: true,
-                    ..Failure::default()
-                },
+                Failure::skipped("not submitted: the build stopped before its inputs were ready"),
             ),
             // Dropped unsent (a newer save in `wanx watch`): nothing failed.
             Settled::Blocked(w, upstream) if self.unsent.contains(&upstream) => (
                 w,
-                Failure {
-                    message: format!("not submitted: input `{upstream}` was not built"),
-                    skipped: true,
-                    ..Failure::default()
-                },
+                Failure::skipped(&format!("not submitted: input `{upstream}` was not built")),
             ),
             Settled::Blocked(w, upstream) => (
                 w,
-                Failure::from(format!("input `{upstream}` was not built")),
+                Failure::new(
+                    FailureKind::Blocked,
+                    format!("input `{upstream}` was not built"),
+                ),
             ),
-            Settled::Invalid(w, why) => (w, Failure::from(why)),
+            Settled::Invalid(w, why) => (w, Failure::new(FailureKind::Blocked, why)),
         };
         self.unbuilt(&w, &failure);
         Next::Ended(Outcome {
@@ -564,7 +559,7 @@ async fn execute(
     }
     let mut outcomes: HashMap<String, Outcome> = HashMap::new();
     while let Some(outcome) = running.next().await {
-        if matches!(&outcome.result, Err(e) if e.skipped) {
+        if matches!(&outcome.result, Err(e) if e.unsent()) {
             session.unsent.insert(outcome.id.clone());
         }
         if let Some(chain) = &mut chain {
@@ -606,7 +601,7 @@ async fn execute(
     for w in chain.map(Chain::into_remaining).unwrap_or_default() {
         session.unbuilt(
             &w,
-            &Failure::from("its inputs were not produced".to_owned()),
+            &Failure::new(FailureKind::Blocked, "its inputs were not produced"),
         );
     }
     let fatal = running.finish();
@@ -741,7 +736,7 @@ fn record_outcome(session: &mut Session, unit: &Unit<'_>, d: &Decision, outcome:
             r
         }
         Some(Err(e)) => {
-            let status = if e.skipped {
+            let status = if e.unsent() {
                 summary.skipped += 1;
                 "skipped"
             } else {
@@ -757,6 +752,7 @@ fn record_outcome(session: &mut Session, unit: &Unit<'_>, d: &Decision, outcome:
             summary.images_generated += e.images_billed;
             let mut r = task_report(unit, d, status, Some(e.message.clone()));
             r.cost = e.spent;
+            r.dropped = e.kind == FailureKind::Dropped;
             r
         }
     };

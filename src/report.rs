@@ -90,6 +90,10 @@ pub struct TaskReport {
     /// Why the task is not fresh, one entry per difference (src/planner/why.rs); empty when fresh.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<crate::planner::why::Change>,
+    /// Dropped unsent by `wanx watch` (a newer change made it obsolete): reported as skipped, counted
+    /// apart by the watch loop.
+    #[serde(skip)]
+    pub dropped: bool,
 }
 
 impl TaskReport {
@@ -363,6 +367,7 @@ pub fn task_report(
         error,
         remote: d.remote,
         changes: Vec::new(),
+        dropped: false,
     }
 }
 
@@ -385,6 +390,7 @@ pub fn waiting_report(w: &Waiting<'_>, status: &'static str, error: Option<Strin
         error,
         remote: false,
         changes: Vec::new(),
+        dropped: false,
     }
 }
 

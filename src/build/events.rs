@@ -1,7 +1,7 @@
 //! Executor events as status lines: submitted, retrying, generated, restored (with why), dropped,
 //! skipped, failed; above the progress bar on a terminal.
 
-use crate::executor::Event;
+use crate::executor::{Event, FailureKind};
 use crate::money::Money;
 use crate::planner::Unit;
 use crate::planner::reconcile::{Action, Decision};
@@ -48,7 +48,7 @@ pub(super) fn progress_printer(
                 let (generation, images, spent) = match &outcome.result {
                     Ok(done) if done.generated => (true, done.entry.images, done.spent),
                     Ok(_) => (false, 0, Money::ZERO),
-                    Err(failure) => (!failure.skipped, failure.images_billed, failure.spent),
+                    Err(failure) => (!failure.unsent(), failure.images_billed, failure.spent),
                 };
                 progress.finished(generation, images, spent);
             }
@@ -132,10 +132,10 @@ pub(super) fn print_event_why(
                     ),
                 },
             ),
-            Err(error) if error.message == crate::executor::NOT_SUBMITTED => {
+            Err(error) if error.kind == FailureKind::Dropped => {
                 printer.warn("Dropped", &format!("{}: {error}", outcome.id));
             }
-            Err(error) if error.skipped => {
+            Err(error) if error.unsent() => {
                 printer.warn("Skipped", &format!("{}: {error}", outcome.id));
             }
             Err(error) => printer.fail("Failed", &format!("{}: {error}", outcome.id)),

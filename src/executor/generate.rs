@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::failure::{Failure, NOT_SUBMITTED};
+use super::failure::{Failure, FailureKind};
 use super::job::{Done, Event, Job};
 use super::remote_task::{finish_journals, run_remote_task};
 use super::restore::materialize;
@@ -125,8 +125,8 @@ pub(super) async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Fai
     let paid_now = job.compiled.price.times(billed);
     // Paid for whatever happens next: a failure to record or write it still reports the spend.
     let paid = |message: String| Failure {
+        kind: FailureKind::Io,
         message,
-        skipped: false,
         images_billed: billed,
         spent: paid_now,
         maybe_billed: Money::ZERO,
@@ -230,7 +230,9 @@ pub(super) async fn carried_partial(shared: &Arc<Shared>, job: &Job) -> Result<P
     let key = job.key.hex();
     let blobs = Arc::clone(&shared.exec.blobs);
     let n = job.compiled.n as usize;
-    let partial = with_store(shared, move |s| s.pool(&key)).await?;
+    let partial = with_store(shared, move |s| s.pool(&key))
+        .await
+        .map_err(Failure::io)?;
     Ok(partial
         .filter(|p| p.images.len() < n && p.images.iter().all(|i| blobs.contains(&i.blake3)))
         .unwrap_or_default())
@@ -274,8 +276,8 @@ pub(super) async fn keep_partial(
     }
     let kept = images.len();
     let stored = store_partial(shared, job.key.hex(), Partial { images, cost }, journal).await;
-    // `wanx watch` recognizes [`NOT_SUBMITTED`] by its message.
-    if failure.message != NOT_SUBMITTED {
+    // A dropped task's message stays as it is: it was not sent, and says so.
+    if failure.kind != FailureKind::Dropped {
         failure.message = match stored {
             Ok(()) => format!(
                 "{}; the {kept} image(s) paid for are kept, and the next build asks only for the {} missing",

@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use crate::executor::dashscope::ProviderError;
 use crate::registry::Registry;
 
-pub use failure::{Failure, NOT_SUBMITTED};
+pub use failure::{Failure, FailureKind, NOT_SUBMITTED};
 pub use job::{Done, Event, Job, JobKind, Outcome};
 pub use poll::{PollPolicy, PollSchedule};
 pub use resume::{Resumed, ResumedKey};

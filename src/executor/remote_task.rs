@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::download::download_all;
-use super::failure::{Failure, NOT_SUBMITTED};
+use super::failure::{Failure, FailureKind};
 use super::job::{Event, Job};
 use super::limits::ModelLimit;
 use super::poll::PollSchedule;
@@ -75,18 +75,24 @@ pub(super) async fn run_remote_task(
     if let Some(gate) = &shared.exec.before_submit
         && !gate(job)
     {
-        return Err(Failure::skipped(NOT_SUBMITTED));
+        return Err(Failure::dropped());
     }
-    let journal_id = with_store(shared, move |s| s.journal_begin(&intent)).await?;
+    let journal_id = with_store(shared, move |s| s.journal_begin(&intent))
+        .await
+        .map_err(Failure::io)?;
     let remote = match submit_with_retries(shared, client, limit, job, sent, &body).await {
         Ok(remote) => remote,
         Err(e) => {
-            with_store(shared, move |s| s.journal_finish(&[journal_id])).await?;
+            with_store(shared, move |s| s.journal_finish(&[journal_id]))
+                .await
+                .map_err(Failure::io)?;
             return Err(e);
         }
     };
     let remote2 = remote.clone();
-    with_store(shared, move |s| s.journal_submitted(journal_id, &remote2)).await?;
+    with_store(shared, move |s| s.journal_submitted(journal_id, &remote2))
+        .await
+        .map_err(Failure::io)?;
     (shared.exec.on_event)(Event::Submitted {
         id: job.id.clone(),
         remote: remote.clone(),
@@ -99,7 +105,9 @@ pub(super) async fn run_remote_task(
     let (results, took) = match waited {
         Waited::Done(results, took) => (results, took),
         Waited::Ended(message) => {
-            with_store(shared, move |s| s.journal_finish(&[journal_id])).await?;
+            with_store(shared, move |s| s.journal_finish(&[journal_id]))
+                .await
+                .map_err(Failure::io)?;
             return Err(message.into());
         }
     };
@@ -112,10 +120,11 @@ pub(super) async fn run_remote_task(
         &remote,
         billed,
     )
-    .await?;
+    .await
+    .map_err(Failure::io)?;
     let paid = |message: String| Failure {
+        kind: FailureKind::Download,
         message,
-        skipped: false,
         images_billed: booked,
         spent: job.compiled.price.times(booked),
         maybe_billed: Money::ZERO,

@@ -36,7 +36,7 @@ pub(super) fn restore(shared: &Shared, job: &Job) -> Outcome {
             resumed: resumed.is_some(),
         })
     })()
-    .map_err(Failure::from);
+    .map_err(Failure::io);
     Outcome {
         id: job.id.clone(),
         result,
