@@ -15,7 +15,7 @@ pub use crate::planner::selection::{RemoteArgs, Selection};
     long_about = "wanx reads image tasks from plan files, compiles each to the exact DashScope request, keys it by \
 content, and generates only the tasks whose requests changed. Everything else is fresh on disk or restored \
 from the local cache for free.\n\nThe project is the nearest `wanx.toml` above the current directory.",
-    after_help = "Examples:\n  wanx build --emulate        build everything against the local emulator (no API key, no cost)\n  wanx plan                    show what a build would do and what it would cost\n  wanx build hero banner       build two tasks\n  wanx build --locked          fail (exit 3) unless every image matches wanx.lock\n  wanx watch --emulate         rebuild what changed on every save\n\nExit codes: 0 success, 1 a task failed, 2 invalid usage/manifest/plan, 3 --locked and not fresh, 4 over budget, 5 another wanx holds the project (--no-wait), 130 interrupted."
+    after_help = "Examples:\n  wanx build --emulate        build everything against the local emulator (no API key, no cost)\n  wanx plan                    show what a build would do and what it would cost\n  wanx build hero banner       build two tasks\n  wanx build --locked          fail (exit 3) unless every image matches wanx.lock\n  wanx watch --emulate         rebuild what changed on every save\n\nExit codes: 0 success, 1 a task failed, 2 invalid usage/manifest/plan, 3 --locked and not fresh, 4 over budget, 5 another wanx holds the project (--no-wait), 6 wanx's own files or database failed, 130 interrupted."
 )]
 pub struct Cli {
     /// Run as if started in DIR.

@@ -28,7 +28,7 @@ pub(super) async fn connect(
         };
         let emu = Emulator::start(config, ([127, 0, 0, 1], 0).into())
             .await
-            .map_err(|e| Error::Other(format!("could not start the emulator: {e}")))?;
+            .map_err(Error::Emulator)?;
         let url = emu.base_url();
         printer.verbose("Emulator", &format!("listening at {url}"));
         emulator = Some(emu);
@@ -53,7 +53,7 @@ pub(super) async fn connect(
         project.manifest.provider.workspace.clone(),
         timeout,
     )
-    .map_err(Error::Other)?;
+    .map_err(Error::HttpClient)?;
     Ok((Arc::new(client), emulator))
 }
 
