@@ -37,6 +37,28 @@ use connect::{connect, latency_history, poll_policy, task_timeout};
 use events::{progress_printer, restore_reasons};
 use journal::{Resumption, resume_journal};
 
+/// Runs blocking work (planning: SQLite reads, hashing files) without holding an async worker: on
+/// the multi-threaded runtime the worker hands its other tasks to the rest of the pool while `f`
+/// runs (`block_in_place`). Planning borrows the project and returns what borrows it, so it cannot
+/// move to a `spawn_blocking` thread, which needs `'static`. Outside such a runtime `f` just runs.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// [`plan`] on a blocking thread (see [`blocking`]): for callers on the async runtime.
+pub fn plan_blocking<'a>(
+    project: &'a Project,
+    selection: &crate::planner::Selection,
+    forced: &HashSet<String>,
+) -> Result<Planned<'a>> {
+    blocking(|| plan(project, selection, forced))
+}
+
 /// `wanx build`: resume what earlier builds left journaled, plan, check `--locked` and the budget,
 /// then execute: every task whose inputs are known starts at once; a task that consumes images this
 /// build generates is keyed and decided as soon as they exist, while the rest goes on.
@@ -100,8 +122,11 @@ pub async fn build_with(
     } else {
         RemoteUse::Fetch(*printer)
     };
-    let mut planned = plan(project, &selection, &forced)?;
-    remember_stats(&mut planned)?;
+    let mut planned = blocking(|| {
+        let mut planned = plan(project, &selection, &forced)?;
+        remember_stats(&mut planned)?;
+        Ok::<_, Error>(planned)
+    })?;
     let emulated = planned.provider.is_emulated();
     let foreign = crate::tree::output_guard::find(&project.manifest.root, &planned, now_unix());
     if let Some(budget) = args.max_spend {
@@ -477,7 +502,9 @@ async fn execute(
     let mut chain = if waiting.is_empty() {
         None
     } else {
-        Some(Chain::new(project, provider.clone(), waiting, later)?)
+        Some(blocking(|| {
+            Chain::new(project, provider.clone(), waiting, later)
+        })?)
     };
     let mut lock = lock;
     for id in &stale_lock_entries {
@@ -567,17 +594,19 @@ async fn execute(
                 let outputs = &done.entry.outputs;
                 outputs.iter().map(|o| o.blake3.clone()).collect()
             });
-            for settled in chain.finished(&outcome.id, images)? {
+            for settled in blocking(|| chain.finished(&outcome.id, images))? {
                 match session.settle(project, settled, running.halted(), &mut decided) {
                     Next::Start(job) => {
                         if let Some((unit, d)) = decided.last() {
                             let store = store.lock().expect("never poisoned");
-                            let (mut why, _) = crate::planner::why::reasons(
-                                &store,
-                                &provider,
-                                std::slice::from_ref(unit),
-                                std::slice::from_ref(d),
-                            )?;
+                            let (mut why, _) = blocking(|| {
+                                crate::planner::why::reasons(
+                                    &store,
+                                    &provider,
+                                    std::slice::from_ref(unit),
+                                    std::slice::from_ref(d),
+                                )
+                            })?;
                             if let Some(changes) = why.remove(&unit.task.id) {
                                 why_lines.lock().expect("never poisoned").insert(
                                     unit.task.id.clone(),

@@ -247,7 +247,11 @@ fn a_damaged_build_database_exits_6_not_1_and_nothing_is_sent() {
         let _ = std::fs::remove_file(p.path(&format!(".wanx/{leftover}")));
     }
     std::fs::write(p.path(".wanx/wanx.db"), vec![b'x'; 8192]).unwrap();
-    p.edit("plans/a.toml", "a lighthouse at dusk", "a lighthouse at dawn");
+    p.edit(
+        "plans/a.toml",
+        "a lighthouse at dusk",
+        "a lighthouse at dawn",
+    );
 
     let run = p.wanx(&["build"]);
     run.status(6);
@@ -256,6 +260,10 @@ fn a_damaged_build_database_exits_6_not_1_and_nothing_is_sent() {
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("hint: `.wanx/` is a cache"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("hint: `.wanx/` is a cache"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(p.ledger().submissions, 2, "nothing was sent");
 }
