@@ -89,3 +89,59 @@ impl ModelLimit {
 
 /// Task queries per second across the whole build (DashScope's documented limit is 20).
 pub(super) const QUERIES_PER_SECOND: u32 = 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(quota: u32) -> ModelLimit {
+        ModelLimit {
+            in_flight: Arc::new(Semaphore::new(quota as usize)),
+            pacer: Pacer::new(2),
+            submitting: tokio::sync::RwLock::new(()),
+            quota,
+            cut: AtomicU32::new(0),
+        }
+    }
+
+    #[test]
+    fn a_pacer_spaces_events_a_hair_wider_than_the_rate() {
+        assert_eq!(Pacer::new(20).spacing, Duration::from_micros(53_500));
+        assert_eq!(Pacer::new(2).spacing, Duration::from_millis(517));
+        // A rate of zero is one a second, never a division by zero.
+        assert_eq!(Pacer::new(0).spacing, Pacer::new(1).spacing);
+    }
+
+    #[test]
+    fn throttling_cuts_tasks_in_flight_down_to_one_and_successes_give_them_back() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime for the test");
+        runtime.block_on(async {
+            let limit = limit(3);
+            let settle = || async {
+                for _ in 0..4 {
+                    tokio::task::yield_now().await;
+                }
+            };
+            limit.cut_once();
+            settle().await;
+            assert_eq!(limit.in_flight.available_permits(), 2);
+            limit.cut_once();
+            limit.cut_once();
+            settle().await;
+            assert_eq!(limit.in_flight.available_permits(), 1, "never below one");
+            assert_eq!(limit.cut.load(Ordering::SeqCst), 2);
+            limit.recover_once();
+            assert_eq!(limit.in_flight.available_permits(), 2);
+            limit.recover_once();
+            limit.recover_once();
+            assert_eq!(
+                limit.in_flight.available_permits(),
+                3,
+                "never above the quota"
+            );
+            assert_eq!(limit.cut.load(Ordering::SeqCst), 0);
+        });
+    }
+}

@@ -37,12 +37,14 @@ pub struct PollSchedule {
 
 impl PollSchedule {
     pub fn new(policy: PollPolicy, history: &[f64]) -> PollSchedule {
-        let window = (history.len() >= 3).then(|| {
-            let mut sorted: Vec<f64> = history
-                .iter()
-                .copied()
-                .filter(|v| v.is_finite() && *v >= 0.0)
-                .collect();
+        let mut sorted: Vec<f64> = history
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .collect();
+        // Three usable latencies at least: fewer say nothing of the model (and none would have
+        // no percentile at all).
+        let window = (sorted.len() >= 3).then(|| {
             sorted.sort_by(f64::total_cmp);
             let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
             (
@@ -88,5 +90,59 @@ impl PollSchedule {
             _ => 4,
         };
         (self.policy.first * factor).min(self.policy.max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waits(schedule: &mut PollSchedule, count: usize) -> Vec<f64> {
+        (0..count)
+            .map(|_| schedule.next_wait().as_secs_f64())
+            .collect()
+    }
+
+    #[test]
+    fn without_history_the_schedule_is_the_sdks_capped_at_max() {
+        let mut schedule = PollSchedule::new(PollPolicy::REAL, &[]);
+        assert_eq!(
+            waits(&mut schedule, 9),
+            [1.0, 1.0, 2.0, 2.0, 2.0, 4.0, 4.0, 4.0, 4.0]
+        );
+        let policy = PollPolicy {
+            first: Duration::from_secs(2),
+            max: Duration::from_secs(5),
+        };
+        let mut schedule = PollSchedule::new(policy, &[]);
+        assert_eq!(waits(&mut schedule, 7), [2.0, 2.0, 4.0, 4.0, 4.0, 5.0, 5.0]);
+    }
+
+    #[test]
+    fn fewer_than_three_usable_latencies_are_no_history() {
+        for history in [&[10.0, 10.0][..], &[f64::NAN, -1.0, f64::INFINITY, 10.0]] {
+            let mut schedule = PollSchedule::new(PollPolicy::REAL, history);
+            assert_eq!(waits(&mut schedule, 3), [1.0, 1.0, 2.0], "{history:?}");
+        }
+    }
+
+    #[test]
+    fn with_history_it_sleeps_through_the_early_part_then_polls_inside_the_window() {
+        // 10th percentile 10 s (slept 90 % of it), 90th percentile 21 s: a query every 2 s inside
+        // the window (its sixth, within the policy), then the SDK's schedule afresh.
+        let history = [10.0, 12.0, 15.0, 21.0, 21.0];
+        let mut schedule = PollSchedule::new(PollPolicy::REAL, &history);
+        assert_eq!(
+            waits(&mut schedule, 12),
+            [9.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0, 2.0]
+        );
+    }
+
+    #[test]
+    fn a_model_faster_than_the_first_wait_is_polled_at_the_first_wait() {
+        let history = [0.2, 0.3, 0.4];
+        let mut schedule = PollSchedule::new(PollPolicy::REAL, &history);
+        // Early (0.18 s) is below `first`: no long first sleep; past 0.4 s it is the SDK's schedule.
+        assert_eq!(waits(&mut schedule, 3), [1.0, 1.0, 1.0]);
     }
 }
