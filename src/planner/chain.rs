@@ -6,6 +6,8 @@ use std::collections::{HashMap, HashSet};
 use super::project::Project;
 use super::resolve::{Resolution, known_images, resolve_media};
 use super::snapshot::{Context, Remote, decide};
+#[cfg(test)]
+use super::unit::MediaSource;
 use super::unit::{Unit, Waiting, upstream_ids};
 use crate::compile::Compiled;
 use crate::compile::cache_key::{CacheKey, Provider};
@@ -112,30 +114,42 @@ impl<'a> Chain<'a> {
         later: Later,
     ) -> Result<Chain<'a>> {
         let state_dir = project.manifest.state_dir();
+        let cx = Context {
+            root: &project.manifest.root,
+            lock: later.lock,
+            store: Store::open(&state_dir)?,
+            blobs: BlobStore::new(state_dir.join("blobs")),
+            stat_cache: later.stat_cache,
+            new_stats: Vec::new(),
+            now: now_unix(),
+            remote: later.remote,
+        };
+        Ok(Chain::of(cx, provider, waiting, later.forced, later.images))
+    }
+
+    /// The chain of `waiting` deciding in `cx`, given the images known so far.
+    fn of(
+        cx: Context<'a>,
+        provider: Provider,
+        waiting: Vec<Waiting<'a>>,
+        forced: HashSet<String>,
+        images: HashMap<String, Vec<String>>,
+    ) -> Chain<'a> {
         let mut dependants: HashMap<&'a str, Vec<usize>> = HashMap::new();
         for (i, w) in waiting.iter().enumerate() {
             for up in upstream_ids(w.task) {
                 dependants.entry(up).or_default().push(i);
             }
         }
-        Ok(Chain {
-            cx: Context {
-                root: &project.manifest.root,
-                lock: later.lock,
-                store: Store::open(&state_dir)?,
-                blobs: BlobStore::new(state_dir.join("blobs")),
-                stat_cache: later.stat_cache,
-                new_stats: Vec::new(),
-                now: now_unix(),
-                remote: later.remote,
-            },
+        Chain {
+            cx,
             provider,
-            forced: later.forced,
-            images: later.images,
+            forced,
+            images,
             lost: HashSet::new(),
             waiting: waiting.into_iter().map(Some).collect(),
             dependants,
-        })
+        }
     }
 
     /// Task `id` finished with `images`, or with none (failed or skipped). Returns the waiting
@@ -218,5 +232,147 @@ impl<'a> Chain<'a> {
     /// The tasks never settled: what they consume never finished.
     pub fn into_remaining(self) -> Vec<Waiting<'a>> {
         self.waiting.into_iter().flatten().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::{MediaSlot, compile};
+    use crate::plan::task::{InputRef, Reference};
+    use crate::planner::reconcile::Action;
+    use crate::registry::Registry;
+
+    /// Task `id`, consuming the only image of each of `upstream`.
+    fn task(id: &str, upstream: Option<&str>) -> Task {
+        let mut task = crate::compile::tests::task(id, "wan2.2-t2i-flash", "a cat");
+        task.reference = upstream.map(|up| Reference {
+            image: InputRef::Task {
+                id: up.to_owned(),
+                index: None,
+            },
+            strength: None,
+            mode: None,
+        });
+        task
+    }
+
+    /// `b` consumes `a`, `c` consumes `b`, `e` consumes `d`: all waiting.
+    fn tasks() -> Vec<Task> {
+        vec![
+            task("b", Some("a")),
+            task("c", Some("b")),
+            task("e", Some("d")),
+        ]
+    }
+
+    fn chain<'a>(root: &'a std::path::Path, tasks: &'a [Task]) -> Chain<'a> {
+        let registry = Registry::builtin();
+        let waiting = tasks
+            .iter()
+            .map(|t| {
+                // A media slot per input, whichever model takes them.
+                let mut compiled = compile(t, &registry);
+                compiled.media = t
+                    .inputs()
+                    .map(|source| MediaSlot {
+                        pointer: "/input/ref_img".to_owned(),
+                        source: source.clone(),
+                    })
+                    .collect();
+                Waiting {
+                    task: t,
+                    compiled,
+                    upstream: upstream_ids(t).map(str::to_owned).collect(),
+                }
+            })
+            .collect();
+        let cx = Context {
+            root,
+            lock: LockFile::default(),
+            store: Store::open_in_memory().expect("an in-memory store"),
+            blobs: BlobStore::new(root.join("blobs")),
+            stat_cache: HashMap::new(),
+            new_stats: Vec::new(),
+            now: 0,
+            remote: None,
+        };
+        Chain::of(
+            cx,
+            Provider::Emulator,
+            waiting,
+            HashSet::new(),
+            HashMap::new(),
+        )
+    }
+
+    fn ids(settled: &[Settled<'_>]) -> Vec<String> {
+        settled
+            .iter()
+            .map(|s| match s {
+                Settled::Decided(unit, d) => format!("{} {}", unit.task.id, d.action.name()),
+                Settled::Blocked(w, up) => format!("{} blocked by {up}", w.task.id),
+                Settled::Invalid(w, why) => format!("{} invalid: {why}", w.task.id),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_task_is_decided_once_what_it_consumes_exists_and_its_dependants_wait_for_it() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let tasks = tasks();
+        let mut chain = chain(dir.path(), &tasks);
+        assert_eq!(chain.undecided(), 3);
+        let settled = chain
+            .finished("a", Some(vec!["h".to_owned()]))
+            .expect("decided");
+        // `b` is keyed by `a`'s image and must be generated: `c` waits for its images.
+        assert_eq!(ids(&settled), ["b generate"]);
+        let Settled::Decided(unit, d) = &settled[0] else {
+            unreachable!()
+        };
+        assert_eq!(unit.media, [MediaSource::Blob("h".to_owned())]);
+        assert_eq!(d.action, Action::Generate);
+        assert_eq!(chain.undecided(), 2);
+        // A task nothing waits for settles nothing.
+        assert!(chain.finished("x", None).expect("nothing").is_empty());
+    }
+
+    #[test]
+    fn an_upstream_that_made_no_image_blocks_its_dependants_in_cascade() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let tasks = tasks();
+        let mut chain = chain(dir.path(), &tasks);
+        let settled = chain.finished("a", None).expect("settled");
+        assert_eq!(ids(&settled), ["b blocked by a", "c blocked by b"]);
+        assert_eq!(chain.undecided(), 1);
+        let remaining: Vec<&str> = chain
+            .into_remaining()
+            .iter()
+            .map(|w| w.task.id.as_str())
+            .collect();
+        assert_eq!(remaining, ["e"]);
+    }
+
+    #[test]
+    fn an_image_index_the_upstream_did_not_make_is_invalid_and_blocks_what_follows() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut tasks = tasks();
+        tasks[0].reference = Some(Reference {
+            image: InputRef::Task {
+                id: "a".to_owned(),
+                index: Some(2),
+            },
+            strength: None,
+            mode: None,
+        });
+        let mut chain = chain(dir.path(), &tasks);
+        let settled = chain
+            .finished("a", Some(vec!["h".to_owned()]))
+            .expect("settled");
+        assert_eq!(
+            ids(&settled),
+            ["b invalid: task `a` has no image 2", "c blocked by b"]
+        );
     }
 }

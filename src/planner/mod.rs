@@ -347,3 +347,65 @@ fn graph_order<'a>(tasks: &[&'a Task]) -> Vec<&'a Task> {
     }
     order
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::task::{Edit, EditKind, InputRef, Reference};
+
+    fn task(id: &str, reference: Option<InputRef>, edit: Option<InputRef>) -> Task {
+        let mut task = crate::compile::tests::task(id, "wan2.2-t2i-flash", "a cat");
+        task.reference = reference.map(|image| Reference {
+            image,
+            strength: None,
+            mode: None,
+        });
+        task.edit = edit.map(|input| Edit {
+            kind: EditKind::Repair,
+            input,
+            extend: None,
+            style_reference: None,
+            mask: None,
+            strength: None,
+        });
+        task
+    }
+
+    fn upstream(id: &str) -> InputRef {
+        InputRef::Task {
+            id: id.to_owned(),
+            index: None,
+        }
+    }
+
+    #[test]
+    fn upstream_ids_are_the_task_inputs_only() {
+        let t = task(
+            "t",
+            Some(upstream("a")),
+            Some(InputRef::File("in.png".into())),
+        );
+        assert_eq!(upstream_ids(&t).collect::<Vec<_>>(), ["a"]);
+        let t = task(
+            "t",
+            Some(InputRef::Url("https://x/y.png".into())),
+            Some(upstream("b")),
+        );
+        assert_eq!(upstream_ids(&t).collect::<Vec<_>>(), ["b"]);
+    }
+
+    #[test]
+    fn graph_order_puts_each_task_after_what_it_consumes_and_keeps_plan_order_otherwise() {
+        let tasks = [
+            task("c", Some(upstream("b")), None),
+            task("d", None, None),
+            task("b", Some(upstream("a")), None),
+            task("a", None, None),
+            // Consumes a task outside the list: ordered as if it had no input.
+            task("e", Some(upstream("elsewhere")), None),
+        ];
+        let refs: Vec<&Task> = tasks.iter().collect();
+        let order: Vec<&str> = graph_order(&refs).iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(order, ["a", "b", "c", "d", "e"]);
+    }
+}

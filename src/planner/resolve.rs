@@ -93,3 +93,104 @@ pub(super) fn known_images(lock: &LockFile, unit: &Unit<'_>, d: &Decision) -> Op
         Action::Generate => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::{MediaSlot, compile};
+    use crate::registry::Registry;
+
+    /// Task `b` whose request takes `sources` as its media slots.
+    fn with_inputs(sources: Vec<InputRef>) -> (Task, Compiled) {
+        let task = crate::compile::tests::task("b", "wan2.2-t2i-flash", "a cat");
+        let mut compiled = compile(&task, &Registry::builtin());
+        compiled.media = sources
+            .into_iter()
+            .enumerate()
+            .map(|(i, source)| MediaSlot {
+                pointer: format!("/input/{i}"),
+                source,
+            })
+            .collect();
+        (task, compiled)
+    }
+
+    fn upstream(id: &str, index: Option<u32>) -> InputRef {
+        InputRef::Task {
+            id: id.to_owned(),
+            index,
+        }
+    }
+
+    #[test]
+    fn a_known_upstream_image_is_keyed_by_its_digest_and_read_from_the_blob_store() {
+        let (task, compiled) = with_inputs(vec![upstream("a", Some(2)), upstream("a", None)]);
+        let images = HashMap::from([("a".to_owned(), vec!["h1".to_owned(), "h2".to_owned()])]);
+        let Ok(Resolution::Ready(digests, media)) =
+            resolve_media(Path::new("/nowhere"), &task, &compiled, &images)
+        else {
+            panic!("every input is known");
+        };
+        assert_eq!(digests, ["h2", "h1"]);
+        assert_eq!(
+            media,
+            [
+                MediaSource::Blob("h2".to_owned()),
+                MediaSource::Blob("h1".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_local_file_is_keyed_by_the_blake3_of_its_bytes() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        std::fs::write(dir.path().join("in.png"), b"bytes").expect("written");
+        let (task, compiled) = with_inputs(vec![InputRef::File("in.png".into())]);
+        let Ok(Resolution::Ready(digests, media)) =
+            resolve_media(dir.path(), &task, &compiled, &HashMap::new())
+        else {
+            panic!("the file exists");
+        };
+        assert_eq!(digests, [blake3::hash(b"bytes").to_hex().to_string()]);
+        assert_eq!(media, [MediaSource::File(dir.path().join("in.png"))]);
+    }
+
+    #[test]
+    fn unknown_upstream_images_make_the_task_wait_for_each_upstream_once() {
+        let (task, compiled) = with_inputs(vec![
+            upstream("a", Some(1)),
+            upstream("a", Some(2)),
+            upstream("c", None),
+        ]);
+        let Ok(Resolution::Waits(upstream)) =
+            resolve_media(Path::new("/nowhere"), &task, &compiled, &HashMap::new())
+        else {
+            panic!("no input is known");
+        };
+        assert_eq!(upstream, ["a", "c"]);
+    }
+
+    #[test]
+    fn an_image_index_beyond_what_the_upstream_made_is_a_diagnostic() {
+        let (task, compiled) = with_inputs(vec![upstream("a", Some(3))]);
+        let images = HashMap::from([("a".to_owned(), vec!["h1".to_owned(), "h2".to_owned()])]);
+        let Err(diagnostic) = resolve_media(Path::new("/nowhere"), &task, &compiled, &images)
+        else {
+            panic!("`a` made two images");
+        };
+        assert_eq!(diagnostic.message, "task `a` has no image 3");
+        let Err(missing) = resolve_media(
+            Path::new("/nowhere"),
+            &with_inputs(vec![InputRef::File("gone.png".into())]).0,
+            &with_inputs(vec![InputRef::File("gone.png".into())]).1,
+            &HashMap::new(),
+        ) else {
+            panic!("the file does not exist");
+        };
+        assert!(
+            missing.message.starts_with("cannot read input `gone.png`"),
+            "{}",
+            missing.message
+        );
+    }
+}
