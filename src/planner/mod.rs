@@ -98,6 +98,73 @@ pub fn plan<'a>(
     let provider = project.provider(selection.emulate);
     let tasks = project.select(selection)?;
     let remote = Remote::new(project, selection, &provider)?;
+    let (mut cx, key_cache) = open_context(project, &provider, remote)?;
+
+    // Tasks that consume no other task's images: decided together, the common case.
+    let (chained, plain): (Vec<&Task>, Vec<&Task>) =
+        tasks.iter().partition(|t| upstream_ids(t).next().is_some());
+    let mut units = key_plain(project, &provider, key_cache.as_ref(), plain)?;
+    if let Some(cache) = &key_cache {
+        // A cache that cannot be written costs the next build its compiling, nothing more.
+        // (A unit keyed from the cache has no body yet.)
+        let keyed = units
+            .iter()
+            .map(|u| (u.task, u.key, u.compiled.body.is_null()));
+        let _ = cache.save(&mut cx.store, keyed);
+    }
+    let mut decisions = decide(&mut cx, &units, forced)?;
+    complete(
+        &mut cx,
+        &mut units,
+        &mut decisions,
+        forced,
+        project,
+        &provider,
+    )?;
+
+    let (waiting, images) = decide_chained_tasks(
+        &mut cx,
+        project,
+        &provider,
+        &chained,
+        (&mut units, &mut decisions),
+        forced,
+    )?;
+
+    // A fresh task needs its key, not its request: free the bodies (a large no-op holds thousands).
+    for (unit, d) in units.iter_mut().zip(&decisions) {
+        if d.action == Action::Fresh {
+            unit.compiled.body = serde_json::Value::Null;
+        }
+    }
+    let stale_lock_entries = stale_lock_entries(project, selection, &cx.lock);
+    let later = later(&mut cx, &waiting, forced, images);
+    let (why, requests) = crate::planner::why::reasons(&cx.store, &provider, &units, &decisions)?;
+    Ok(Planned {
+        units,
+        decisions,
+        waiting,
+        provider,
+        lock: cx.lock,
+        store: cx.store,
+        blobs: cx.blobs,
+        stale_lock_entries,
+        new_stats: cx.new_stats,
+        later,
+        remote: cx.remote.map(|r| r.cache),
+        why,
+        requests,
+        budget: project.manifest.build.max_spend.map(Money::from_yuan),
+    })
+}
+
+/// Opens what the snapshot reads: `wanx.lock` (on a second thread while the store is opened and its
+/// caches read), the store, the key cache and the stat cache.
+fn open_context<'p>(
+    project: &'p Project,
+    provider: &Provider,
+    remote: Option<Remote>,
+) -> Result<(Context<'p>, Option<KeyCache>)> {
     let root = &project.manifest.root;
     let state_dir = project.manifest.state_dir();
     // A large `wanx.lock` is read on a second thread while the store is opened and its caches read.
@@ -105,7 +172,7 @@ pub fn plan<'a>(
     let (opened, lock) = std::thread::scope(|scope| {
         let lock = scope.spawn(|| LockFile::read(&lock_path));
         let opened = Store::open(&state_dir).and_then(|store| {
-            let key_cache = KeyCache::open(&store, &project.manifest, &project.loaded, &provider)?;
+            let key_cache = KeyCache::open(&store, &project.manifest, &project.loaded, provider)?;
             let stat_cache = store.stat_cache()?;
             Ok((store, key_cache, stat_cache))
         });
@@ -115,7 +182,7 @@ pub fn plan<'a>(
         (opened, lock)
     });
     let (store, key_cache, stat_cache) = opened?;
-    let mut cx = Context {
+    let cx = Context {
         root,
         lock: lock?,
         stat_cache,
@@ -125,16 +192,24 @@ pub fn plan<'a>(
         now: now_unix(),
         remote,
     };
+    Ok((cx, key_cache))
+}
 
-    // Tasks that consume no other task's images: decided together, the common case.
-    let (chained, plain): (Vec<&Task>, Vec<&Task>) =
-        tasks.iter().partition(|t| upstream_ids(t).next().is_some());
+/// Compiles and keys the tasks that consume no other task's images (the common case), on every
+/// core; a key the key cache vouches for needs no request.
+fn key_plain<'a>(
+    project: &'a Project,
+    provider: &Provider,
+    key_cache: Option<&KeyCache>,
+    plain: Vec<&'a Task>,
+) -> Result<Vec<Unit<'a>>> {
+    let root = &project.manifest.root;
     let mut units = Vec::with_capacity(plain.len());
     let mut errors = Vec::new();
     // Compiling and keying are pure and per task: spread over the cores for large projects.
     let keyed = par_map(plain, |task| {
         // A key the cache vouches for needs no request: `complete` compiles it if it is not fresh.
-        if let Some(key) = key_cache.as_ref().and_then(|c| c.get(task)) {
+        if let Some(key) = key_cache.and_then(|c| c.get(task)) {
             return Ok(Unit {
                 task,
                 compiled: compile::header(task, &project.registry),
@@ -146,8 +221,8 @@ pub fn plan<'a>(
         let compiled = compile(task, &project.registry);
         match resolve_media(root, task, &compiled, &HashMap::new()) {
             Ok(Resolution::Ready(digests, media)) => {
-                let key = CacheKey::new(&provider, &compiled, &digests);
-                let legacy = Some(CacheKey::legacy(&provider, &compiled, &digests));
+                let key = CacheKey::new(provider, &compiled, &digests);
+                let legacy = Some(CacheKey::legacy(provider, &compiled, &digests));
                 Ok(Unit {
                     task,
                     compiled,
@@ -174,28 +249,23 @@ pub fn plan<'a>(
             diagnostics: errors,
         });
     }
-    if let Some(cache) = &key_cache {
-        // A cache that cannot be written costs the next build its compiling, nothing more.
-        // (A unit keyed from the cache has no body yet.)
-        let keyed = units
-            .iter()
-            .map(|u| (u.task, u.key, u.compiled.body.is_null()));
-        let _ = cache.save(&mut cx.store, keyed);
-    }
-    let mut decisions = decide(&mut cx, &units, forced)?;
-    complete(
-        &mut cx,
-        &mut units,
-        &mut decisions,
-        forced,
-        project,
-        &provider,
-    )?;
+    Ok(units)
+}
 
-    // Tasks that consume others' images: in graph order, each once what it consumes is decided.
+/// Decides the tasks that consume others' images, in graph order, each once what it consumes is
+/// decided; those whose inputs this build has yet to generate wait. Returns them, and the images
+/// known so far by task id.
+fn decide_chained_tasks<'a>(
+    cx: &mut Context<'_>,
+    project: &'a Project,
+    provider: &Provider,
+    chained: &[&'a Task],
+    (units, decisions): (&mut Vec<Unit<'a>>, &mut Vec<Decision>),
+    forced: &HashSet<String>,
+) -> Result<(Vec<Waiting<'a>>, HashMap<String, Vec<String>>)> {
     let consumed: HashSet<&str> = chained.iter().flat_map(|t| upstream_ids(t)).collect();
     let mut images: HashMap<String, Vec<String>> = HashMap::new();
-    for (unit, d) in units.iter().zip(&decisions) {
+    for (unit, d) in units.iter().zip(decisions.iter()) {
         if consumed.contains(unit.task.id.as_str())
             && let Some(known) = known_images(&cx.lock, unit, d)
         {
@@ -203,7 +273,7 @@ pub fn plan<'a>(
         }
     }
     let mut waiting: Vec<Waiting<'a>> = Vec::new();
-    for task in graph_order(&chained) {
+    for task in graph_order(chained) {
         let compiled = compile(task, &project.registry);
         let waits_on_waiting: Vec<String> = upstream_ids(task)
             .filter(|up| waiting.iter().any(|w| w.task.id == *up))
@@ -217,7 +287,7 @@ pub fn plan<'a>(
             });
             continue;
         }
-        match decide_chained(&mut cx, &provider, task, compiled, &mut images, forced) {
+        match decide_chained(cx, provider, task, compiled, &mut images, forced) {
             Ok(Chained::Decided(unit, d)) => {
                 units.push(unit);
                 decisions.push(d);
@@ -232,25 +302,31 @@ pub fn plan<'a>(
             Err(ChainError::Store(e)) => return Err(e),
         }
     }
+    Ok((waiting, images))
+}
 
-    // A fresh task needs its key, not its request: free the bodies (a large no-op holds thousands).
-    for (unit, d) in units.iter_mut().zip(&decisions) {
-        if d.action == Action::Fresh {
-            unit.compiled.body = serde_json::Value::Null;
-        }
-    }
-    let stale_lock_entries = if selection.tasks.is_empty() {
+/// Lock entries of tasks no longer in any plan, pruned by a full build (none when tasks are named).
+fn stale_lock_entries(project: &Project, selection: &Selection, lock: &LockFile) -> Vec<String> {
+    if selection.tasks.is_empty() {
         let ids: HashSet<&str> = project.loaded.tasks.iter().map(|t| t.id.as_str()).collect();
-        cx.lock
-            .tasks
+        lock.tasks
             .keys()
             .filter(|id| !ids.contains(id.as_str()))
             .cloned()
             .collect()
     } else {
         Vec::new()
-    };
-    let later = if waiting.is_empty() {
+    }
+}
+
+/// What deciding the waiting tasks later needs (nothing when none waits).
+fn later(
+    cx: &mut Context<'_>,
+    waiting: &[Waiting<'_>],
+    forced: &HashSet<String>,
+    images: HashMap<String, Vec<String>>,
+) -> Later {
+    if waiting.is_empty() {
         Later::default()
     } else {
         Later {
@@ -272,24 +348,7 @@ pub fn plan<'a>(
             stat_cache: std::mem::take(&mut cx.stat_cache),
             remote: cx.remote.clone(),
         }
-    };
-    let (why, requests) = crate::planner::why::reasons(&cx.store, &provider, &units, &decisions)?;
-    Ok(Planned {
-        units,
-        decisions,
-        waiting,
-        provider,
-        lock: cx.lock,
-        store: cx.store,
-        blobs: cx.blobs,
-        stale_lock_entries,
-        new_stats: cx.new_stats,
-        later,
-        remote: cx.remote.map(|r| r.cache),
-        why,
-        requests,
-        budget: project.manifest.build.max_spend.map(Money::from_yuan),
-    })
+    }
 }
 
 /// Compiles in full the units whose key came from the key cache (their body is `Null`: `compile`

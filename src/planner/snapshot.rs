@@ -179,9 +179,46 @@ pub(super) fn decide(
     let Some(remote) = remote.as_ref() else {
         return Ok(decisions);
     };
+    let hits = ask_remote(remote, units, &decisions, forced, store, blobs)?;
+    if hits.is_empty() {
+        return Ok(decisions);
+    }
+    for (key, entry) in &hits {
+        let images: Vec<&str> = entry.images.iter().map(|i| i.blake3.as_str()).collect();
+        // Fetched blobs are in the store now; a plan takes the entry's word for them.
+        snapshot.blobs.extend(images.iter().copied());
+        snapshot.cached.insert(
+            key,
+            Recorded {
+                key,
+                generated_at: entry.generated_at,
+                images,
+                outputs: vec![],
+            },
+        );
+    }
+    let from_remote: HashSet<&str> = hits.iter().map(|(k, _)| k.as_str()).collect();
+    let mut decisions = reconcile::reconcile(&items, &snapshot, force, now);
+    for (unit, d) in units.iter().zip(&mut decisions) {
+        d.remote = matches!(d.action, Action::Restore { .. })
+            && from_remote.contains(unit.key.hex().as_str());
+    }
+    Ok(decisions)
+}
+
+/// Asks the remote cache for what would otherwise be generated (forced tasks excepted); a build
+/// fetches what it finds into the store. Returns what it supplied, by key.
+fn ask_remote(
+    remote: &Remote,
+    units: &[Unit<'_>],
+    decisions: &[Decision],
+    forced: &HashSet<String>,
+    store: &mut Store,
+    blobs: &BlobStore,
+) -> Result<Vec<(String, RemoteEntry)>> {
     let (indices, asked): (Vec<usize>, Vec<Wanted>) = units
         .iter()
-        .zip(&decisions)
+        .zip(decisions)
         .enumerate()
         .filter(|(_, (u, d))| d.action == Action::Generate && !forced.contains(&u.task.id))
         .map(|(i, (u, _))| {
@@ -194,11 +231,10 @@ pub(super) fn decide(
         })
         .unzip();
     if asked.is_empty() {
-        return Ok(decisions);
+        return Ok(Vec::new());
     }
     let found = remote.cache.lookup(&asked, remote.fetch.then_some(&*blobs));
-    // What the remote cache supplied (the snapshot borrows from it).
-    let hits: Vec<(String, RemoteEntry)> = indices
+    indices
         .iter()
         .zip(asked)
         .zip(found)
@@ -232,31 +268,7 @@ pub(super) fn decide(
                 Ok((key, entry))
             }
         })
-        .collect::<Result<_>>()?;
-    if hits.is_empty() {
-        return Ok(decisions);
-    }
-    for (key, entry) in &hits {
-        let images: Vec<&str> = entry.images.iter().map(|i| i.blake3.as_str()).collect();
-        // Fetched blobs are in the store now; a plan takes the entry's word for them.
-        snapshot.blobs.extend(images.iter().copied());
-        snapshot.cached.insert(
-            key,
-            Recorded {
-                key,
-                generated_at: entry.generated_at,
-                images,
-                outputs: vec![],
-            },
-        );
-    }
-    let from_remote: HashSet<&str> = hits.iter().map(|(k, _)| k.as_str()).collect();
-    let mut decisions = reconcile::reconcile(&items, &snapshot, force, now);
-    for (unit, d) in units.iter().zip(&mut decisions) {
-        d.remote = matches!(d.action, Action::Restore { .. })
-            && from_remote.contains(unit.key.hex().as_str());
-    }
-    Ok(decisions)
+        .collect()
 }
 
 /// Lock entries an earlier wanx wrote under a version-1 key (`n` in it), by task id → the current
