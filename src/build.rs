@@ -3,6 +3,10 @@
 //! and started, the moment the last of them exists), and report. The order guarantees the invariants: nothing is sent or
 //! written before the whole project validated, and nothing is paid for under `--locked` or over
 //! budget.
+//!
+//! Beside it: `build/journal.rs` (resuming what earlier builds journaled), `build/connect.rs` (the
+//! provider client and the executor's settings from the project), `build/events.rs` (executor events
+//! as status lines). Planning runs through [`blocking`]: it reads SQLite and hashes files.
 
 mod connect;
 mod events;

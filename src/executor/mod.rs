@@ -3,6 +3,14 @@
 //! limit: journal the intent, submit, journal the remote id, poll, download at once, verify, store the
 //! blobs, record the result, write the outputs atomically, update `wanx.lock`. Each task's effects are
 //! recorded as it completes, so an interrupted build keeps everything it paid for.
+//!
+//! The folder, by concern: `job` (a unit of work and what it reports), `failure` (why a job made no
+//! images, typed by kind), `poll` (the schedule of task queries), `limits` (the pacer and the per-model
+//! quota), `shared` (the settings of an execution and the state its tasks share), `restore`,
+//! `generate` (the rounds of one generation), `remote_task` (journal, submit, poll, book, download),
+//! `submit` (the request as sent, retries, recovery of a lost answer), `download`, `resume` (the
+//! journal of earlier builds); `dashscope` owns HTTP, `image_check` the bytes of a download, `secret`
+//! the API key. This file keeps `Running`: jobs in, outcomes out.
 
 pub mod dashscope;
 mod download;

@@ -8,6 +8,13 @@
 //! new images exist. A [`Chain`] then decides each waiting task the moment the last image it consumes
 //! exists, while the rest of the build runs: if the bytes did not change, nothing more is paid
 //! (early cutoff).
+//!
+//! The folder, by concern: `project` (the project as loaded and the tasks a `selection` names), `unit`
+//! (a task compiled and keyed, or waiting), `resolve` (the digests of a request's media), `snapshot`
+//! (what `reconcile` decides from, read from the lock, the disk, the store and the remote cache),
+//! `reconcile` (the pure decision), `chain` (the waiting tasks, decided as their inputs appear),
+//! `key_cache`, `why` and `word_diff` (why a task is not fresh, in the plan's words). This file keeps
+//! [`plan`], in named steps.
 
 mod chain;
 pub mod key_cache;
