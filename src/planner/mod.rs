@@ -259,6 +259,9 @@ fn key_plain<'a>(
     Ok(units)
 }
 
+/// Images known by task id: each task's blake3s, in order.
+type Images = HashMap<String, Vec<String>>;
+
 /// Decides the tasks that consume others' images, in graph order, each once what it consumes is
 /// decided; those whose inputs this build has yet to generate wait. Returns them, and the images
 /// known so far by task id.
@@ -269,7 +272,7 @@ fn decide_chained_tasks<'a>(
     chained: &[&'a Task],
     (units, decisions): (&mut Vec<Unit<'a>>, &mut Vec<Decision>),
     forced: &HashSet<String>,
-) -> Result<(Vec<Waiting<'a>>, HashMap<String, Vec<String>>)> {
+) -> Result<(Vec<Waiting<'a>>, Images)> {
     let consumed: HashSet<&str> = chained.iter().flat_map(|t| upstream_ids(t)).collect();
     let mut images: HashMap<String, Vec<String>> = HashMap::new();
     for (unit, d) in units.iter().zip(decisions.iter()) {

@@ -233,7 +233,7 @@ fn ask_remote(
     if asked.is_empty() {
         return Ok(Vec::new());
     }
-    let found = remote.cache.lookup(&asked, remote.fetch.then_some(&*blobs));
+    let found = remote.cache.lookup(&asked, remote.fetch.then_some(blobs));
     indices
         .iter()
         .zip(asked)
