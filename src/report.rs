@@ -216,39 +216,7 @@ impl Summary {
 pub fn print_plan(planned: &Planned<'_>, printer: &Printer, json: bool) {
     let totals = planned.totals();
     if json {
-        let mut tasks: Vec<TaskReport> = planned
-            .units
-            .iter()
-            .zip(&planned.decisions)
-            .map(|(u, d)| task_report(u, d, "planned", None).with_why(planned.why.get(&u.task.id)))
-            .collect();
-        tasks.extend(
-            planned
-                .waiting
-                .iter()
-                .map(|w| waiting_report(w, "planned", None)),
-        );
-        let summary = Summary {
-            generated: totals.generate,
-            restored: totals.restore,
-            restored_remote: totals.restore_remote,
-            fresh: totals.fresh,
-            images_generated: totals.images_to_generate,
-            // Nothing is spent or saved by planning: what would be is under its own names.
-            would_spend: Some(totals.cost),
-            would_save: Some(totals.saved),
-            currency: "CNY",
-            emulated: planned.provider.is_emulated(),
-            dry_run: true,
-            cumulative: planned
-                .store
-                .ledger_totals()
-                .map(|ledger| Cumulative::of(&ledger, planned.provider.is_emulated()))
-                .unwrap_or_default(),
-            tasks,
-            budget: planned.budget.map(Money::as_yuan),
-            ..Summary::default()
-        };
+        let summary = plan_summary(planned, &totals);
         printer.data(&serde_json::to_string_pretty(&summary).expect("a summary always serializes"));
         return;
     }
@@ -344,6 +312,44 @@ pub fn print_plan(planned: &Planned<'_>, printer: &Printer, json: bool) {
             "{n} lock entr{} for tasks no longer in any plan will be dropped",
             if n == 1 { "y" } else { "ies" }
         ));
+    }
+}
+
+/// `wanx plan --json`: the summary of a plan, which spends and saves nothing (what it would is
+/// under its own names).
+fn plan_summary(planned: &Planned<'_>, totals: &crate::planner::reconcile::Totals) -> Summary {
+    let mut tasks: Vec<TaskReport> = planned
+        .units
+        .iter()
+        .zip(&planned.decisions)
+        .map(|(u, d)| task_report(u, d, "planned", None).with_why(planned.why.get(&u.task.id)))
+        .collect();
+    tasks.extend(
+        planned
+            .waiting
+            .iter()
+            .map(|w| waiting_report(w, "planned", None)),
+    );
+    Summary {
+        generated: totals.generate,
+        restored: totals.restore,
+        restored_remote: totals.restore_remote,
+        fresh: totals.fresh,
+        images_generated: totals.images_to_generate,
+        // Nothing is spent or saved by planning: what would be is under its own names.
+        would_spend: Some(totals.cost),
+        would_save: Some(totals.saved),
+        currency: "CNY",
+        emulated: planned.provider.is_emulated(),
+        dry_run: true,
+        cumulative: planned
+            .store
+            .ledger_totals()
+            .map(|ledger| Cumulative::of(&ledger, planned.provider.is_emulated()))
+            .unwrap_or_default(),
+        tasks,
+        budget: planned.budget.map(Money::as_yuan),
+        ..Summary::default()
     }
 }
 
