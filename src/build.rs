@@ -3,31 +3,65 @@
 //! and started, the moment the last of them exists), and report. The order guarantees the invariants: nothing is sent or
 //! written before the whole project validated, and nothing is paid for under `--locked` or over
 //! budget.
+//!
+//! Beside it: `build/journal.rs` (resuming what earlier builds journaled), `build/connect.rs` (the
+//! provider client and the executor's settings from the project), `build/events.rs` (executor events
+//! as status lines). Planning runs through [`blocking`]: it reads SQLite and hashes files.
+
+mod connect;
+mod events;
+mod journal;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use crate::cli::BuildArgs;
 use crate::compile::cache_key::Provider;
-use crate::emulator::{Emulator, EmulatorConfig};
+use crate::emulator::Emulator;
 use crate::error::{Error, Result};
-use crate::executor::dashscope::{Client, ProviderError};
-use crate::executor::secret::ApiKey;
-use crate::executor::{Event, Executor, Failure, Job, JobKind, Outcome, PollPolicy, Resumed};
+use crate::executor::dashscope::ProviderError;
+use crate::executor::{Event, Executor, Failure, FailureKind, Job, JobKind, Outcome, PollPolicy};
 use crate::money::Money;
 use crate::planner::reconcile::{Action, Decision};
-use crate::planner::{Chain, Settled, Unit, Waiting, task_report, waiting_report};
-pub use crate::planner::{Planned, Project, plan, print_plan, waiting_reason};
+use crate::planner::{Chain, Settled, Unit, Waiting};
+pub use crate::planner::{Planned, Project, plan, waiting_reason};
 use crate::project::lock::LockFile;
 use crate::remote::{RemoteUse, Upload, UploadQueue};
+pub use crate::report::print_plan;
 use crate::report::{Cumulative, Summary, TaskReport};
+use crate::report::{task_report, waiting_report};
 use crate::store::blob_store::BlobStore;
 use crate::store::{RunRecord, Store};
 use crate::term::printer::Printer;
 use crate::term::progress::{Pace, Progress};
 use crate::tree::output_name::now_unix;
+
+use connect::{connect, latency_history, poll_policy, task_timeout};
+use events::{progress_printer, restore_reasons};
+use journal::{Resumption, resume_journal};
+
+/// Runs blocking work (planning: SQLite reads, hashing files) without holding an async worker: on
+/// the multi-threaded runtime the worker hands its other tasks to the rest of the pool while `f`
+/// runs (`block_in_place`). Planning borrows the project and returns what borrows it, so it cannot
+/// move to a `spawn_blocking` thread, which needs `'static`. Outside such a runtime `f` just runs.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// [`plan`] on a blocking thread (see [`blocking`]): for callers on the async runtime.
+pub fn plan_blocking<'a>(
+    project: &'a Project,
+    selection: &crate::planner::Selection,
+    forced: &HashSet<String>,
+) -> Result<Planned<'a>> {
+    blocking(|| plan(project, selection, forced))
+}
 
 /// `wanx build`: resume what earlier builds left journaled, plan, check `--locked` and the budget,
 /// then execute: every task whose inputs are known starts at once; a task that consumes images this
@@ -92,8 +126,11 @@ pub async fn build_with(
     } else {
         RemoteUse::Fetch(*printer)
     };
-    let mut planned = plan(project, &selection, &forced)?;
-    remember_stats(&mut planned)?;
+    let mut planned = blocking(|| {
+        let mut planned = plan(project, &selection, &forced)?;
+        remember_stats(&mut planned)?;
+        Ok::<_, Error>(planned)
+    })?;
     let emulated = planned.provider.is_emulated();
     let foreign = crate::planner::writes::foreign(&project.manifest.root, &planned, now_unix());
     if let Some(budget) = args.max_spend {
@@ -269,7 +306,7 @@ impl Session {
 
     /// Reports a waiting task that ended unbuilt: skipped (never sent) or failed.
     fn unbuilt(&mut self, w: &Waiting<'_>, failure: &Failure) {
-        let status = if failure.skipped {
+        let status = if failure.unsent() {
             self.summary.skipped += 1;
             self.unsent.insert(w.task.id.clone());
             "skipped"
@@ -298,26 +335,21 @@ impl Session {
             }
             Settled::Blocked(w, _) if halted => (
                 w,
-                Failure {
-                    message: "not submitted: the build stopped before its inputs were ready".into(),
-                    skipped: true,
-                    ..Failure::default()
-                },
+                Failure::skipped("not submitted: the build stopped before its inputs were ready"),
             ),
             // Dropped unsent (a newer save in `wanx watch`): nothing failed.
             Settled::Blocked(w, upstream) if self.unsent.contains(&upstream) => (
                 w,
-                Failure {
-                    message: format!("not submitted: input `{upstream}` was not built"),
-                    skipped: true,
-                    ..Failure::default()
-                },
+                Failure::skipped(&format!("not submitted: input `{upstream}` was not built")),
             ),
             Settled::Blocked(w, upstream) => (
                 w,
-                Failure::from(format!("input `{upstream}` was not built")),
+                Failure::new(
+                    FailureKind::Blocked,
+                    format!("input `{upstream}` was not built"),
+                ),
             ),
-            Settled::Invalid(w, why) => (w, Failure::from(why)),
+            Settled::Invalid(w, why) => (w, Failure::new(FailureKind::Blocked, why)),
         };
         self.unbuilt(&w, &failure);
         Next::Ended(Outcome {
@@ -474,7 +506,9 @@ async fn execute(
     let mut chain = if waiting.is_empty() {
         None
     } else {
-        Some(Chain::new(project, provider.clone(), waiting, later)?)
+        Some(blocking(|| {
+            Chain::new(project, provider.clone(), waiting, later)
+        })?)
     };
     let mut lock = lock;
     for id in &stale_lock_entries {
@@ -556,7 +590,7 @@ async fn execute(
     }
     let mut outcomes: HashMap<String, Outcome> = HashMap::new();
     while let Some(outcome) = running.next().await {
-        if matches!(&outcome.result, Err(e) if e.skipped) {
+        if matches!(&outcome.result, Err(e) if e.unsent()) {
             session.unsent.insert(outcome.id.clone());
         }
         if let Some(chain) = &mut chain {
@@ -564,17 +598,19 @@ async fn execute(
                 let outputs = &done.entry.outputs;
                 outputs.iter().map(|o| o.blake3.clone()).collect()
             });
-            for settled in chain.finished(&outcome.id, images)? {
+            for settled in blocking(|| chain.finished(&outcome.id, images))? {
                 match session.settle(project, settled, running.halted(), &mut decided) {
                     Next::Start(job) => {
                         if let Some((unit, d)) = decided.last() {
                             let store = store.lock().expect("never poisoned");
-                            let (mut why, _) = crate::planner::why::reasons(
-                                &store,
-                                &provider,
-                                std::slice::from_ref(unit),
-                                std::slice::from_ref(d),
-                            )?;
+                            let (mut why, _) = blocking(|| {
+                                crate::planner::why::reasons(
+                                    &store,
+                                    &provider,
+                                    std::slice::from_ref(unit),
+                                    std::slice::from_ref(d),
+                                )
+                            })?;
                             if let Some(changes) = why.remove(&unit.task.id) {
                                 why_lines.lock().expect("never poisoned").insert(
                                     unit.task.id.clone(),
@@ -598,7 +634,7 @@ async fn execute(
     for w in chain.map(Chain::into_remaining).unwrap_or_default() {
         session.unbuilt(
             &w,
-            &Failure::from("its inputs were not produced".to_owned()),
+            &Failure::new(FailureKind::Blocked, "its inputs were not produced"),
         );
     }
     let fatal = running.finish();
@@ -746,7 +782,7 @@ fn record_outcome(
             r
         }
         Some(Err(e)) => {
-            let status = if e.skipped {
+            let status = if e.unsent() {
                 summary.skipped += 1;
                 "skipped"
             } else {
@@ -762,212 +798,12 @@ fn record_outcome(
             summary.images_generated += e.images_billed;
             let mut r = task_report(unit, d, status, Some(e.message.clone()));
             r.cost = e.spent;
+            r.dropped = e.kind == FailureKind::Dropped;
             r
         }
     };
     let report = report.with_why(session.why.get(&unit.task.id));
     session.report(report);
-}
-
-/// A client for the provider the build talks to: the in-process emulator, or DashScope with the
-/// API key from the environment.
-async fn connect(
-    project: &Project,
-    emulate: bool,
-    printer: &Printer,
-) -> Result<(Arc<Client>, Option<Emulator>)> {
-    let mut emulator = None;
-    let (base_url, key) = if emulate {
-        let config = EmulatorConfig {
-            registry: project.registry.clone(),
-            ..EmulatorConfig::default()
-        };
-        let emu = Emulator::start(config, ([127, 0, 0, 1], 0).into())
-            .await
-            .map_err(|e| Error::Other(format!("could not start the emulator: {e}")))?;
-        let url = emu.base_url();
-        printer.verbose("Emulator", &format!("listening at {url}"));
-        emulator = Some(emu);
-        (url, ApiKey::new("wanx-emulator-key"))
-    } else {
-        let var = project.api_key_env();
-        let key = std::env::var(&var)
-            .ok()
-            .filter(|k| !k.trim().is_empty())
-            .ok_or(Error::MissingApiKey { var })?;
-        (project.base_url(), ApiKey::new(key.trim()))
-    };
-    let timeout = project
-        .manifest
-        .provider
-        .request_timeout
-        .filter(|t| t.is_finite() && *t > 0.0)
-        .map_or(Duration::from_secs(120), Duration::from_secs_f64);
-    let client = Client::with_timeout(
-        &base_url,
-        key,
-        project.manifest.provider.workspace.clone(),
-        timeout,
-    )
-    .map_err(Error::Other)?;
-    Ok((Arc::new(client), emulator))
-}
-
-/// Finishes tasks an earlier build journaled but never saw through (a crash, a kill, a second
-/// Ctrl-C): their images go into the cache, so planning restores them instead of paying again.
-async fn resume_journal(
-    project: &Project,
-    args: &BuildArgs,
-    printer: &Printer,
-    cancel: &Arc<AtomicBool>,
-) -> Result<Resumption> {
-    let mut resumption = Resumption::default();
-    let state_dir = project.manifest.state_dir();
-    if !state_dir.join(crate::store::DB_FILE).exists() {
-        return Ok(resumption);
-    }
-    let mut store = Store::open(&state_dir)?;
-    let entries = store.journal_open()?;
-    if entries.is_empty() {
-        return Ok(resumption);
-    }
-    let tasks: HashSet<&str> = entries.iter().map(|e| e.key.as_str()).collect();
-    printer.status(
-        "Resuming",
-        &format!(
-            "{} task(s) journaled by an earlier build{}",
-            tasks.len(),
-            if tasks.len() == entries.len() {
-                String::new()
-            } else {
-                format!(" ({} requests)", entries.len())
-            }
-        ),
-    );
-    // Warn first, then forget: a crash in between repeats the warning instead of losing it (the
-    // executor would close these entries at once but their warnings print only after every other
-    // journaled task has been resumed).
-    let (unsent, entries): (Vec<_>, Vec<_>) = entries
-        .into_iter()
-        .partition(|e| e.remote_task_id.is_none());
-    for entry in unsent {
-        warn_billed_twice(printer, &entry.task_id);
-        store.journal_finish(&[entry.id])?;
-    }
-    if entries.is_empty() {
-        return Ok(resumption);
-    }
-    let (client, emulator) = match connect(project, args.selection.emulate, printer).await {
-        Ok(connected) => connected,
-        Err(e) => {
-            printer.warn(
-                "Skipping",
-                &format!("cannot resume journaled tasks now: {e}"),
-            );
-            return Ok(resumption);
-        }
-    };
-    let emulated =
-        args.selection.emulate || Provider::from_base_url(client.base_url()).is_emulated();
-    let models: Vec<&str> = entries.iter().map(|e| e.model.as_str()).collect();
-    let latency_history = latency_history(&store, &models)?;
-    let executor = Executor {
-        root: project.manifest.root.clone(),
-        store: Arc::new(Mutex::new(store)),
-        blobs: Arc::new(BlobStore::new(state_dir.join("blobs"))),
-        lock: Arc::new(Mutex::new(LockFile::default())),
-        lock_path: project.manifest.lock_path(),
-        client: Some(client),
-        provider: project.provider(args.selection.emulate).identity(),
-        poll: if emulated {
-            PollPolicy::EMULATED
-        } else {
-            poll_policy(project)
-        },
-        task_timeout: task_timeout(project),
-        jobs: 64,
-        on_event: event_printer(printer),
-        cancel: Arc::clone(cancel),
-        latency_history,
-        before_submit: None,
-        resumed: HashMap::new(),
-        journaled: HashSet::new(),
-    };
-    for resumed in executor.resume(entries, &project.registry).await {
-        resumption.spent += resumed.spent;
-        resumption.images_billed += resumed.images_billed;
-        let booked = if resumed.spent > Money::ZERO {
-            format!("billed {}, counted in this build's spend", resumed.spent)
-        } else {
-            "paid for, and counted, by an earlier build".to_owned()
-        };
-        match resumed.outcome {
-            Resumed::Recovered { task_id, images } => {
-                printer.status(
-                    "Recovered",
-                    &format!("{task_id}: {images} image(s) of a task an earlier build submitted ({booked})"),
-                );
-                resumption
-                    .keys
-                    .insert(resumed.key, (resumed.spent, resumed.images_billed));
-            }
-            Resumed::Partial {
-                task_id,
-                images,
-                of,
-            } => {
-                printer.status(
-                    "Kept",
-                    &format!(
-                        "{task_id}: {images} of {of} images of a task an earlier build submitted ({booked}); only the {} missing will be requested",
-                        of - images
-                    ),
-                );
-            }
-            Resumed::Lost { task_id, reason } => {
-                printer.warn("Lost", &format!("{task_id}: {reason}"));
-            }
-            Resumed::MaybeBilledTwice { task_id } => warn_billed_twice(printer, &task_id),
-            Resumed::Pending { task_id, reason } => {
-                resumption.journaled.insert(resumed.key);
-                printer.warn("Pending", &format!("{task_id}: {reason}; still journaled"));
-            }
-        }
-    }
-    if let Some(emu) = emulator {
-        emu.shutdown().await;
-    }
-    Ok(resumption)
-}
-
-/// What resuming the journal booked, for the build's figures: a task an earlier build submitted is a
-/// generation, paid once, by whichever build first saw the service bill it.
-#[derive(Default)]
-struct Resumption {
-    /// Keys whose images the resume cached, with what this build booked for each.
-    keys: HashMap<String, (Money, u32)>,
-    /// Keys still journaled: not to be submitted again by this build.
-    journaled: HashSet<String>,
-    spent: Money,
-    images_billed: u32,
-}
-
-fn warn_billed_twice(printer: &Printer, task_id: &str) {
-    printer.warn(
-        "Warning",
-        &format!("{task_id}: an earlier build was stopped while submitting it; it may have been billed twice"),
-    );
-}
-
-/// Recent latencies per model, for aiming the polling.
-fn latency_history(store: &Store, models: &[&str]) -> Result<HashMap<String, Vec<f64>>> {
-    let mut history = HashMap::new();
-    for model in models {
-        if !history.contains_key(*model) {
-            history.insert((*model).to_owned(), store.latencies(model, 50)?);
-        }
-    }
-    Ok(history)
 }
 
 /// Queues each generation for the remote cache, then passes the event on.
@@ -1011,61 +847,6 @@ fn with_hook(
     }
 }
 
-fn event_printer(printer: &Printer) -> Arc<dyn Fn(Event) + Send + Sync> {
-    let printer = *printer;
-    Arc::new(move |event| print_event(&printer, event, None))
-}
-
-/// Why each restore was needed, when it is about one file (`potion_2.png` is missing): the restore
-/// line names that file rather than the task's first output.
-fn restore_reasons(decided: &[(Unit<'_>, Decision)]) -> HashMap<String, (String, &'static str)> {
-    use crate::planner::reconcile::Reason;
-    decided
-        .iter()
-        .filter(|(_, d)| matches!(d.action, Action::Restore { .. }))
-        .filter_map(|(u, d)| match &d.reason {
-            Reason::OutputMissing(p) => Some((u.task.id.clone(), (p.clone(), "was missing"))),
-            Reason::OutputModified(p) => Some((u.task.id.clone(), (p.clone(), "was modified"))),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Prints events above the progress bar (a terminal only) and keeps its figures: tasks done, in
-/// flight, images, money spent.
-fn progress_printer(
-    printer: &Printer,
-    progress: Arc<Progress>,
-    restore_reasons: HashMap<String, (String, &'static str)>,
-    why: Arc<Mutex<HashMap<String, String>>>,
-) -> Arc<dyn Fn(Event) + Send + Sync> {
-    let printer = *printer;
-    Arc::new(move |event| {
-        match &event {
-            Event::Submitted { .. } => progress.submitted(),
-            Event::Finished(outcome) => {
-                let (generation, images, spent) = match &outcome.result {
-                    Ok(done) if done.generated => (true, done.entry.images, done.spent),
-                    Ok(_) => (false, 0, Money::ZERO),
-                    Err(failure) => (!failure.skipped, failure.images_billed, failure.spent),
-                };
-                progress.finished(generation, images, spent);
-            }
-            Event::Retrying { .. } => {}
-        }
-        let (reason, because) = match &event {
-            Event::Finished(o) => (
-                restore_reasons
-                    .get(&o.id)
-                    .map(|(file, what)| (file.as_str(), *what)),
-                why.lock().expect("never poisoned").get(&o.id).cloned(),
-            ),
-            _ => (None, None),
-        };
-        progress.suspend(|| print_event_why(&printer, event, reason, because.as_ref()));
-    })
-}
-
 /// Records that the restored tasks' blobs were just used, so the cache's bound evicts them last.
 fn touch_restored(store: &Mutex<Store>, outcomes: &HashMap<String, Outcome>) -> Result<()> {
     let used: Vec<&str> = outcomes
@@ -1088,91 +869,6 @@ pub struct Built {
     pub interrupted: bool,
 }
 
-/// Reports one executor event as a status line.
-fn print_event(printer: &Printer, event: Event, restore_reason: Option<(&str, &str)>) {
-    print_event_why(printer, event, restore_reason, None);
-}
-
-/// [`print_event`], saying why a task was built (src/planner/why.rs).
-fn print_event_why(
-    printer: &Printer,
-    event: Event,
-    restore_reason: Option<(&str, &str)>,
-    why: Option<&String>,
-) {
-    let because = why.map(|w| format!(", because {w}")).unwrap_or_default();
-    match event {
-        Event::Submitted { id, remote } => {
-            printer.verbose("Submitted", &format!("{id} (task {remote})"));
-        }
-        Event::Retrying { id, error, wait } => {
-            printer.warn(
-                "Retrying",
-                &format!("{id}: {error} (in {:.1}s)", wait.as_secs_f64()),
-            );
-        }
-        Event::Finished(outcome) => match outcome.result {
-            Ok(done) if done.resumed => {
-                let paid = if done.spent > Money::ZERO {
-                    format!("{}, a task resumed from the journal", done.spent)
-                } else {
-                    "a task resumed from the journal, paid for by an earlier build".to_owned()
-                };
-                printer.status(
-                    "Generated",
-                    &format!(
-                        "{} → {} ({paid})",
-                        outcome.id,
-                        describe_outputs(&done.entry.outputs)
-                    ),
-                );
-            }
-            Ok(done) if done.generated => {
-                printer.status(
-                    "Generated",
-                    &format!(
-                        "{} → {} ({}){because}",
-                        outcome.id,
-                        describe_outputs(&done.entry.outputs),
-                        done.spent
-                    ),
-                );
-            }
-            Ok(done) => printer.status(
-                "Restored",
-                &match restore_reason {
-                    // The why line names the file and what happened to it already.
-                    Some((file, _)) if !because.is_empty() => {
-                        format!("{} → {file} (free){because}", outcome.id)
-                    }
-                    Some((file, what)) => format!("{} → {file} ({what}) (free)", outcome.id),
-                    None => format!(
-                        "{} → {} (free){because}",
-                        outcome.id,
-                        describe_outputs(&done.entry.outputs)
-                    ),
-                },
-            ),
-            Err(error) if error.message == crate::executor::NOT_SUBMITTED => {
-                printer.warn("Dropped", &format!("{}: {error}", outcome.id));
-            }
-            Err(error) if error.skipped => {
-                printer.warn("Skipped", &format!("{}: {error}", outcome.id));
-            }
-            Err(error) => printer.fail("Failed", &format!("{}: {error}", outcome.id)),
-        },
-    }
-}
-
-/// `a.png`, or `a_1.png (+3 more)`.
-fn describe_outputs(outputs: &[crate::project::lock::LockOutput]) -> String {
-    match outputs {
-        [] => "no files".to_owned(),
-        [one] => one.path.clone(),
-        [first, rest @ ..] => format!("{} (+{} more)", first.path, rest.len()),
-    }
-}
-
 /// Prints the summary (human on stderr, JSON on stdout).
 pub fn finish(printer: &Printer, summary: &Summary, json: bool) {
     if json {
@@ -1181,25 +877,4 @@ pub fn finish(printer: &Printer, summary: &Summary, json: bool) {
     for line in summary.human() {
         printer.status("Finished", &line);
     }
-}
-
-fn poll_policy(project: &Project) -> PollPolicy {
-    match project.manifest.build.poll_interval {
-        Some(secs) if secs > 0.0 => {
-            let first = Duration::from_secs_f64(secs);
-            PollPolicy {
-                first,
-                max: first.max(PollPolicy::REAL.max),
-            }
-        }
-        _ => PollPolicy::REAL,
-    }
-}
-
-fn task_timeout(project: &Project) -> Duration {
-    project
-        .manifest
-        .build
-        .task_timeout
-        .map_or(Duration::from_secs(600), Duration::from_secs_f64)
 }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use crate::planner::selection::{RemoteArgs, Selection};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "wanx",
@@ -13,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
     long_about = "wanx reads image tasks from plan files, compiles each to the exact DashScope request, keys it by \
 content, and generates only the tasks whose requests changed. Everything else is fresh on disk or restored \
 from the local cache for free.\n\nThe project is the nearest `wanx.toml` above the current directory.",
-    after_help = "Examples:\n  wanx build --emulate        build everything against the local emulator (no API key, no cost)\n  wanx plan                    show what a build would do and what it would cost\n  wanx build hero banner       build two tasks\n  wanx build --locked          fail (exit 3) unless every image matches wanx.lock\n  wanx watch --emulate         rebuild what changed on every save\n\nExit codes: 0 success, 1 a task failed, 2 invalid usage/manifest/plan, 3 --locked and not fresh, 4 over budget, 5 another wanx holds the project (--no-wait), 130 interrupted."
+    after_help = "Examples:\n  wanx build --emulate        build everything against the local emulator (no API key, no cost)\n  wanx plan                    show what a build would do and what it would cost\n  wanx build hero banner       build two tasks\n  wanx build --locked          fail (exit 3) unless every image matches wanx.lock\n  wanx watch --emulate         rebuild what changed on every save\n\nExit codes: 0 success, 1 a task failed, 2 invalid usage/manifest/plan, 3 --locked and not fresh, 4 over budget, 5 another wanx holds the project (--no-wait), 6 wanx's own files or database failed, 130 interrupted."
 )]
 pub struct Cli {
     /// Run as if started in DIR.
@@ -135,32 +137,6 @@ pub struct GalleryArgs {
 }
 
 #[derive(Args, Debug, Clone, Default)]
-pub struct Selection {
-    /// Only these tasks, and the tasks whose images they consume (default: every task).
-    #[arg(value_name = "TASK", add = clap_complete::engine::ArgValueCandidates::new(crate::commands::completions::task_ids))]
-    pub tasks: Vec<String>,
-    /// Build against wanx's in-process DashScope emulator: no API key, no cost, placeholder images.
-    #[arg(long)]
-    pub emulate: bool,
-    #[command(flatten)]
-    pub remote: RemoteArgs,
-}
-
-/// The remote cache (see the README's "Sharing the cache").
-#[derive(Args, Debug, Clone, Default)]
-pub struct RemoteArgs {
-    /// A Bazel-protocol HTTP cache to restore from and upload to (overrides `[cache] remote`).
-    #[arg(long = "remote-cache", value_name = "URL", env = "WANX_REMOTE_CACHE")]
-    pub remote_cache: Option<String>,
-    /// Restore from the remote cache but upload nothing.
-    #[arg(long)]
-    pub remote_cache_read_only: bool,
-    /// How the command uses it: set by the command.
-    #[arg(skip)]
-    pub usage: crate::remote::RemoteUse,
-}
-
-#[derive(Args, Debug, Clone, Default)]
 pub struct BuildArgs {
     #[command(flatten)]
     pub selection: Selection,
@@ -225,7 +201,7 @@ pub struct PlanArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ExplainArgs {
     /// The task to explain.
-    #[arg(add = clap_complete::engine::ArgValueCandidates::new(crate::commands::completions::task_ids))]
+    #[arg(add = clap_complete::engine::ArgValueCandidates::new(crate::planner::selection::task_ids))]
     pub task: Option<String>,
     /// Key the request as the emulator would.
     #[arg(long)]

@@ -19,6 +19,9 @@ pub mod exit {
     pub const OVER_BUDGET: u8 = 4;
     /// `--no-wait` and another wanx holds the project (`.wanx/lock`); nothing was done.
     pub const BUSY: u8 = 5;
+    /// wanx's own files or build database failed (`.wanx/wanx.db`, `wanx.lock`, an output directory,
+    /// the emulator's socket): not a task's failure, and no retry of the build fixes it.
+    pub const IO: u8 = 6;
     /// Interrupted (Ctrl-C).
     pub const INTERRUPTED: u8 = 130;
 }
@@ -88,6 +91,12 @@ pub enum Error {
     #[error("{count} output{} would replace a file wanx did not write; nothing was sent or written", if *count == 1 { "" } else { "s" })]
     Foreign { count: usize, id: String },
 
+    #[error("could not start the emulator: {0}")]
+    Emulator(std::io::Error),
+
+    #[error("{0}")]
+    HttpClient(String),
+
     #[error("interrupted")]
     Interrupted,
 
@@ -122,8 +131,8 @@ impl Error {
             Error::OverBudget { .. } => exit::OVER_BUDGET,
             Error::Interrupted => exit::INTERRUPTED,
             Error::Busy { .. } => exit::BUSY,
-            Error::Io { .. }
-            | Error::Store { .. }
+            Error::Io { .. } | Error::Store { .. } | Error::Emulator(_) => exit::IO,
+            Error::HttpClient(_)
             | Error::ProviderFatal { .. }
             | Error::TasksFailed { .. }
             | Error::Unverified { .. }
@@ -143,6 +152,8 @@ impl Error {
             Error::MissingApiKey { var } => Some(format!(
                 "export {var}=… with a DashScope API key, or run with `--emulate` to build against wanx's local emulator at no cost"
             )),
+            Error::Io { .. } => Some("check the path's permissions and the free space, then run again: what was paid for is kept in `.wanx/`".to_owned()),
+            Error::Emulator(_) => Some("the emulator listens on a free port of 127.0.0.1: check that the loopback interface is up".to_owned()),
             Error::Store { .. } => Some("`.wanx/` is a cache: if it is damaged, move it away and build again (the lock and your images are kept)".to_owned()),
             Error::ProviderFatal { code, .. } => Some(provider_hint(code).to_owned()),
             Error::NotLocked { .. } => Some("run `wanx plan` to see what changed, then `wanx build` without `--locked` and commit `wanx.lock`".to_owned()),

@@ -13,12 +13,17 @@
 //! (`fresh` | `restored` | `generated` | `failed` | `skipped` | `planned`), `reason`, `cost`, `saved`, `outputs`
 //! (project-relative paths), `error` (a string, for failed tasks) and `remote` (`true` on a `restore`
 //! whose images came from the remote cache). `restored_remote` counts those restores.
+//!
+//! [`print_plan`] prints what `wanx plan` (and a dry run) decided: a line per task, then the totals.
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use crate::money::Money;
+use crate::planner::reconcile::{Action, Decision};
+use crate::planner::{Planned, Unit, Waiting, waiting_reason};
+use crate::term::printer::Printer;
 
 #[derive(Serialize, Debug, Clone, Default)]
 pub struct Summary {
@@ -85,6 +90,10 @@ pub struct TaskReport {
     /// Why the task is not fresh, one entry per difference (src/planner/why.rs); empty when fresh.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<crate::planner::why::Change>,
+    /// Dropped unsent by `wanx watch` (a newer change made it obsolete): reported as skipped, counted
+    /// apart by the watch loop.
+    #[serde(skip)]
+    pub dropped: bool,
 }
 
 impl TaskReport {
@@ -200,6 +209,194 @@ impl Summary {
             ));
         }
         lines
+    }
+}
+
+/// `wanx plan`: one line per task in graph order with its action, reason and price, then totals.
+pub fn print_plan(planned: &Planned<'_>, printer: &Printer, json: bool) {
+    let totals = planned.totals();
+    if json {
+        let summary = plan_summary(planned, &totals);
+        printer.data(&serde_json::to_string_pretty(&summary).expect("a summary always serializes"));
+        return;
+    }
+    let width = planned
+        .units
+        .iter()
+        .map(|u| u.task.id.len())
+        .chain(planned.waiting.iter().map(|w| w.task.id.len()))
+        .max()
+        .unwrap_or(0);
+    let action_width = if planned.decisions.iter().any(|d| d.remote) {
+        16
+    } else {
+        8
+    };
+    let line = |action: &str, id: &str, model: &str, reason: &str, price: String| {
+        printer.data(&format!(
+            "{action:<action_width$}  {id:<width$}  {model:<18}  {reason:<28}  {price}"
+        ));
+    };
+    for (unit, d) in planned.units.iter().zip(&planned.decisions) {
+        let price = match d.action {
+            Action::Generate if d.held > 0 => format!(
+                "n {} → {}: {} more images, {} ({} × {}; {} paid earlier, kept)",
+                d.held,
+                unit.compiled.n,
+                unit.compiled.n - d.held,
+                d.cost(),
+                unit.compiled.n - d.held,
+                unit.compiled.price,
+                d.held
+            ),
+            Action::Generate => format!(
+                "{} ({} × {})",
+                d.cost(),
+                unit.compiled.n,
+                unit.compiled.price
+            ),
+            _ => "free".to_owned(),
+        };
+        let reason = match planned.why.get(&unit.task.id) {
+            Some(changes) if !changes.is_empty() => crate::planner::why::line(changes),
+            _ => d.reason.to_string(),
+        };
+        line(
+            if d.remote {
+                "restore (remote)"
+            } else {
+                d.action.name()
+            },
+            &unit.task.id,
+            &unit.compiled.model,
+            &reason,
+            price,
+        );
+    }
+    for w in &planned.waiting {
+        let price = format!(
+            "up to {} ({} × {})",
+            w.compiled.cost(),
+            w.compiled.n,
+            w.compiled.price
+        );
+        line(
+            "generate",
+            &w.task.id,
+            &w.compiled.model,
+            &waiting_reason(w),
+            price,
+        );
+    }
+    let budget = match planned.budget {
+        Some(b) if totals.cost > b => {
+            format!("; {} of {b} budget: a build would be refused", totals.cost)
+        }
+        Some(b) => format!("; {} of {b} budget", totals.cost),
+        None => String::new(),
+    };
+    printer.data(&format!(
+        "\n{}; saving {}{budget}",
+        totals.describe(planned.provider.is_emulated()),
+        totals.saved
+    ));
+    if !planned.waiting.is_empty() {
+        printer.data(&format!(
+            "{} of them consume images generated first; if those come out byte-identical, they cost nothing",
+            planned.waiting.len()
+        ));
+    }
+    if !planned.stale_lock_entries.is_empty() {
+        let n = planned.stale_lock_entries.len();
+        printer.data(&format!(
+            "{n} lock entr{} for tasks no longer in any plan will be dropped",
+            if n == 1 { "y" } else { "ies" }
+        ));
+    }
+}
+
+/// `wanx plan --json`: the summary of a plan, which spends and saves nothing (what it would is
+/// under its own names).
+fn plan_summary(planned: &Planned<'_>, totals: &crate::planner::reconcile::Totals) -> Summary {
+    let mut tasks: Vec<TaskReport> = planned
+        .units
+        .iter()
+        .zip(&planned.decisions)
+        .map(|(u, d)| task_report(u, d, "planned", None).with_why(planned.why.get(&u.task.id)))
+        .collect();
+    tasks.extend(
+        planned
+            .waiting
+            .iter()
+            .map(|w| waiting_report(w, "planned", None)),
+    );
+    Summary {
+        generated: totals.generate,
+        restored: totals.restore,
+        restored_remote: totals.restore_remote,
+        fresh: totals.fresh,
+        images_generated: totals.images_to_generate,
+        // Nothing is spent or saved by planning: what would be is under its own names.
+        would_spend: Some(totals.cost),
+        would_save: Some(totals.saved),
+        currency: "CNY",
+        emulated: planned.provider.is_emulated(),
+        dry_run: true,
+        cumulative: planned
+            .store
+            .ledger_totals()
+            .map(|ledger| Cumulative::of(&ledger, planned.provider.is_emulated()))
+            .unwrap_or_default(),
+        tasks,
+        budget: planned.budget.map(Money::as_yuan),
+        ..Summary::default()
+    }
+}
+
+/// A decided task's line in the JSON summary.
+pub fn task_report(
+    unit: &Unit<'_>,
+    d: &Decision,
+    status: &'static str,
+    error: Option<String>,
+) -> TaskReport {
+    TaskReport {
+        id: unit.task.id.clone(),
+        action: d.action.name(),
+        status,
+        reason: d.reason.to_string(),
+        model: unit.compiled.model.clone(),
+        images: unit.compiled.n,
+        cost: d.cost(),
+        saved: d.saved(),
+        outputs: d.outputs.clone(),
+        error,
+        remote: d.remote,
+        changes: Vec::new(),
+        dropped: false,
+    }
+}
+
+/// A waiting task's line in the JSON summary.
+pub fn waiting_report(w: &Waiting<'_>, status: &'static str, error: Option<String>) -> TaskReport {
+    TaskReport {
+        id: w.task.id.clone(),
+        action: "generate",
+        status,
+        reason: waiting_reason(w),
+        model: w.compiled.model.clone(),
+        images: w.compiled.n,
+        cost: if status == "planned" {
+            w.compiled.cost()
+        } else {
+            Money::ZERO
+        },
+        saved: Money::ZERO,
+        outputs: Vec::new(),
+        error,
+        remote: false,
+        changes: Vec::new(),
+        dropped: false,
     }
 }
 

@@ -237,3 +237,33 @@ fn a_download_truncated_every_time_fails_the_task_and_caches_nothing() {
     assert!(!p.read("wanx.lock").contains("[task.a]"));
     assert_eq!(p.ledger().submissions, 1);
 }
+
+#[test]
+fn a_damaged_build_database_exits_6_not_1_and_nothing_is_sent() {
+    let p = Project::new();
+    p.file("plans/a.toml", TWO_TASKS);
+    p.wanx(&["build"]).success();
+    for leftover in ["wanx.db-wal", "wanx.db-shm"] {
+        let _ = std::fs::remove_file(p.path(&format!(".wanx/{leftover}")));
+    }
+    std::fs::write(p.path(".wanx/wanx.db"), vec![b'x'; 8192]).unwrap();
+    p.edit(
+        "plans/a.toml",
+        "a lighthouse at dusk",
+        "a lighthouse at dawn",
+    );
+
+    let run = p.wanx(&["build"]);
+    run.status(6);
+    assert!(
+        run.stderr.contains("the build database") && run.stderr.contains("wanx.db"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("hint: `.wanx/` is a cache"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(p.ledger().submissions, 2, "nothing was sent");
+}

@@ -4,13 +4,12 @@
 //! Task ids are completed from the project in the current directory through clap_complete's dynamic
 //! engine: `source <(COMPLETE=bash wanx)` (zsh, fish, powershell alike) registers wanx itself as the
 //! completer, and each completion runs `wanx` with `COMPLETE` set, which answers from the plans
-//! ([`task_ids`]) before anything else runs. The static scripts `wanx completions SHELL` prints
+//! ([`crate::planner::selection::task_ids`]) before anything else runs. The static scripts `wanx completions SHELL` prints
 //! complete subcommands and flags only: a script written once cannot know a project's tasks.
 
 use std::io::Write;
 
 use clap::CommandFactory;
-use clap_complete::engine::CompletionCandidate;
 
 use crate::cli::Cli;
 use crate::error::{Error, Result};
@@ -22,28 +21,6 @@ pub fn dynamic(args: &[std::ffi::OsString]) -> bool {
     clap_complete::CompleteEnv::with_factory(Cli::command)
         .try_complete(args.iter().cloned(), cwd.as_deref())
         .unwrap_or_else(|e| e.exit())
-}
-
-/// The ids of the project's tasks (none when there is no valid project here): quietly, since this
-/// runs on every Tab.
-pub fn task_ids() -> Vec<CompletionCandidate> {
-    let Ok(cwd) = std::env::current_dir() else {
-        return Vec::new();
-    };
-    let Ok(path) = crate::project::manifest::Manifest::find(&cwd) else {
-        return Vec::new();
-    };
-    let Ok((manifest, registry)) = crate::project::manifest::Manifest::load(&path) else {
-        return Vec::new();
-    };
-    let Ok(loaded) = crate::plan::load(&manifest, &registry) else {
-        return Vec::new();
-    };
-    loaded
-        .tasks
-        .iter()
-        .map(|t| CompletionCandidate::new(t.id.clone()).help(Some(t.model.clone().into())))
-        .collect()
 }
 
 /// `wanx completions SHELL`: the static script on stdout.

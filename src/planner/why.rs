@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use crate::compile::Compiled;
 use crate::plan::task::InputRef;
 use crate::planner::reconcile::{Action, Decision, Reason};
-use crate::planner::{MediaSource, Unit};
+use crate::planner::unit::{MediaSource, Unit};
 
 /// One thing that differs from the last build, for people (`text`) and scripts (the rest).
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -41,7 +41,7 @@ use serde_json::{Value, json};
 
 use crate::build::Planned;
 use crate::error::Error;
-use crate::executor::{Event, NOT_SUBMITTED};
+use crate::executor::{Event, FailureKind};
 use crate::money::Money;
 use crate::planner::reconcile::Action;
 use crate::report::Summary;
@@ -263,7 +263,7 @@ impl Reporter {
                         "cost": yuan_value(done.spent),
                     }),
                     Err(e) => json!({
-                        "status": if e.message == NOT_SUBMITTED { "dropped" } else if e.skipped { "skipped" } else { "failed" },
+                        "status": if e.kind == FailureKind::Dropped { "dropped" } else if e.unsent() { "skipped" } else { "failed" },
                         "outputs": [], "cost": yuan_value(e.spent), "error": e.message,
                     }),
                 };
@@ -364,11 +364,7 @@ impl Reporter {
 
 /// Tasks the build dropped because a newer change made them obsolete.
 pub fn dropped(summary: &Summary) -> usize {
-    summary
-        .tasks
-        .iter()
-        .filter(|t| t.error.as_deref() == Some(NOT_SUBMITTED))
-        .count()
+    summary.tasks.iter().filter(|t| t.dropped).count()
 }
 
 fn diagnostic_json(d: &Diagnostic) -> Value {

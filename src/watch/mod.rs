@@ -419,7 +419,8 @@ impl Watch<'_> {
         let Ok(project) = Project::load(self.dir.as_deref(), &quiet) else {
             return;
         };
-        let Ok(planned) = build::plan(&project, &self.args.selection, &HashSet::new()) else {
+        let Ok(planned) = build::plan_blocking(&project, &self.args.selection, &HashSet::new())
+        else {
             return;
         };
         let keys = planned.units.iter().map(|u| u.key.hex()).collect();
