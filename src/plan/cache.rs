@@ -661,7 +661,20 @@ mod tests {
         d.column = 9;
         d.field = Some("task[0].size".to_owned());
         d.hint = Some("a hint".to_owned());
-        d.excerpt = Some(("size = \"1*1\"".to_owned(), 7..12));
+        d.excerpt = Some(Excerpt {
+            text: "size = \"1*1\"".to_owned(),
+            line: 4,
+            span: 7..12,
+        });
+        d.related.push(Related {
+            path: "plans/b.toml".into(),
+            label: "first defined here".to_owned(),
+            excerpt: Excerpt {
+                text: "id = \"x\"".to_owned(),
+                line: 2,
+                span: 5..8,
+            },
+        });
         d
     }
 
