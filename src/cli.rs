@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::term::printer::ColorChoice;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "wanx",
@@ -75,13 +77,18 @@ pub enum Command {
     Gallery(GalleryArgs),
 }
 
-/// `--color`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ColorChoice {
-    #[default]
-    Auto,
-    Always,
-    Never,
+impl Command {
+    /// Whether the command asked for JSON on stdout (`--json`).
+    pub fn wants_json(&self) -> bool {
+        match self {
+            Command::Build(a) => a.json,
+            Command::Plan(a) => a.json,
+            Command::Explain(a) => a.json,
+            Command::Watch(a) => a.json,
+            Command::Verify(a) => a.json,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -137,7 +144,7 @@ pub struct GalleryArgs {
 #[derive(Args, Debug, Clone, Default)]
 pub struct Selection {
     /// Only these tasks, and the tasks whose images they consume (default: every task).
-    #[arg(value_name = "TASK", add = clap_complete::engine::ArgValueCandidates::new(crate::commands::completions::task_ids))]
+    #[arg(value_name = "TASK")]
     pub tasks: Vec<String>,
     /// Build against wanx's in-process DashScope emulator: no API key, no cost, placeholder images.
     #[arg(long)]
@@ -225,7 +232,6 @@ pub struct PlanArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ExplainArgs {
     /// The task to explain.
-    #[arg(add = clap_complete::engine::ArgValueCandidates::new(crate::commands::completions::task_ids))]
     pub task: Option<String>,
     /// Key the request as the emulator would.
     #[arg(long)]
@@ -274,10 +280,19 @@ pub struct VerifyArgs {
 pub struct GraphArgs {
     /// `text` (a tree), `dot` (Graphviz) or `mermaid`.
     #[arg(long, value_enum, default_value_t)]
-    pub format: crate::commands::graph::Format,
+    pub format: Format,
     /// Decide staleness as against the emulator.
     #[arg(long)]
     pub emulate: bool,
+}
+
+/// Output formats of `wanx graph`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Text,
+    Dot,
+    Mermaid,
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -61,10 +61,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             // A build that ran printed its summary (with each task's error) already.
             let summarized = e.code() == exit::TASK_FAILED
                 && matches!(cli.command, Command::Build(_) | Command::Watch(_));
-            if crate::term::json_error::wants_json(&cli.command) && !summarized {
+            if cli.command.wants_json() && !summarized {
                 printer.data(&crate::term::json_error::to_json(&e).to_string());
             }
-            report_error(&printer, &e);
+            printer.report_error(&e);
             ExitCode::from(e.code())
         }
     }
@@ -447,20 +447,4 @@ async fn watch_interrupts(cancel: Arc<AtomicBool>, printer: Printer) {
         );
         std::process::exit(i32::from(exit::INTERRUPTED));
     }
-}
-
-/// Prints an error once, with its diagnostics and hint (`wanx watch` reports its rebuilds' errors here too).
-pub(crate) fn report_error(printer: &Printer, e: &Error) {
-    if let Error::Invalid { diagnostics, .. } = e {
-        for d in diagnostics {
-            printer.block(&d.render(printer.color), true);
-        }
-    }
-    let mut text = format!("{}: {e}\n", Printer::error_label());
-    if let Some(hint) = e.hint() {
-        text.push_str("\n  hint: ");
-        text.push_str(&hint);
-        text.push('\n');
-    }
-    printer.block(&text, true);
 }

@@ -10,7 +10,7 @@
 use std::io::Write;
 
 use clap::CommandFactory;
-use clap_complete::engine::CompletionCandidate;
+use clap_complete::engine::{ArgValueCandidates, CompletionCandidate};
 
 use crate::cli::Cli;
 use crate::error::{Error, Result};
@@ -19,9 +19,23 @@ use crate::error::{Error, Result};
 /// `false` for a normal run.
 pub fn dynamic(args: &[std::ffi::OsString]) -> bool {
     let cwd = std::env::current_dir().ok();
-    clap_complete::CompleteEnv::with_factory(Cli::command)
+    clap_complete::CompleteEnv::with_factory(|| with_task_ids(Cli::command()))
         .try_complete(args.iter().cloned(), cwd.as_deref())
         .unwrap_or_else(|e| e.exit())
+}
+
+/// The command line with [`task_ids`] as the candidates of every `TASK` argument (`tasks`, `task`),
+/// in every subcommand. Attached here, not in `cli.rs`, so the command line's definition stays
+/// parsing only and does not reach into the project.
+fn with_task_ids(cmd: clap::Command) -> clap::Command {
+    let cmd = cmd.mut_args(|arg| {
+        if matches!(arg.get_id().as_str(), "tasks" | "task") {
+            arg.add(ArgValueCandidates::new(task_ids))
+        } else {
+            arg
+        }
+    });
+    cmd.mut_subcommands(with_task_ids)
 }
 
 /// The ids of the project's tasks (none when there is no valid project here): quietly, since this

@@ -81,23 +81,6 @@ impl ProjectLock {
             .map_err(|e| Error::Other(format!("taking the project lock failed: {e}")))?
     }
 
-    /// The lock `wanx build` holds: none for `--dry-run`, which writes no output and no lock (its
-    /// stat-cache update is an SQLite transaction, safe beside a build); otherwise the project's,
-    /// waiting for it unless `--no-wait`.
-    pub async fn for_build(
-        project: &crate::build::Project,
-        args: &crate::cli::BuildArgs,
-        printer: &Printer,
-    ) -> Result<Option<ProjectLock>> {
-        if args.dry_run {
-            return Ok(None);
-        }
-        let state_dir = project.manifest.state_dir();
-        ProjectLock::acquire_async(&state_dir, !args.no_wait, printer)
-            .await
-            .map(Some)
-    }
-
     /// The lock file's path.
     pub fn path(&self) -> &Path {
         &self.path
