@@ -136,6 +136,7 @@ impl CacheKey {
         CacheKey(*hasher.finalize().as_bytes())
     }
 
+    #[cfg(test)]
     pub fn from_hex(hex: &str) -> Option<CacheKey> {
         blake3::Hash::from_hex(hex)
             .ok()

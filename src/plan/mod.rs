@@ -115,6 +115,7 @@ pub fn load(manifest: &Manifest, registry: &Registry) -> Result<Loaded, Error> {
 }
 
 /// [`load`] for one in-memory plan file at `path` (relative to the project root).
+#[cfg(test)]
 pub fn load_source(
     path: &Path,
     source: &str,

@@ -13,7 +13,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::term::printer::Printer;
@@ -25,7 +25,6 @@ pub const FILE_NAME: &str = "lock";
 #[derive(Debug)]
 pub struct ProjectLock {
     file: File,
-    path: PathBuf,
 }
 
 impl ProjectLock {
@@ -65,7 +64,7 @@ impl ProjectLock {
         }
         // Ours now: record who holds it. A failure here only loses the pid in a waiter's message.
         let _ = write_pid(&mut file);
-        Ok(ProjectLock { file, path })
+        Ok(ProjectLock { file })
     }
 
     /// [`ProjectLock::acquire`] on a blocking thread, so waiting never stalls the async runtime.
@@ -79,11 +78,6 @@ impl ProjectLock {
         tokio::task::spawn_blocking(move || ProjectLock::acquire(&state_dir, wait, &printer))
             .await
             .map_err(|e| Error::Other(format!("taking the project lock failed: {e}")))?
-    }
-
-    /// The lock file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

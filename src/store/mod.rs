@@ -251,6 +251,7 @@ pub struct StatEntry {
 
 impl StatEntry {
     /// Whether `meta` describes the file this entry was taken from, unchanged.
+    #[cfg(test)]
     pub fn matches(&self, meta: &Metadata) -> bool {
         stat_of(meta) == (self.size, self.mtime_ns, self.inode)
     }
@@ -362,6 +363,7 @@ impl Store {
     }
 
     /// A private database in memory, for tests and `--dry-run`s.
+    #[cfg(test)]
     pub fn open_in_memory() -> Result<Store> {
         let path = PathBuf::from(":memory:");
         let conn = Connection::open_in_memory().map_err(|source| Error::Store {
@@ -586,6 +588,7 @@ impl Store {
     }
 
     /// Whether the blob index lists `hash` (the file itself may still need checking).
+    #[cfg(test)]
     pub fn blob_known(&self, hash: &str) -> Result<bool> {
         self.read(|conn| {
             conn.prepare_cached(&format!("SELECT 1 FROM {BLOBS} WHERE blake3 = ?1"))?
@@ -795,6 +798,7 @@ impl Store {
     }
 
     /// Books a charge without a journal entry.
+    #[cfg(test)]
     pub fn book(&mut self, charge: &Charge) -> Result<()> {
         self.write(|tx| insert_charge(tx, charge))
     }
