@@ -301,3 +301,13 @@ prompt = "a quiet harbor"
 n = 2
 filename = "{id}_{index}.png"
 "#;
+
+/// Asserts that a whole output is `expected`, as just's `Test` builder does: a check that a string is
+/// contained would let a wrong or extra line through. On a difference, shows both.
+#[track_caller]
+pub fn assert_output(actual: &str, expected: &str) {
+    assert!(
+        actual == expected,
+        "the output differs\n--- expected\n{expected}--- actual\n{actual}--- actual, quoted\n{actual:?}"
+    );
+}
