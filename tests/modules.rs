@@ -8,6 +8,7 @@
 //! cycle and names its modules and edges.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
@@ -185,13 +186,13 @@ fn the_module_graph_has_no_cycle() {
     let found = cycles(&graph);
     let mut report = String::new();
     for component in &found {
-        report.push_str(&format!("cycle among {}:\n", component.join(", ")));
+        let _ = writeln!(report, "cycle among {}:", component.join(", "));
         for module in component {
             let inside: Vec<_> = graph[module]
                 .iter()
                 .filter(|m| component.contains(m))
                 .collect();
-            report.push_str(&format!("  {module} -> {inside:?}\n"));
+            let _ = writeln!(report, "  {module} -> {inside:?}");
         }
     }
     assert!(found.is_empty(), "{report}");

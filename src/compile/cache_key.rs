@@ -152,7 +152,7 @@ impl CacheKey {
     }
 
     /// The hex digits on the stack, for comparisons that need no `String`.
-    pub fn to_hex(&self) -> impl std::ops::Deref<Target = str> + use<> {
+    pub fn to_hex(self) -> impl std::ops::Deref<Target = str> + use<> {
         blake3::Hash::from(self.0).to_hex()
     }
 

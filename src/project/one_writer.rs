@@ -123,7 +123,7 @@ mod tests {
         let state = dir.path().join(".wanx");
         let first = ProjectLock::acquire(&state, false, &quiet()).unwrap();
         assert_eq!(
-            std::fs::read_to_string(first.path()).unwrap(),
+            std::fs::read_to_string(state.join(FILE_NAME)).unwrap(),
             std::process::id().to_string()
         );
         // std's file locks are per open file description, so a second open in this process conflicts.

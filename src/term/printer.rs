@@ -83,6 +83,10 @@ impl Printer {
     }
 
     /// A failure line: shown even with `--quiet`.
+    #[expect(
+        clippy::unused_self,
+        reason = "every line goes through the command's printer, even one `--quiet` does not hide"
+    )]
     pub fn fail(&self, verb: &str, text: &str) {
         Self::line(RED, verb, text);
     }
@@ -129,6 +133,10 @@ impl Printer {
     }
 
     /// A line of data on stdout (tables of `wanx plan`, JSON).
+    #[expect(
+        clippy::unused_self,
+        reason = "every line goes through the command's printer, even one `--quiet` does not hide"
+    )]
     pub fn data(&self, text: &str) {
         let mut out = anstream::stdout().lock();
         // A closed pipe (`wanx plan | head`) is not an error.
