@@ -24,6 +24,7 @@ use crate::term::printer::Printer;
 const BLOCKING_THREADS: usize = 16;
 
 pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    install_tls_provider();
     let args: Vec<OsString> = args.into_iter().collect();
     // `COMPLETE=bash wanx …`: a shell asking for completions (task ids from the project).
     if crate::commands::completions::dynamic(&args) {
@@ -447,4 +448,10 @@ async fn watch_interrupts(cancel: Arc<AtomicBool>, printer: Printer) {
         );
         std::process::exit(i32::from(exit::INTERRUPTED));
     }
+}
+
+/// TLS is rustls with ring as its crypto (Cargo.toml says why), which reqwest needs installed as the
+/// process's provider before any client is built. Installing twice keeps the first: not an error.
+fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
