@@ -878,3 +878,24 @@ pub fn finish(printer: &Printer, summary: &Summary, json: bool) {
         printer.status("Finished", &line);
     }
 }
+
+/// Defined here, not in `project::one_writer`, because it takes the build's own types: the lock
+/// knows nothing of builds.
+impl crate::project::one_writer::ProjectLock {
+    /// The lock `wanx build` holds: none for `--dry-run`, which writes no output and no lock (its
+    /// stat-cache update is an SQLite transaction, safe beside a build); otherwise the project's,
+    /// waiting for it unless `--no-wait`.
+    pub async fn for_build(
+        project: &Project,
+        args: &BuildArgs,
+        printer: &Printer,
+    ) -> Result<Option<Self>> {
+        if args.dry_run {
+            return Ok(None);
+        }
+        let state_dir = project.manifest.state_dir();
+        Self::acquire_async(&state_dir, !args.no_wait, printer)
+            .await
+            .map(Some)
+    }
+}

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 pub use crate::planner::selection::{RemoteArgs, Selection};
+use crate::term::printer::ColorChoice;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -77,13 +78,18 @@ pub enum Command {
     Gallery(GalleryArgs),
 }
 
-/// `--color`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ColorChoice {
-    #[default]
-    Auto,
-    Always,
-    Never,
+impl Command {
+    /// Whether the command asked for JSON on stdout (`--json`).
+    pub fn wants_json(&self) -> bool {
+        match self {
+            Command::Build(a) => a.json,
+            Command::Plan(a) => a.json,
+            Command::Explain(a) => a.json,
+            Command::Watch(a) => a.json,
+            Command::Verify(a) => a.json,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -201,7 +207,6 @@ pub struct PlanArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ExplainArgs {
     /// The task to explain.
-    #[arg(add = clap_complete::engine::ArgValueCandidates::new(crate::planner::selection::task_ids))]
     pub task: Option<String>,
     /// Key the request as the emulator would.
     #[arg(long)]
@@ -250,10 +255,19 @@ pub struct VerifyArgs {
 pub struct GraphArgs {
     /// `text` (a tree), `dot` (Graphviz) or `mermaid`.
     #[arg(long, value_enum, default_value_t)]
-    pub format: crate::commands::graph::Format,
+    pub format: Format,
     /// Decide staleness as against the emulator.
     #[arg(long)]
     pub emulate: bool,
+}
+
+/// Output formats of `wanx graph`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Text,
+    Dot,
+    Mermaid,
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -113,13 +113,6 @@ impl Error {
         }
     }
 
-    pub fn usage(message: impl Into<String>) -> Error {
-        Error::Usage {
-            message: message.into(),
-            hint: None,
-        }
-    }
-
     /// The process exit status for this error.
     pub fn code(&self) -> u8 {
         match self {

@@ -11,29 +11,31 @@
 //! tests and offline work. [`registry`], [`money`], [`size`] and [`media`] are the facts about the
 //! service that the client and the emulator share.
 
-pub mod build;
-pub mod cli;
-pub mod clock;
-pub mod commands;
-pub mod compile;
+mod build;
+mod cli;
+mod clock;
+mod commands;
+mod compile;
 pub mod emulator;
-pub mod error;
-pub mod executor;
-pub mod gallery;
-pub mod media;
-pub mod money;
+mod error;
+mod executor;
+mod gallery;
+mod media;
+mod money;
 mod par;
-pub mod plan;
-pub mod planner;
-pub mod project;
-pub mod registry;
-pub mod remote;
-pub mod report;
+mod plan;
+mod planner;
+mod project;
+mod registry;
+mod remote;
+mod report;
 mod run;
-pub mod size;
-pub mod store;
-pub mod term;
-pub mod tree;
-pub mod watch;
+mod size;
+mod store;
+mod term;
+mod tree;
+mod watch;
 
+// Public: `run` (the binary is `wanx::run`) and the emulator, a DashScope of our own that tests and
+// other tools start in-process. Everything else is the crate's own, so the compiler sees dead code.
 pub use run::run;

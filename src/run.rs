@@ -24,6 +24,7 @@ use crate::term::printer::Printer;
 const BLOCKING_THREADS: usize = 16;
 
 pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    install_tls_provider();
     let args: Vec<OsString> = args.into_iter().collect();
     // `COMPLETE=bash wanx …`: a shell asking for completions (task ids from the project).
     if crate::commands::completions::dynamic(&args) {
@@ -63,10 +64,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             let summarized = matches!(e, Error::Unverified { .. })
                 || e.code() == exit::TASK_FAILED
                     && matches!(cli.command, Command::Build(_) | Command::Watch(_));
-            if crate::term::json_error::wants_json(&cli.command) && !summarized {
+            if cli.command.wants_json() && !summarized {
                 printer.data(&crate::term::json_error::to_json(&e).to_string());
             }
-            report_error(&printer, &e);
+            printer.report_error(&e);
             ExitCode::from(e.code())
         }
     }
@@ -451,18 +452,8 @@ async fn watch_interrupts(cancel: Arc<AtomicBool>, printer: Printer) {
     }
 }
 
-/// Prints an error once, with its diagnostics and hint (`wanx watch` reports its rebuilds' errors here too).
-pub(crate) fn report_error(printer: &Printer, e: &Error) {
-    if let Error::Invalid { diagnostics, .. } = e {
-        for d in diagnostics {
-            printer.block(&d.render(printer.color), true);
-        }
-    }
-    let mut text = format!("{}: {e}\n", Printer::error_label());
-    if let Some(hint) = e.hint() {
-        text.push_str("\n  hint: ");
-        text.push_str(&hint);
-        text.push('\n');
-    }
-    printer.block(&text, true);
+/// TLS is rustls with ring as its crypto (Cargo.toml says why), which reqwest needs installed as the
+/// process's provider before any client is built. Installing twice keeps the first: not an error.
+fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

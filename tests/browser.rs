@@ -52,6 +52,9 @@ impl Browser {
             .enable_all()
             .build()
             .unwrap();
+        // reqwest's rustls has no default crypto provider in wanx's build (ring is installed at
+        // start-up, as `wanx` does).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
         let base = format!("http://127.0.0.1:{port}");
         let profile = tempfile::tempdir().unwrap();

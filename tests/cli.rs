@@ -1,6 +1,6 @@
 //! The command line surface: `plan`, `explain`, `--help`, exit codes.
 
-use crate::util::{Project, TWO_TASKS};
+use crate::util::{Project, TWO_TASKS, assert_output};
 
 #[test]
 fn plan_prints_actions_reasons_and_prices_and_sends_nothing() {
@@ -8,25 +8,27 @@ fn plan_prints_actions_reasons_and_prices_and_sends_nothing() {
     p.file("plans/a.toml", TWO_TASKS);
     let run = p.wanx(&["plan"]);
     run.success();
-    assert!(
-        run.stdout.contains("generate  lighthouse"),
-        "{}",
-        run.stdout
-    );
-    assert!(run.stdout.contains("¥0.28 (2 × ¥0.14)"), "{}", run.stdout);
-    assert!(
-        run.stdout.contains("2 to generate (3 images, ¥0.42"),
-        "{}",
-        run.stdout
+    assert_output(
+        &run.stdout,
+        "\
+generate  lighthouse  wan2.2-t2i-flash    new task                      ¥0.14 (1 × ¥0.14)
+generate  harbor      wan2.2-t2i-flash    new task                      ¥0.28 (2 × ¥0.14)
+
+2 to generate (3 images, ¥0.42 (emulated)), 0 to restore, 0 fresh; saving ¥0.00
+",
     );
     assert_eq!(p.ledger().submissions, 0);
     assert!(!p.exists("generated"));
     p.wanx(&["build"]).success();
     let run = p.wanx(&["plan"]);
-    assert!(
-        run.stdout.contains("fresh     lighthouse"),
-        "{}",
-        run.stdout
+    assert_output(
+        &run.success().stdout,
+        "\
+fresh     lighthouse  wan2.2-t2i-flash    up to date                    free
+fresh     harbor      wan2.2-t2i-flash    up to date                    free
+
+0 to generate (0 images, ¥0.00 (emulated)), 0 to restore, 2 fresh; saving ¥0.00
+",
     );
 }
 

@@ -10,7 +10,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use wanx::emulator::Ledger;
-use wanx::project::lock::LockFile;
 
 use crate::util::{Project, Run, TWO_TASKS};
 
@@ -287,7 +286,7 @@ submit_rps = 20
             assert_eq!(decode_png(&p, &rel), (512, 512), "{rel}");
         }
     }
-    let lock = LockFile::parse(&p.read("wanx.lock"), "wanx.lock".as_ref()).unwrap();
+    let lock = p.lock();
     assert_eq!(lock.tasks.len(), KILL_TASKS);
     // A kill mid-write leaves a temp file beside the outputs, never a half-written output.
     let expected: Vec<String> = (0..KILL_TASKS).flat_map(outputs_of).collect();
@@ -646,28 +645,34 @@ fn a_crash_while_resuming_never_loses_the_billed_twice_warning() {
     live.wait_for_stderr("Submitted");
     live.kill();
     // ...and while submitting `harbor` (journaled without one).
-    let mut store = wanx::store::Store::open(&p.path(".wanx")).unwrap();
-    store
-        .journal_begin(&wanx::store::JournalIntent {
-            key: "0".repeat(64),
-            task_id: "harbor".to_owned(),
-            model: "wan2.2-t2i-flash".to_owned(),
-            request_json: "{}".to_owned(),
-            images: 2,
-            created_at: wanx::tree::output_name::now_unix(),
-        })
-        .unwrap();
+    // (Written into the build database directly, as wanx journals an intent before submitting.)
+    let db = rusqlite::Connection::open(p.path(".wanx/wanx.db")).unwrap();
+    db.busy_timeout(PATIENCE).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    db.execute(
+        "INSERT INTO journal (key, task_id, model, request_json, images, created_at)
+         VALUES (?1, 'harbor', 'wan2.2-t2i-flash', '{}', 2, ?2)",
+        rusqlite::params!["0".repeat(64), now as i64],
+    )
+    .unwrap();
+    let harbor_journaled = || -> bool {
+        db.query_row(
+            "SELECT count(*) FROM journal WHERE task_id = 'harbor'",
+            [],
+            |row| row.get::<_, i64>(0),
+        )
+        .unwrap()
+            > 0
+    };
 
     // The next build resumes `lighthouse` for about two seconds; it is killed the moment it has
     // forgotten `harbor`'s entry.
     let live = Live::start(p.command(&["build"]));
     let deadline = Instant::now() + PATIENCE;
-    while store
-        .journal_open()
-        .unwrap()
-        .iter()
-        .any(|e| e.task_id == "harbor")
-    {
+    while harbor_journaled() {
         assert!(Instant::now() < deadline, "harbor's entry was never closed");
         std::thread::sleep(Duration::from_millis(2));
     }

@@ -5,13 +5,12 @@ use std::path::PathBuf;
 
 use wanx::emulator::EmulatorConfig;
 use wanx::emulator::config::{Fault, FaultEvent, FaultRule};
-use wanx::project::lock::LockFile;
 
 use crate::util::{Project, TWO_TASKS};
 
 /// The blake3 that `wanx.lock` records for output `path`.
 fn recorded(p: &Project, path: &str) -> String {
-    let lock = LockFile::parse(&p.read("wanx.lock"), "wanx.lock".as_ref()).unwrap();
+    let lock = p.lock();
     lock.tasks
         .values()
         .flat_map(|e| &e.outputs)
@@ -19,6 +18,19 @@ fn recorded(p: &Project, path: &str) -> String {
         .unwrap_or_else(|| panic!("{path} is not in wanx.lock"))
         .blake3
         .clone()
+}
+
+/// The pixels of the PNG at `path`, which must decode completely.
+fn decode_whole_png(path: &std::path::Path) -> Vec<u8> {
+    let file = std::fs::File::open(path).unwrap();
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    reader
+        .next_frame(&mut buf)
+        .unwrap_or_else(|e| panic!("{} does not decode whole: {e}", path.display()));
+    buf
 }
 
 fn blob(p: &Project, hash: &str) -> PathBuf {
@@ -205,17 +217,13 @@ fn a_truncated_download_is_fetched_again_and_never_cached() {
     );
     assert_eq!(ledger.submissions, 1, "and not paid for again");
     // The output decodes completely, and the cache holds only whole images.
-    let file = std::fs::File::open(p.path("generated/a.png")).unwrap();
-    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
-        .read_info()
-        .unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    reader
-        .next_frame(&mut buf)
-        .expect("the whole image decodes");
+    decode_whole_png(&p.path("generated/a.png"));
     let blobs = files_under(&p.path(".wanx/blobs"));
     assert_eq!(blobs.len(), 1);
-    assert!(wanx::executor::image_check::is_complete(&blobs[0]));
+    assert_eq!(
+        decode_whole_png(&blobs[0]),
+        decode_whole_png(&p.path("generated/a.png"))
+    );
     p.wanx(&["verify"]).success();
 }
 

@@ -2,8 +2,6 @@
 //! wanx's `spent` (per build and cumulative) equals what the emulator billed, to the fen. `saved` counts
 //! only what the cache kept from being paid again (restores), never a fresh no-op.
 
-use wanx::project::lock::LockFile;
-
 use crate::util::{Project, Run};
 
 /// One task of `n` images of wan2.2-t2i-flash (¥0.14 each).
@@ -130,7 +128,7 @@ fn image_hashes(plan: &str) -> Vec<String> {
     let clean = Project::new();
     clean.file("plans/a.toml", plan);
     clean.wanx(&["build"]).success();
-    let lock = LockFile::parse(&clean.read("wanx.lock"), "wanx.lock".as_ref()).unwrap();
+    let lock = clean.lock();
     lock.tasks["tide"]
         .outputs
         .iter()

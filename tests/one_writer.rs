@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use wanx::emulator::EmulatorConfig;
-use wanx::project::lock::LockFile;
 
 use crate::util::{Project, Run, SpawnCaptured, TWO_TASKS};
 
@@ -33,8 +32,7 @@ fn two_builds_started_together_both_succeed_and_each_task_is_billed_once() {
         first.stderr.contains("to finish with this project")
             || second.stderr.contains("to finish with this project"),
     );
-    let lock =
-        LockFile::parse(&p.read("wanx.lock"), "wanx.lock".as_ref()).expect("wanx.lock is valid");
+    let lock = p.lock();
     assert_eq!(
         lock.tasks.keys().map(String::as_str).collect::<Vec<_>>(),
         ["harbor", "lighthouse"]

@@ -192,7 +192,9 @@ fn edits_with_a_fixed_intent_get_a_default_prompt_shown_in_explain_and_keyed() {
     let run = p.wanx(&["explain", "wide"]);
     run.success();
     assert!(
-        run.stdout.contains(wanx::plan::edit_prompt::EXTEND),
+        run.stdout.contains(
+            "extend the image beyond its borders, continuing its content and style seamlessly"
+        ),
         "{}",
         run.stdout
     );

@@ -4,8 +4,6 @@
 
 use std::collections::BTreeSet;
 
-use wanx::project::lock::LockFile;
-
 use crate::util::Project;
 
 const HEAD: &str = "[defaults]\nmodel = \"wan2.2-t2i-flash\"\nsize = \"512*512\"\n";
@@ -231,7 +229,7 @@ fn outputs_on_disk(p: &Project) -> BTreeSet<String> {
 }
 
 fn outputs_in_lock(p: &Project) -> BTreeSet<String> {
-    let lock = LockFile::parse(&p.read("wanx.lock"), "wanx.lock".as_ref()).unwrap();
+    let lock = p.lock();
     lock.tasks
         .values()
         .flat_map(|e| &e.outputs)

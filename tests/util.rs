@@ -6,6 +6,34 @@ use std::process::{Command, Output};
 
 use wanx::emulator::{Emulator, EmulatorConfig, Ledger};
 
+/// `wanx.lock` (the format the README documents).
+#[derive(serde::Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Lock {
+    pub version: u32,
+    #[serde(rename = "task", default)]
+    pub tasks: BTreeMap<String, LockedTask>,
+}
+
+#[derive(serde::Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct LockedTask {
+    pub key: String,
+    pub model: String,
+    pub images: u32,
+    pub cost: String,
+    pub generated_at: i64,
+    pub outputs: Vec<LockedOutput>,
+}
+
+#[derive(serde::Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct LockedOutput {
+    pub path: String,
+    pub blake3: String,
+    pub size: u64,
+}
+
 pub struct Project {
     dir: tempfile::TempDir,
     emulator: Emulator,
@@ -152,6 +180,31 @@ impl Project {
         std::fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
     }
 
+    /// `wanx.lock` as a user's tool reads it: TOML, every field known (an unknown one fails).
+    #[track_caller]
+    pub fn lock(&self) -> Lock {
+        let text = self.read("wanx.lock");
+        let lock: Lock = toml::from_str(&text)
+            .unwrap_or_else(|e| panic!("wanx.lock is not valid ({e}):\n{text}"));
+        assert_eq!(lock.version, 1, "{text}");
+        let hex64 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        for (id, task) in &lock.tasks {
+            let valid = hex64(&task.key)
+                && !task.model.is_empty()
+                && task.images > 0
+                && task.cost.parse::<f64>().is_ok_and(|c| c >= 0.0)
+                && task.generated_at > 0
+                && task.outputs.iter().all(|o| {
+                    hex64(&o.blake3)
+                        && o.size > 0
+                        && !o.path.starts_with('/')
+                        && !o.path.split('/').any(|part| part == "..")
+                });
+            assert!(valid, "task `{id}` in wanx.lock is not valid:\n{text}");
+        }
+        lock
+    }
+
     pub fn exists(&self, rel: &str) -> bool {
         self.path(rel).exists()
     }
@@ -248,3 +301,13 @@ prompt = "a quiet harbor"
 n = 2
 filename = "{id}_{index}.png"
 "#;
+
+/// Asserts that a whole output is `expected`, as just's `Test` builder does: a check that a string is
+/// contained would let a wrong or extra line through. On a difference, shows both.
+#[track_caller]
+pub fn assert_output(actual: &str, expected: &str) {
+    assert!(
+        actual == expected,
+        "the output differs\n--- expected\n{expected}--- actual\n{actual}--- actual, quoted\n{actual:?}"
+    );
+}

@@ -1,6 +1,6 @@
 //! Why a task is not fresh, in the plan's words: each kind of change, as text and as JSON.
 
-use crate::util::Project;
+use crate::util::{Project, assert_output};
 
 const PLAN: &str = r#"[[task]]
 id = "scene"
@@ -50,7 +50,18 @@ fn a_prompt_and_a_size_edit_are_named_field_by_field() {
     p.edit("plans/a.toml", "1024*1024", "1440*1024");
     let plan = p.wanx(&["plan"]).success().stdout.clone();
     let reason = "prompt: \"…volumetric light, highly detailed\" → \"…volumetric light, oil on canvas\"; size: 1024*1024 → 1440*1024";
-    assert!(plan.contains(reason), "{plan}");
+    assert_output(
+        &plan,
+        &format!(
+            "\
+generate  scene   wan2.2-t2i-flash    {reason}  ¥0.14 (1 × ¥0.14)
+generate  styled  wanx2.1-imageedit   waits for `scene`             up to ¥0.14 (1 × ¥0.14)
+
+2 to generate (2 images, ¥0.28 (emulated)), 0 to restore, 0 fresh; saving ¥0.00
+1 of them consume images generated first; if those come out byte-identical, they cost nothing
+"
+        ),
+    );
     let json = p.wanx(&["plan", "--json"]).success().json();
     let scene = task(&json, "scene");
     assert_eq!(scene["reason"], reason);
@@ -117,9 +128,14 @@ fn outputs_deleted_or_modified_and_tasks_brought_back_are_named() {
     let p = built();
     std::fs::remove_file(p.path("generated/scene.png")).unwrap();
     let plan = p.wanx(&["plan"]).success().stdout.clone();
-    assert!(
-        plan.contains("output deleted: generated/scene.png"),
-        "{plan}"
+    assert_output(
+        &plan,
+        "\
+restore   scene   wan2.2-t2i-flash    output deleted: generated/scene.png  free
+fresh     styled  wanx2.1-imageedit   up to date                    free
+
+0 to generate (0 images, ¥0.00 (emulated)), 1 to restore, 1 fresh; saving ¥0.14
+",
     );
     std::fs::write(p.path("generated/styled.png"), b"not the image").unwrap();
     let json = p.wanx(&["plan", "--json"]).success().json();

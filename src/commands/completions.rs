@@ -4,12 +4,13 @@
 //! Task ids are completed from the project in the current directory through clap_complete's dynamic
 //! engine: `source <(COMPLETE=bash wanx)` (zsh, fish, powershell alike) registers wanx itself as the
 //! completer, and each completion runs `wanx` with `COMPLETE` set, which answers from the plans
-//! ([`crate::planner::selection::task_ids`]) before anything else runs. The static scripts `wanx completions SHELL` prints
+//! ([`task_ids`]) before anything else runs. The static scripts `wanx completions SHELL` prints
 //! complete subcommands and flags only: a script written once cannot know a project's tasks.
 
 use std::io::Write;
 
 use clap::CommandFactory;
+use clap_complete::engine::{ArgValueCandidates, CompletionCandidate};
 
 use crate::cli::Cli;
 use crate::error::{Error, Result};
@@ -18,9 +19,45 @@ use crate::error::{Error, Result};
 /// `false` for a normal run.
 pub fn dynamic(args: &[std::ffi::OsString]) -> bool {
     let cwd = std::env::current_dir().ok();
-    clap_complete::CompleteEnv::with_factory(Cli::command)
+    clap_complete::CompleteEnv::with_factory(|| with_task_ids(Cli::command()))
         .try_complete(args.iter().cloned(), cwd.as_deref())
         .unwrap_or_else(|e| e.exit())
+}
+
+/// The command line with [`task_ids`] as the candidates of every `TASK` argument (`tasks`, `task`),
+/// in every subcommand. Attached here, not in `cli.rs`, so the command line's definition stays
+/// parsing only and does not reach into the project.
+fn with_task_ids(cmd: clap::Command) -> clap::Command {
+    let cmd = cmd.mut_args(|arg| {
+        if matches!(arg.get_id().as_str(), "tasks" | "task") {
+            arg.add(ArgValueCandidates::new(task_ids))
+        } else {
+            arg
+        }
+    });
+    cmd.mut_subcommands(with_task_ids)
+}
+
+/// The ids of the project's tasks (none when there is no valid project here): quietly, since this
+/// runs on every Tab.
+pub fn task_ids() -> Vec<CompletionCandidate> {
+    let Ok(cwd) = std::env::current_dir() else {
+        return Vec::new();
+    };
+    let Ok(path) = crate::project::manifest::Manifest::find(&cwd) else {
+        return Vec::new();
+    };
+    let Ok((manifest, registry)) = crate::project::manifest::Manifest::load(&path) else {
+        return Vec::new();
+    };
+    let Ok(loaded) = crate::plan::load(&manifest, &registry) else {
+        return Vec::new();
+    };
+    loaded
+        .tasks
+        .iter()
+        .map(|t| CompletionCandidate::new(t.id.clone()).help(Some(t.model.clone().into())))
+        .collect()
 }
 
 /// `wanx completions SHELL`: the static script on stdout.

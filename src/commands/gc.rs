@@ -8,58 +8,13 @@
 use std::collections::HashSet;
 
 use crate::error::{Error, Result};
+use crate::project::byte_size::{human_size, parse_size};
 use crate::project::lock::LockFile;
 use crate::project::manifest::Manifest;
 use crate::project::one_writer::ProjectLock;
 use crate::store::blob_store::BlobStore;
 use crate::store::{BlobUse, Store};
 use crate::term::printer::Printer;
-
-/// 5 GB, ccache's default bound.
-pub const DEFAULT_MAX_SIZE: u64 = 5_000_000_000;
-
-/// Parses `"5GB"`, `"500 MB"`, `"1.5GiB"`, `"0"` into bytes (decimal units, and binary with `i`).
-pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size"))?;
-    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "m" | "mb" => 1e6,
-        "g" | "gb" => 1e9,
-        "t" | "tb" => 1e12,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        other => return Err(format!("`{other}` is not a size unit in `{text}`")),
-    };
-    let bytes = value * factor;
-    if !bytes.is_finite() || bytes < 0.0 {
-        return Err(format!("`{text}` is not a size"));
-    }
-    Ok(bytes as u64)
-}
-
-/// `1.2 GB`, `340 MB`, `12 kB`, `5 B`.
-pub fn human_size(bytes: u64) -> String {
-    let b = bytes as f64;
-    if b >= 1e9 {
-        format!("{:.1} GB", b / 1e9)
-    } else if b >= 1e6 {
-        format!("{:.1} MB", b / 1e6)
-    } else if b >= 1e3 {
-        format!("{:.1} kB", b / 1e3)
-    } else {
-        format!("{bytes} B")
-    }
-}
 
 /// What applying the bound removes, and what is left.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -169,7 +124,7 @@ pub fn gc(
     max_size: Option<&str>,
     printer: &Printer,
 ) -> Result<()> {
-    let manifest = crate::commands::stats::manifest(dir)?;
+    let manifest = Manifest::in_dir(dir)?;
     let max = match max_size {
         Some(text) => parse_size(text).map_err(|message| Error::Usage {
             message,
@@ -230,16 +185,6 @@ mod tests {
             size,
             last_used,
         }
-    }
-
-    #[test]
-    fn sizes_parse_in_decimal_and_binary_units() {
-        assert_eq!(parse_size("5GB"), Ok(5_000_000_000));
-        assert_eq!(parse_size("500 MB"), Ok(500_000_000));
-        assert_eq!(parse_size("1KiB"), Ok(1024));
-        assert_eq!(parse_size("0"), Ok(0));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("5 XB").is_err());
     }
 
     #[test]

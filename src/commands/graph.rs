@@ -5,19 +5,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
 use crate::build::{self, Project};
-use crate::cli::Selection;
+use crate::cli::{Format, Selection};
 use crate::error::Result;
 use crate::planner::reconcile::Action;
 use crate::planner::upstream_ids;
-
-/// Output formats of `wanx graph`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    #[default]
-    Text,
-    Dot,
-    Mermaid,
-}
 
 pub fn graph(project: &Project, emulate: bool, format: Format) -> Result<String> {
     let selection = Selection {

@@ -8,21 +8,12 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::commands::gc::human_size;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::money::Money;
+use crate::project::byte_size::human_size;
 use crate::project::manifest::Manifest;
 use crate::store::{ModelFigures, MonthFigures, Store};
 use crate::term::printer::Printer;
-
-/// Finds and loads the manifest from `dir` (or the working directory); plans are not loaded.
-pub fn manifest(dir: Option<&Path>) -> Result<Manifest> {
-    let cwd = match dir {
-        Some(d) => d.to_path_buf(),
-        None => std::env::current_dir().map_err(|e| Error::io("could not read", ".", e))?,
-    };
-    Ok(Manifest::load(&Manifest::find(&cwd)?)?.0)
-}
 
 #[derive(Serialize)]
 struct Stats {
@@ -60,7 +51,7 @@ struct MonthRow {
 
 /// `wanx stats [--json]`.
 pub fn stats(dir: Option<&Path>, json: bool, printer: &Printer) -> Result<()> {
-    let manifest = manifest(dir)?;
+    let manifest = Manifest::in_dir(dir)?;
     let state_dir = manifest.state_dir();
     let (size, images, models, months) = if state_dir.join(crate::store::DB_FILE).exists() {
         let store = Store::open(&state_dir)?;

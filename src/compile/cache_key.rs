@@ -132,6 +132,7 @@ impl CacheKey {
         CacheKey(*hasher.finalize().as_bytes())
     }
 
+    #[cfg(test)]
     pub fn from_hex(hex: &str) -> Option<CacheKey> {
         blake3::Hash::from_hex(hex)
             .ok()
@@ -147,7 +148,7 @@ impl CacheKey {
     }
 
     /// The hex digits on the stack, for comparisons that need no `String`.
-    pub fn to_hex(&self) -> impl std::ops::Deref<Target = str> + use<> {
+    pub fn to_hex(self) -> impl std::ops::Deref<Target = str> + use<> {
         blake3::Hash::from(self.0).to_hex()
     }
 

@@ -229,11 +229,6 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client with the default request timeout (120 s per API call).
-    pub fn new(base_url: &str, key: ApiKey, workspace: Option<String>) -> Result<Client, String> {
-        Client::with_timeout(base_url, key, workspace, Duration::from_secs(120))
-    }
-
     /// A client whose API calls each end after `timeout` (`[provider] request_timeout`).
     pub fn with_timeout(
         base_url: &str,
@@ -446,21 +441,8 @@ impl Client {
         Err(error_of(status, &bytes))
     }
 
-    /// Streams a result image to `dest` (a new file), refusing more than `max_bytes`, within
-    /// [`DOWNLOAD_DEADLINE`]. Result URLs are pre-signed object-store URLs: the API key is never sent
-    /// to them.
-    pub async fn download(
-        &self,
-        url: &str,
-        dest: &Path,
-        max_bytes: u64,
-    ) -> Result<u64, ProviderError> {
-        self.download_until(url, dest, max_bytes, Instant::now() + DOWNLOAD_DEADLINE)
-            .await
-    }
-
-    /// [`Client::download`], ending at `deadline` or [`DOWNLOAD_DEADLINE`] from now, whichever
-    /// comes first (the task's own deadline covers its downloads). A download that runs out of time
+    /// Streams a result image to `dest` (a new file), refusing more than `max_bytes`, ending at
+    /// `deadline` or [`DOWNLOAD_DEADLINE`] from now, whichever comes first (the task's own deadline covers its downloads). A download that runs out of time
     /// is not retried: `ResultTimeout`.
     pub async fn download_until(
         &self,

@@ -35,10 +35,10 @@ use tokio::task::JoinSet;
 use crate::executor::dashscope::ProviderError;
 use crate::registry::Registry;
 
-pub use failure::{Failure, FailureKind, NOT_SUBMITTED};
-pub use job::{Done, Event, Job, JobKind, Outcome};
-pub use poll::{PollPolicy, PollSchedule};
-pub use resume::{Resumed, ResumedKey};
+pub use failure::{Failure, FailureKind};
+pub use job::{Event, Job, JobKind, Outcome};
+pub use poll::PollPolicy;
+pub use resume::Resumed;
 pub use shared::{Executor, SubmitGate};
 
 use generate::generate;

@@ -1,6 +1,6 @@
 //! `Live`: the gallery of `wanx watch --serve`, served over HTTP (hyper, as the emulator is) on
 //! loopback unless an address is given. It follows the watch's own JSON events (a
-//! [`Sink`](crate::watch::events::Sink) on its reporter): a `plan` marks the tasks to generate, a
+//! [`Sink`](crate::watch::sink::Sink) on its reporter): a `plan` marks the tasks to generate, a
 //! `submitted` marks one generating, a `result` or `built` gathers the gallery again (as `wanx
 //! gallery` does, sending nothing) and every card whose HTML changed goes to the open pages as a
 //! server-sent event, which replaces it in place; the totals line carries the session's running
@@ -39,7 +39,7 @@ use crate::gallery::page;
 use crate::gallery::{self, Card, Gallery, Image};
 use crate::money::Money;
 use crate::term::printer::Printer;
-use crate::watch::events::Sink;
+use crate::watch::sink::Sink;
 
 /// Events buffered per page; a page that falls further behind gets every card again.
 const BACKLOG: usize = 1024;

@@ -57,7 +57,6 @@ use crate::registry::Registry;
 use crate::term::diagnostic::{self, Diagnostic, LineIndex};
 
 pub(crate) use crate::plan::discover::{SKIP_DIRS, glob_base};
-pub use crate::plan::edit::{EDIT_FUNCTIONS, SEED_EDITS};
 pub use crate::plan::seed::SeedSettings;
 
 /// A loaded, valid project plan.
@@ -92,6 +91,7 @@ pub fn load(manifest: &Manifest, registry: &Registry) -> Result<Loaded, Error> {
 }
 
 /// [`load`] for one in-memory plan file at `path` (relative to the project root).
+#[cfg(test)]
 pub fn load_source(
     path: &Path,
     source: &str,

@@ -155,6 +155,10 @@ impl<'b> Reader<'b> {
         let len = self.usize()?;
         Some(std::str::from_utf8(self.take(len)?).ok()?.to_owned())
     }
+    #[allow(
+        clippy::option_option,
+        reason = "`None`: the bytes are malformed; `Some(None)`: the value is absent"
+    )]
     pub fn opt<T>(&mut self, f: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
         match self.u8()? {
             0 => Some(None),
@@ -162,6 +166,10 @@ impl<'b> Reader<'b> {
             _ => None,
         }
     }
+    #[allow(
+        clippy::option_option,
+        reason = "`None`: the bytes are malformed; `Some(None)`: the value is absent"
+    )]
     pub fn opt_str(&mut self) -> Option<Option<String>> {
         self.opt(Reader::str)
     }

@@ -127,6 +127,15 @@ const SECTIONS: [&str; 7] = [
 ];
 
 impl Manifest {
+    /// Finds and loads the manifest from `dir` (or the working directory); plans are not loaded.
+    pub fn in_dir(dir: Option<&Path>) -> Result<Manifest> {
+        let cwd = match dir {
+            Some(d) => d.to_path_buf(),
+            None => std::env::current_dir().map_err(|e| Error::io("could not read", ".", e))?,
+        };
+        Ok(Manifest::load(&Manifest::find(&cwd)?)?.0)
+    }
+
     /// Finds `wanx.toml` in `start` or its parents.
     pub fn find(start: &Path) -> Result<PathBuf> {
         if !start.is_dir() {
@@ -212,7 +221,7 @@ impl Manifest {
             );
         }
         if let Some(text) = &manifest.cache.max_size
-            && let Err(message) = crate::commands::gc::parse_size(text)
+            && let Err(message) = crate::project::byte_size::parse_size(text)
         {
             diagnostics.push(
                 Diagnostic::error(FILE_NAME, message)
@@ -243,8 +252,8 @@ impl Manifest {
         self.cache
             .max_size
             .as_deref()
-            .and_then(|s| crate::commands::gc::parse_size(s).ok())
-            .unwrap_or(crate::commands::gc::DEFAULT_MAX_SIZE)
+            .and_then(|s| crate::project::byte_size::parse_size(s).ok())
+            .unwrap_or(crate::project::byte_size::DEFAULT_MAX_SIZE)
     }
 }
 

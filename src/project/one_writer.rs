@@ -13,7 +13,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::term::printer::Printer;
@@ -25,7 +25,6 @@ pub const FILE_NAME: &str = "lock";
 #[derive(Debug)]
 pub struct ProjectLock {
     file: File,
-    path: PathBuf,
 }
 
 impl ProjectLock {
@@ -65,7 +64,7 @@ impl ProjectLock {
         }
         // Ours now: record who holds it. A failure here only loses the pid in a waiter's message.
         let _ = write_pid(&mut file);
-        Ok(ProjectLock { file, path })
+        Ok(ProjectLock { file })
     }
 
     /// [`ProjectLock::acquire`] on a blocking thread, so waiting never stalls the async runtime.
@@ -79,28 +78,6 @@ impl ProjectLock {
         tokio::task::spawn_blocking(move || ProjectLock::acquire(&state_dir, wait, &printer))
             .await
             .map_err(|e| Error::Other(format!("taking the project lock failed: {e}")))?
-    }
-
-    /// The lock `wanx build` holds: none for `--dry-run`, which writes no output and no lock (its
-    /// stat-cache update is an SQLite transaction, safe beside a build); otherwise the project's,
-    /// waiting for it unless `--no-wait`.
-    pub async fn for_build(
-        project: &crate::build::Project,
-        args: &crate::cli::BuildArgs,
-        printer: &Printer,
-    ) -> Result<Option<ProjectLock>> {
-        if args.dry_run {
-            return Ok(None);
-        }
-        let state_dir = project.manifest.state_dir();
-        ProjectLock::acquire_async(&state_dir, !args.no_wait, printer)
-            .await
-            .map(Some)
-    }
-
-    /// The lock file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
@@ -146,7 +123,7 @@ mod tests {
         let state = dir.path().join(".wanx");
         let first = ProjectLock::acquire(&state, false, &quiet()).unwrap();
         assert_eq!(
-            std::fs::read_to_string(first.path()).unwrap(),
+            std::fs::read_to_string(state.join(FILE_NAME)).unwrap(),
             std::process::id().to_string()
         );
         // std's file locks are per open file description, so a second open in this process conflicts.

@@ -31,6 +31,7 @@ impl Store {
         Store::init(conn, path)
     }
 
+    #[cfg(test)]
     /// A private database in memory, for tests and `--dry-run`s.
     pub fn open_in_memory() -> Result<Store> {
         let path = PathBuf::from(":memory:");

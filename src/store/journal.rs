@@ -28,6 +28,7 @@ impl Store {
         })
     }
 
+    #[cfg(test)]
     /// Books a charge without a journal entry.
     pub fn book(&mut self, charge: &Charge) -> Result<()> {
         self.write(|tx| insert_charge(tx, charge))

@@ -34,8 +34,8 @@ mod schema;
 pub use crate::store::cache::{BlobUse, ModelFigures, MonthFigures};
 pub use crate::store::db::{DB_FILE, Store};
 pub use crate::store::records::{
-    Charge, JournalEntry, JournalIntent, Ledger, LedgerTotals, Partial, PlanKeys, RunRecord,
-    StatEntry, StoredImage, StoredResult, stat_of,
+    Charge, JournalEntry, JournalIntent, Ledger, Partial, PlanKeys, RunRecord, StatEntry,
+    StoredImage, StoredResult, stat_of,
 };
 
 #[cfg(test)]
@@ -44,6 +44,7 @@ mod tests {
 
     use super::*;
     use crate::money::Money;
+    use crate::store::records::LedgerTotals;
     use crate::store::schema::*;
 
     fn hex(seed: &str) -> String {

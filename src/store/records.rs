@@ -60,6 +60,7 @@ pub struct StatEntry {
 }
 
 impl StatEntry {
+    #[cfg(test)]
     /// Whether `meta` describes the file this entry was taken from, unchanged.
     pub fn matches(&self, meta: &Metadata) -> bool {
         stat_of(meta) == (self.size, self.mtime_ns, self.inode)

@@ -208,6 +208,7 @@ impl Store {
         })
     }
 
+    #[cfg(test)]
     /// Whether the blob index lists `hash` (the file itself may still need checking).
     pub fn blob_known(&self, hash: &str) -> Result<bool> {
         self.read(|conn| {

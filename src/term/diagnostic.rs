@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use annotate_snippets::{AnnotationKind, Group, Level, Origin, Renderer, Snippet};
 
@@ -111,10 +111,6 @@ impl Diagnostic {
         Diagnostic::new(Severity::Error, path, message)
     }
 
-    pub fn note(path: impl Into<PathBuf>, message: impl Into<String>) -> Diagnostic {
-        Diagnostic::new(Severity::Note, path, message)
-    }
-
     /// Locates the diagnostic at byte range `span` of `source` (the file's whole text).
     #[must_use]
     pub fn at(mut self, source: &str, span: Range<usize>) -> Diagnostic {
@@ -179,6 +175,7 @@ impl Diagnostic {
         self
     }
 
+    #[cfg(test)]
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
@@ -303,12 +300,6 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 /// Sorts diagnostics by file, then position, so output is stable.
 pub fn sort(diagnostics: &mut [Diagnostic]) {
     diagnostics.sort_by(|a, b| (&a.path, a.line, a.column).cmp(&(&b.path, b.line, b.column)));
-}
-
-/// Shows `path` relative to `root` when it lies under it.
-pub fn display_path(root: &Path, path: &Path) -> PathBuf {
-    path.strip_prefix(root)
-        .map_or_else(|_| path.to_path_buf(), Path::to_path_buf)
 }
 
 /// The closest of `candidates` to `word`, if it is close enough to be a likely typo (Levenshtein

@@ -3,21 +3,8 @@
 
 use serde_json::{Value, json};
 
-use crate::cli::Command;
 use crate::error::Error;
 use crate::term::diagnostic::{Diagnostic, Severity};
-
-/// Whether the command asked for JSON on stdout.
-pub fn wants_json(command: &Command) -> bool {
-    match command {
-        Command::Build(a) => a.json,
-        Command::Plan(a) => a.json,
-        Command::Explain(a) => a.json,
-        Command::Watch(a) => a.json,
-        Command::Verify(a) => a.json,
-        _ => false,
-    }
-}
 
 /// The error as one JSON object.
 pub fn to_json(e: &Error) -> Value {

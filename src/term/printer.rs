@@ -8,7 +8,17 @@ use std::io::{IsTerminal, Write};
 
 use anstyle::{AnsiColor, Style};
 
-use crate::cli::ColorChoice;
+use crate::error::Error;
+
+/// `--color` (and `WANX_COLOR`): when stderr gets colour. Defined here, where it is decided; the
+/// command line only parses it.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ColorChoice {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
 
 #[derive(Clone, Copy, Debug)]
 pub struct Printer {
@@ -73,6 +83,10 @@ impl Printer {
     }
 
     /// A failure line: shown even with `--quiet`.
+    #[expect(
+        clippy::unused_self,
+        reason = "every line goes through the command's printer, even one `--quiet` does not hide"
+    )]
     pub fn fail(&self, verb: &str, text: &str) {
         Self::line(RED, verb, text);
     }
@@ -101,7 +115,28 @@ impl Printer {
         }
     }
 
+    /// Prints an error once, with its diagnostics and hint, even with `--quiet` (`wanx watch`
+    /// reports its rebuilds' errors here too).
+    pub fn report_error(&self, e: &Error) {
+        if let Error::Invalid { diagnostics, .. } = e {
+            for d in diagnostics {
+                self.block(&d.render(self.color), true);
+            }
+        }
+        let mut text = format!("{}: {e}\n", Printer::error_label());
+        if let Some(hint) = e.hint() {
+            text.push_str("\n  hint: ");
+            text.push_str(&hint);
+            text.push('\n');
+        }
+        self.block(&text, true);
+    }
+
     /// A line of data on stdout (tables of `wanx plan`, JSON).
+    #[expect(
+        clippy::unused_self,
+        reason = "every line goes through the command's printer, even one `--quiet` does not hide"
+    )]
     pub fn data(&self, text: &str) {
         let mut out = anstream::stdout().lock();
         // A closed pipe (`wanx plan | head`) is not an error.

@@ -47,6 +47,7 @@ use crate::planner::reconcile::Action;
 use crate::report::Summary;
 use crate::term::diagnostic::Diagnostic;
 use crate::term::printer::Printer;
+use crate::watch::sink::Sink;
 
 /// What the watch did since it started.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -75,16 +76,6 @@ pub struct Reporter {
     pub start: Instant,
     /// Also receives every event, as its JSON (the live gallery of `wanx watch --serve`).
     pub sink: Option<Sink>,
-}
-
-/// A receiver of the watch's JSON events besides stdout.
-#[derive(Clone)]
-pub struct Sink(pub std::sync::Arc<dyn Fn(&Value) + Send + Sync>);
-
-impl std::fmt::Debug for Sink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Sink")
-    }
 }
 
 impl Reporter {
@@ -174,7 +165,7 @@ impl Reporter {
             "invalid",
             json!({ "seq": seq, "message": error.to_string(), "diagnostics": diagnostics }),
         );
-        crate::run::report_error(&self.printer, error);
+        self.printer.report_error(error);
         self.printer
             .warn("Keeping", "the last good plan; the next good save builds");
     }
@@ -184,7 +175,7 @@ impl Reporter {
             "error",
             json!({ "seq": seq, "message": error.to_string(), "hint": error.hint() }),
         );
-        crate::run::report_error(&self.printer, error);
+        self.printer.report_error(error);
     }
 
     pub fn plan(&self, seq: u64, planned: &Planned<'_>) {

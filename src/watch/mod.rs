@@ -17,10 +17,12 @@
 //! the watch ends. A second Ctrl-C ends at once: every output is written atomically (never half
 //! written), and each submitted task's remote id is already in the store's journal.
 //!
-//! Events for programs (`--json`) are documented in [`crate::watch::events`].
+//! Events for programs (`--json`) are documented in [`crate::watch::events`]; [`sink`] is where
+//! they go besides stdout (the live gallery of `--serve`).
 
 pub mod events;
 pub mod set;
+pub mod sink;
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -318,7 +320,7 @@ impl Watch<'_> {
     /// Watches what `set` names; a failure is reported and the watch goes on with what it has.
     fn rewatch(&mut self, set: WatchSet) {
         if let Err(e) = self.fs.update(set.dirs()) {
-            crate::run::report_error(&self.printer, &e);
+            self.printer.report_error(&e);
         }
         self.set = set;
     }
