@@ -172,14 +172,7 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> Result<()> {
 
 fn explain(dir: Option<&std::path::Path>, args: &ExplainArgs, printer: &Printer) -> Result<()> {
     let Some(id) = &args.task else {
-        printer
-            .data("How wanx lowers the seed reference's vocabulary to the real DashScope API:\n");
-        for rule in LOWERING {
-            printer.data(&format!(
-                "  {}\n      models: {}\n      wire:   {}",
-                rule.seed, rule.models, rule.wire
-            ));
-        }
+        print_lowering(printer);
         return Ok(());
     };
     let project = Project::load(dir, printer)?;
@@ -225,19 +218,7 @@ fn explain(dir: Option<&std::path::Path>, args: &ExplainArgs, printer: &Printer)
     } else {
         "uploaded to DashScope's temporary storage (oss://)"
     };
-    // A media slot is filled when the request is sent: show what will be there, not `null`.
-    let mut body = compiled.body.clone();
-    for slot in &compiled.media {
-        if let Some(value) = body.pointer_mut(&slot.pointer)
-            && value.is_null()
-        {
-            *value = serde_json::Value::String(if inline {
-                format!("data:image/…;base64,… (the bytes of {})", slot.source)
-            } else {
-                format!("oss://… (an upload of {})", slot.source)
-            });
-        }
-    }
+    let body = shown_body(&compiled, inline);
     printer.data(&serde_json::to_string_pretty(&body).expect("JSON values serialize"));
     if let crate::plan::task::Prompt::Text(text) = &task.prompt
         && crate::plan::edit_prompt::is_default(text)
@@ -257,18 +238,58 @@ fn explain(dir: Option<&std::path::Path>, args: &ExplainArgs, printer: &Printer)
         compiled.price,
         compiled.cost()
     ));
+    print_decision(&planned, id, printer)
+}
+
+/// `wanx explain` without a task: the lowering table.
+fn print_lowering(printer: &Printer) {
+    printer.data("How wanx lowers the seed reference's vocabulary to the real DashScope API:\n");
+    for rule in LOWERING {
+        printer.data(&format!(
+            "  {}\n      models: {}\n      wire:   {}",
+            rule.seed, rule.models, rule.wire
+        ));
+    }
+}
+
+/// The request body as it will be sent: a media slot is filled only then, so show what will be
+/// there (inline bytes or an upload of the named source), not `null`.
+fn shown_body(compiled: &crate::compile::Compiled, inline: bool) -> serde_json::Value {
+    let mut body = compiled.body.clone();
+    for slot in &compiled.media {
+        if let Some(value) = body.pointer_mut(&slot.pointer)
+            && value.is_null()
+        {
+            *value = serde_json::Value::String(if inline {
+                format!("data:image/…;base64,… (the bytes of {})", slot.source)
+            } else {
+                format!("oss://… (an upload of {})", slot.source)
+            });
+        }
+    }
+    body
+}
+
+/// `wanx explain TASK`'s last lines: the key, the action and why, and the pool; or, for a task that
+/// waits for images this build generates, that its key is not yet known.
+fn print_decision(planned: &build::Planned<'_>, id: &str, printer: &Printer) -> Result<()> {
+    let unit = planned
+        .units
+        .iter()
+        .zip(&planned.decisions)
+        .find(|(u, _)| u.task.id == id);
     if let Some((unit, d)) = unit {
         printer.data(&format!("key       {}", unit.key));
         printer.data(&format!("action    {} ({})", d.action.name(), d.reason));
         for change in planned.why.get(id).into_iter().flatten() {
             printer.data(&format!("why       {}", change.text));
         }
-        print_pool(&planned, unit, printer)?;
+        print_pool(planned, unit, printer)?;
     } else {
         let waiting = planned
             .waiting
             .iter()
-            .find(|w| &w.task.id == id)
+            .find(|w| w.task.id == id)
             .map(build::waiting_reason)
             .unwrap_or_default();
         printer.data(&format!("key       not yet known: {waiting}"));
