@@ -157,6 +157,13 @@ pub fn verify_with(
     };
 
     // Blobs first: a healed blob can then restore its outputs.
+    // A blob nothing can heal is moved aside, never deleted: it may be all that is left.
+    let quarantine = |hash: &str| -> Result<String> {
+        let to = store
+            .quarantine(hash)
+            .map_err(|e| Error::io("could not quarantine", store.path(hash), e))?;
+        Ok(format!("blob `{hash}` → `{}`", to.display()))
+    };
     let corrupt = std::mem::take(&mut blobs.corrupt);
     for (hash, actual) in &corrupt {
         note(
@@ -184,16 +191,9 @@ pub fn verify_with(
                 &format!("blob `{hash}` from `{path}`"),
             );
         } else {
-            let to = store
-                .quarantine(hash)
-                .map_err(|e| Error::io("could not quarantine", store.path(hash), e))?;
+            let moved = quarantine(hash)?;
             repaired += 1;
-            note(
-                true,
-                "Quarantined",
-                (None, Some(hash.as_str())),
-                &format!("blob `{hash}` → `{}`", to.display()),
-            );
+            note(true, "Quarantined", (None, Some(hash.as_str())), &moved);
         }
     }
     for hash in &blobs.incomplete {
@@ -204,16 +204,9 @@ pub fn verify_with(
             &format!("blob `{hash}` is not a whole image (cached by an older wanx?)"),
         );
         if repair {
-            let to = store
-                .quarantine(hash)
-                .map_err(|e| Error::io("could not quarantine", store.path(hash), e))?;
+            let moved = quarantine(hash)?;
             repaired += 1;
-            note(
-                true,
-                "Quarantined",
-                (None, Some(hash.as_str())),
-                &format!("blob `{hash}` → `{}`", to.display()),
-            );
+            note(true, "Quarantined", (None, Some(hash.as_str())), &moved);
         } else {
             unresolved += 1;
         }

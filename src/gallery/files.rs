@@ -112,13 +112,7 @@ pub fn write_static(
     }
     let mut seen = HashSet::new();
     let all: Vec<&Image> = gallery
-        .cards
-        .iter()
-        .flat_map(|c| {
-            c.images
-                .iter()
-                .chain(c.history.iter().flat_map(|v| &v.images))
-        })
+        .images()
         .filter(|i| seen.insert(i.hash.clone()))
         .collect();
     let made = par_map(all.clone(), |image| -> Result<bool> {

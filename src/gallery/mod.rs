@@ -43,6 +43,17 @@ pub struct Gallery {
     pub made_at: i64,
 }
 
+impl Gallery {
+    /// Every image the page shows: each card's current images and its earlier versions'.
+    pub fn images(&self) -> impl Iterator<Item = &Image> {
+        self.cards.iter().flat_map(|c| {
+            c.images
+                .iter()
+                .chain(c.history.iter().flat_map(|v| &v.images))
+        })
+    }
+}
+
 /// One task.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Card {

@@ -206,13 +206,7 @@ impl Live {
             if let Ok(Ok((gallery, thumbs))) = gathered {
                 let mut state = self.state();
                 state.images = gallery
-                    .cards
-                    .iter()
-                    .flat_map(|c| {
-                        c.images
-                            .iter()
-                            .chain(c.history.iter().flat_map(|v| &v.images))
-                    })
+                    .images()
                     .map(|i| (i.hash.clone(), i.clone()))
                     .collect();
                 state.thumbs = thumbs;

@@ -30,6 +30,7 @@ use crate::plan::task::{
     PromptTemplate, QwenText, RefMode, Reference, Task,
 };
 use crate::project::binary_file::{self, Reader, Writer};
+use crate::project::cache_digest::{field, file_digest, this_binary};
 use crate::size::Size;
 use crate::term::diagnostic::{Diagnostic, Excerpt, Related, Severity};
 
@@ -197,40 +198,12 @@ pub fn alone(path: &Path, tasks: &[Task]) -> bool {
 /// What every entry depends on besides the plan files: this cache's format, this very binary (a
 /// rebuilt wanx never trusts an old entry), the project root and `wanx.toml`'s bytes.
 fn context(root: &Path, manifest: &[u8; 32]) -> Option<[u8; 32]> {
-    let exe = std::env::current_exe().ok()?;
-    let meta = std::fs::metadata(&exe).ok()?;
-    let mtime = meta
-        .modified()
-        .ok()?
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_nanos();
     let mut h = blake3::Hasher::new();
     h.update(MAGIC);
-    field(&mut h, env!("CARGO_PKG_VERSION").as_bytes());
-    field(&mut h, exe.as_os_str().as_encoded_bytes());
-    h.update(&meta.len().to_le_bytes());
-    h.update(&mtime.to_le_bytes());
-    #[cfg(unix)]
-    h.update(&std::os::unix::fs::MetadataExt::ino(&meta).to_le_bytes());
+    this_binary(&mut h)?;
     field(&mut h, root.as_os_str().as_encoded_bytes());
     h.update(manifest);
     Some(*h.finalize().as_bytes())
-}
-
-/// The digest a plan file's entry is valid under: the context, its path and its bytes' blake3.
-fn file_digest(context: &[u8; 32], path: &Path, text: &[u8; 32]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    h.update(context);
-    field(&mut h, path.as_os_str().as_encoded_bytes());
-    h.update(text);
-    *h.finalize().as_bytes()
-}
-
-/// A length-prefixed field, so that no two sequences of fields hash alike.
-fn field(h: &mut blake3::Hasher, bytes: &[u8]) {
-    h.update(&(bytes.len() as u64).to_le_bytes());
-    h.update(bytes);
 }
 
 /// The entries of a payload: the whole project's (when its digest is `whole`) and each file's by

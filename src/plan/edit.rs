@@ -179,20 +179,7 @@ pub(super) fn edit(
             ),
         );
     }
-    let strength = strength.and_then(|s| {
-        let v = *s.get_ref();
-        if (0.0..=1.0).contains(&v) {
-            Some(v)
-        } else {
-            c.err(
-                s.span(),
-                "strength",
-                format!("`strength = {v}` is out of range"),
-                Some("`strength` is between 0.0 and 1.0".to_owned()),
-            );
-            None
-        }
-    });
+    let strength = super::fields::unit_interval(strength, "strength", c);
     Some(Edit {
         kind,
         input: input_ref?,

@@ -290,20 +290,7 @@ pub(super) fn reference(
         }
         return None;
     }
-    let strength = ref_strength.and_then(|s| {
-        let v = *s.get_ref();
-        if (0.0..=1.0).contains(&v) {
-            Some(v)
-        } else {
-            c.err(
-                s.span(),
-                "ref_strength",
-                format!("`ref_strength = {v}` is out of range"),
-                Some("`ref_strength` is between 0.0 and 1.0".to_owned()),
-            );
-            None
-        }
-    });
+    let strength = unit_interval(ref_strength, "ref_strength", c);
     let mode = ref_mode.and_then(|m| match m.get_ref().as_str() {
         "repaint" => Some(RefMode::Repaint),
         "refonly" => Some(RefMode::Refonly),
@@ -507,6 +494,26 @@ pub(super) fn pick(p: Spanned<RawPick>, n: u32, c: &mut Check) -> Option<Vec<u32
 }
 
 /// `seed`: a whole number from 0 to 2³¹ − 1.
+/// A fraction (`strength`, `ref_strength`) between 0.0 and 1.0; out of range is an error.
+pub(super) fn unit_interval(
+    value: Option<Spanned<f64>>,
+    field: &str,
+    c: &mut Check,
+) -> Option<f64> {
+    let s = value?;
+    let v = *s.get_ref();
+    if (0.0..=1.0).contains(&v) {
+        return Some(v);
+    }
+    c.err(
+        s.span(),
+        field,
+        format!("`{field} = {v}` is out of range"),
+        Some(format!("`{field}` is between 0.0 and 1.0")),
+    );
+    None
+}
+
 pub(super) fn seed(s: &Spanned<i64>, c: &mut Check) -> Option<u32> {
     let v = *s.get_ref();
     if (0..=2_147_483_647).contains(&v) {

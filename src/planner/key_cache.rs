@@ -14,6 +14,7 @@ use crate::compile::cache_key::{CacheKey, KEY_VERSION, Provider};
 use crate::error::Result;
 use crate::plan::Loaded;
 use crate::plan::task::{InputRef, Task};
+use crate::project::cache_digest::{field, file_digest, this_binary};
 use crate::project::manifest::Manifest;
 use crate::store::{PlanKeys, Store};
 
@@ -130,35 +131,14 @@ fn cacheable(task: &Task) -> bool {
 
 /// What every entry of this project depends on besides its own plan file.
 fn context(manifest: &Manifest, provider: &Provider) -> Option<[u8; 32]> {
-    let exe = std::env::current_exe().ok()?;
-    let (size, mtime_ns, inode) = crate::store::stat_of(&std::fs::metadata(&exe).ok()?);
     let mut h = blake3::Hasher::new();
     h.update(&FORMAT.to_le_bytes());
     h.update(&KEY_VERSION.to_le_bytes());
-    field(&mut h, env!("CARGO_PKG_VERSION").as_bytes());
-    field(&mut h, exe.as_os_str().as_encoded_bytes());
-    h.update(&size.to_le_bytes());
-    h.update(&mtime_ns.to_le_bytes());
-    h.update(&inode.to_le_bytes());
+    this_binary(&mut h)?;
     field(&mut h, provider.identity().as_bytes());
     field(&mut h, manifest.root.as_os_str().as_encoded_bytes());
     h.update(&manifest.digest);
     Some(*h.finalize().as_bytes())
-}
-
-/// The digest an entry for the plan file at `path` with text digest `text` is valid under.
-fn file_digest(context: &[u8; 32], path: &Path, text: &[u8; 32]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    h.update(context);
-    field(&mut h, path.as_os_str().as_encoded_bytes());
-    h.update(text);
-    *h.finalize().as_bytes()
-}
-
-/// A length-prefixed field, so that no two sequences of fields hash alike.
-fn field(h: &mut blake3::Hasher, bytes: &[u8]) {
-    h.update(&(bytes.len() as u64).to_le_bytes());
-    h.update(bytes);
 }
 
 /// Each task as its id's length (u32, little-endian), its id, and its 32-byte key.

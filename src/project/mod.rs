@@ -7,6 +7,7 @@
 
 pub mod binary_file;
 pub mod byte_size;
+pub mod cache_digest;
 pub mod lock;
 pub mod manifest;
 pub mod one_writer;
