@@ -11,6 +11,7 @@
 mod connect;
 mod events;
 mod journal;
+pub mod uptodate;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -103,6 +104,9 @@ pub async fn build_with(
     // One writer per project, held from before the journal and the snapshot to the last write.
     let _project_lock =
         crate::project::one_writer::ProjectLock::for_build(project, args, printer).await?;
+    if !args.dry_run {
+        uptodate::forget(&project.manifest.state_dir());
+    }
     let resumption = if !args.dry_run && !args.locked {
         resume_journal(project, args, printer, &cancel).await?
     } else {
@@ -201,6 +205,8 @@ pub async fn build_with(
         on_plan(&planned);
     }
     let before = crate::planner::writes::before(&planned);
+    let selected = planned.units.len() + planned.waiting.len();
+    let seen = uptodate::Seen::of(&mut planned);
     let emulator = execute(
         project,
         args,
@@ -228,29 +234,44 @@ pub async fn build_with(
 
     let mut summary = session.summary;
     summary.tasks = session.reports;
-    let store = Store::open(&project.manifest.state_dir())?;
-    let mut store = store;
-    let run_id = store.record_run(&RunRecord {
-        started_at,
-        finished_at: now_unix(),
-        command: "build".to_owned(),
-        emulated,
-        generated: summary.generated as u32,
-        restored: summary.restored as u32,
-        fresh: summary.fresh as u32,
-        failed: summary.failed as u32,
-        images_generated: summary.images_generated,
-        spent: summary.spent,
-        saved: summary.saved,
-    })?;
-    let saved_by_model: Vec<(String, u32, Money)> = std::mem::take(&mut session.saved_by_model)
-        .into_iter()
-        .map(|(model, (images, value))| (model, images, value))
-        .collect();
-    store.record_savings(run_id, &saved_by_model)?;
-    store.record_failures(&session.failures, &session.built, now_unix())?;
+    let interrupted = cancel.load(Ordering::SeqCst);
+    // A build with nothing to do writes nothing (as with ninja or cargo): no run is recorded.
+    let nothing_done = summary.fresh == selected
+        && session.fatal.is_none()
+        && !interrupted
+        && summary.spent == Money::ZERO
+        && summary.maybe_billed == Money::ZERO
+        && session.failures.is_empty();
+    let mut store = Store::open(&project.manifest.state_dir())?;
+    if !nothing_done {
+        let run_id = store.record_run(&RunRecord {
+            started_at,
+            finished_at: now_unix(),
+            command: "build".to_owned(),
+            emulated,
+            generated: summary.generated as u32,
+            restored: summary.restored as u32,
+            fresh: summary.fresh as u32,
+            failed: summary.failed as u32,
+            images_generated: summary.images_generated,
+            spent: summary.spent,
+            saved: summary.saved,
+        })?;
+        let saved_by_model: Vec<(String, u32, Money)> = std::mem::take(&mut session.saved_by_model)
+            .into_iter()
+            .map(|(model, (images, value))| (model, images, value))
+            .collect();
+        store.record_savings(run_id, &saved_by_model)?;
+        store.record_failures(&session.failures, &session.built, now_unix())?;
+    }
     crate::commands::gc::after_build(&project.manifest, &mut store, printer)?;
     summary.cumulative = Cumulative::of(&store.ledger_totals()?, emulated);
+    // The record is written once the last connection closed: the database's stat is then final.
+    drop(store);
+    if nothing_done && let Some(seen) = &seen {
+        let digests = &project.loaded.digests;
+        uptodate::record(&project.manifest, digests, args, seen, &summary);
+    }
     let fatal = session.fatal.map(|f| match f {
         ProviderError::Fatal {
             code,
@@ -270,7 +291,7 @@ pub async fn build_with(
     Ok(Built {
         summary,
         fatal,
-        interrupted: cancel.load(Ordering::SeqCst),
+        interrupted,
     })
 }
 

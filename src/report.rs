@@ -7,7 +7,7 @@
 //! `maybe_billed` (CNY: submissions whose fate is unknown, which the service may have billed;
 //! `spent + maybe_billed` bounds what the build cost), `would_spend` and `would_save` (plans and dry runs only, which spend and save nothing),
 //! `currency` (`"CNY"`), `emulated` (money is emulated, not real), `dry_run`,
-//! `cumulative` (`runs`: finished builds; `spent`: every charge booked; `saved`: the finished builds'
+//! `cumulative` (`runs`: finished builds that did something (a build with nothing to do is not recorded); `spent`: every charge booked; `saved`: the finished builds'
 //! `saved`; of this kind, real or emulated), and `tasks`: one
 //! object per selected task with `id`, `action` (`fresh` | `restore` | `generate`), `status`
 //! (`fresh` | `restored` | `generated` | `failed` | `skipped` | `planned`), `reason`, `cost`, `saved`, `outputs`
@@ -192,11 +192,17 @@ impl Summary {
             ));
         }
         let mut money = format!("spent {}, saved {}", self.spent, self.saved);
-        if self.cumulative.runs > 1 {
+        // The totals, unless they are this build's own: a build that did something is among the
+        // runs; one with nothing to do is not recorded.
+        let did_something = self.generated + self.restored + self.failed + self.skipped > 0
+            || self.spent != Money::ZERO;
+        let runs = self.cumulative.runs;
+        if runs > 1 || runs == 1 && !did_something {
+            let builds = if runs == 1 { "build" } else { "builds" };
             let _ = write!(
                 money,
-                "; all {} builds: spent {}, saved {}",
-                self.cumulative.runs, self.cumulative.spent, self.cumulative.saved
+                "; {runs} {builds} so far: spent {}, saved {}",
+                self.cumulative.spent, self.cumulative.saved
             );
         }
         money.push_str(label);

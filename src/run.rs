@@ -42,6 +42,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         }
     };
     let printer = Printer::with_color(cli.quiet, cli.verbose, cli.color);
+    // A build with nothing to do, seen from the up-to-date record without loading the project.
+    if let Command::Build(args) = &cli.command
+        && let Some(summary) = build::uptodate::unchanged(cli.directory.as_deref(), args, &printer)
+    {
+        build::finish(&printer, &summary, false);
+        return ExitCode::SUCCESS;
+    }
     // Blocking work is SQLite (one connection, behind a mutex), file writes and PNG renders: a few
     // threads keep two cores busy, while tokio's default of 512 lets hundreds of generations each
     // park a thread (and a malloc arena) on the store's mutex.

@@ -25,6 +25,7 @@ mod remote_cache;
 mod result_urls;
 mod setup;
 mod tree;
+mod uptodate;
 mod util;
 mod watch;
 mod webdav;

@@ -11,7 +11,7 @@ use crate::term::diagnostic::Diagnostic;
 /// Directories never searched for plan files.
 pub(crate) const SKIP_DIRS: [&str; 4] = [".git", ".wanx", "target", "node_modules"];
 
-pub(super) fn discover(manifest: &Manifest, diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
+pub(crate) fn discover(manifest: &Manifest, diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
     let mut set = GlobSetBuilder::new();
     let mut bases = Vec::new();
     for pattern in &manifest.project.plans {

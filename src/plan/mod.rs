@@ -18,7 +18,7 @@
 
 mod cache;
 mod check;
-mod discover;
+pub(crate) mod discover;
 pub mod edit;
 pub mod edit_prompt;
 mod fields;

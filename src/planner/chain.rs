@@ -117,10 +117,12 @@ impl<'a> Chain<'a> {
         let cx = Context {
             root: &project.manifest.root,
             lock: later.lock,
+            lock_digest: None,
             store: Store::open(&state_dir)?,
             blobs: BlobStore::new(state_dir.join("blobs")),
             stat_cache: later.stat_cache,
             new_stats: Vec::new(),
+            observed: Vec::new(),
             now: now_unix(),
             remote: later.remote,
         };
@@ -290,10 +292,12 @@ mod tests {
         let cx = Context {
             root,
             lock: LockFile::default(),
+            lock_digest: None,
             store: Store::open_in_memory().expect("an in-memory store"),
             blobs: BlobStore::new(root.join("blobs")),
             stat_cache: HashMap::new(),
             new_stats: Vec::new(),
+            observed: Vec::new(),
             now: 0,
             remote: None,
         };

@@ -50,6 +50,7 @@ pub use unit::{MediaSource, Unit, Waiting, upstream_ids, waiting_reason};
 
 use chain::{ChainError, Chained, decide_chained};
 use resolve::{Resolution, known_images, resolve_media};
+pub use snapshot::Stat;
 use snapshot::{Context, Remote, decide};
 
 /// Everything decided, before any effect.
@@ -66,6 +67,10 @@ pub struct Planned<'a> {
     pub stale_lock_entries: Vec<String>,
     /// Stats of outputs hashed while taking the snapshot, to remember.
     pub new_stats: Vec<(String, StatEntry)>,
+    /// Every output checked against the lock, with the stat it was vouched for under.
+    pub observed: Vec<(String, Stat)>,
+    /// The blake3 of `wanx.lock` as read (`None`: there was none).
+    pub lock_digest: Option<[u8; 32]>,
     /// What deciding `waiting` later needs.
     pub later: Later,
     /// The remote cache, when one is configured and the command uses it.
@@ -158,6 +163,8 @@ pub fn plan<'a>(
         blobs: cx.blobs,
         stale_lock_entries,
         new_stats: cx.new_stats,
+        observed: cx.observed,
+        lock_digest: cx.lock_digest,
         later,
         remote: cx.remote.map(|r| r.cache),
         why,
@@ -178,7 +185,7 @@ fn open_context<'p>(
     // A large `wanx.lock` is read on a second thread while the store is opened and its caches read.
     let lock_path = project.manifest.lock_path();
     let (opened, lock) = std::thread::scope(|scope| {
-        let lock = scope.spawn(|| LockFile::read(&lock_path));
+        let lock = scope.spawn(|| LockFile::read_with_digest(&lock_path));
         let opened = Store::open(&state_dir).and_then(|store| {
             let key_cache = KeyCache::open(&store, &project.manifest, &project.loaded, provider)?;
             let stat_cache = store.stat_cache()?;
@@ -190,13 +197,16 @@ fn open_context<'p>(
         (opened, lock)
     });
     let (store, key_cache, stat_cache) = opened?;
+    let (lock, lock_digest) = lock?;
     let cx = Context {
         root,
-        lock: lock?,
+        lock,
+        lock_digest,
         stat_cache,
         store,
         blobs: BlobStore::new(state_dir.join("blobs")),
         new_stats: Vec::new(),
+        observed: Vec::new(),
         now: now_unix(),
         remote,
     };

@@ -57,10 +57,14 @@ impl Remote {
 pub(super) struct Context<'p> {
     pub(super) root: &'p Path,
     pub(super) lock: LockFile,
+    pub(super) lock_digest: Option<[u8; 32]>,
     pub(super) store: Store,
     pub(super) blobs: BlobStore,
     pub(super) stat_cache: HashMap<String, StatEntry>,
     pub(super) new_stats: Vec<(String, StatEntry)>,
+    /// Every output checked against the lock, with the stat its blake3 was vouched for under (what
+    /// `build/uptodate.rs` records after a build with nothing to do).
+    pub(super) observed: Vec<(String, Stat)>,
     pub(super) now: i64,
     pub(super) remote: Option<Remote>,
 }
@@ -74,10 +78,12 @@ pub(super) fn decide(
     let Context {
         root,
         lock,
+        lock_digest: _,
         store,
         blobs,
         stat_cache,
         new_stats,
+        observed: seen,
         now,
         remote,
     } = cx;
@@ -98,15 +104,19 @@ pub(super) fn decide(
         .collect();
     let observed = par_map(locked, |output| {
         let mut fresh_stat = Vec::new();
-        let hash = observe(
+        let seen = observe(
             root,
             &output.path,
             stat_cache.get(&output.path),
             &mut fresh_stat,
         );
-        (output.path.as_str(), hash, fresh_stat)
+        (output.path.as_str(), seen, fresh_stat)
     });
-    for (path, hash, fresh_stat) in observed {
+    for (path, observed, fresh_stat) in observed {
+        let hash = observed.map(|(hash, stat)| {
+            seen.push((path.to_owned(), stat));
+            hash
+        });
         snapshot.disk.insert(path, hash);
         new_stats.extend(fresh_stat);
     }
@@ -310,13 +320,17 @@ pub(super) fn item<'a>(unit: &'a Unit<'_>) -> Item<'a> {
     }
 }
 
-/// The blake3 of a file on disk, from the stat cache when size, mtime and inode still match.
+/// A file's size, mtime (ns) and inode: what the stat cache trusts a file unchanged by.
+pub type Stat = (u64, i64, u64);
+
+/// The blake3 of a file on disk, from the stat cache when size, mtime and inode still match, and
+/// the stat it is vouched for under.
 pub(super) fn observe<'c>(
     root: &Path,
     path: &str,
     cached: Option<&'c StatEntry>,
     new_stats: &mut Vec<(String, StatEntry)>,
-) -> Option<Cow<'c, str>> {
+) -> Option<(Cow<'c, str>, Stat)> {
     let full = root.join(path);
     let meta = std::fs::metadata(&full).ok()?;
     let (size, mtime_ns, inode) = stat_of(&meta);
@@ -325,7 +339,7 @@ pub(super) fn observe<'c>(
         && c.mtime_ns == mtime_ns
         && c.inode == inode
     {
-        return Some(Cow::Borrowed(&c.blake3));
+        return Some((Cow::Borrowed(&c.blake3), (size, mtime_ns, inode)));
     }
     let (hash, _) = hash_file(&full).ok()?;
     new_stats.push((
@@ -337,5 +351,5 @@ pub(super) fn observe<'c>(
             blake3: hash.clone(),
         },
     ));
-    Some(Cow::Owned(hash))
+    Some((Cow::Owned(hash), (size, mtime_ns, inode)))
 }

@@ -151,6 +151,11 @@ impl<'b> Reader<'b> {
         self.take(len)?;
         Some(start..start + len)
     }
+    /// A length-prefixed byte string, borrowed from the payload.
+    pub fn take_bytes(&mut self) -> Option<&'b [u8]> {
+        let len = self.usize()?;
+        self.take(len)
+    }
     pub fn str(&mut self) -> Option<String> {
         let len = self.usize()?;
         Some(std::str::from_utf8(self.take(len)?).ok()?.to_owned())

@@ -87,15 +87,22 @@ impl LockFile {
     /// A lock whose bytes hash as its mirror in `.wanx/` records is decoded from the mirror (see
     /// [`mirror`]); any other is parsed, then mirrored.
     pub fn read(path: &Path) -> Result<LockFile, Error> {
+        LockFile::read_with_digest(path).map(|(lock, _)| lock)
+    }
+
+    /// [`LockFile::read`], with the blake3 of the bytes read (`None` when there is no lock file).
+    pub fn read_with_digest(path: &Path) -> Result<(LockFile, Option<[u8; 32]>), Error> {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LockFile::default()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok((LockFile::default(), None));
+            }
             Err(e) => return Err(Error::io("could not read", path, e)),
         };
         let mirror = mirror::beside(path);
         let digest = *blake3::hash(&bytes).as_bytes();
         if let Some(lock) = mirror.as_deref().and_then(|m| mirror::read(m, &digest)) {
-            return Ok(lock);
+            return Ok((lock, Some(digest)));
         }
         let source = String::from_utf8(bytes).map_err(|_| {
             let e = io::Error::new(
@@ -109,7 +116,7 @@ impl LockFile {
         if let Some(m) = mirror {
             mirror::write(&m, &digest, &lock);
         }
-        Ok(lock)
+        Ok((lock, Some(digest)))
     }
 
     /// Parses the text of a lock file; `shown` names it in diagnostics.
