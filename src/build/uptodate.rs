@@ -232,6 +232,10 @@ fn put_stat(w: &mut Writer, stat: Option<&Stat>) {
     });
 }
 
+#[allow(
+    clippy::option_option,
+    reason = "`None`: the bytes are malformed; `Some(None)`: the file was absent"
+)]
 fn get_stat(r: &mut Reader<'_>) -> Option<Option<Stat>> {
     r.opt(|r| Some((r.u64()?, r.i64()?, r.u64()?)))
 }
