@@ -162,6 +162,13 @@ fn watch_rebuilds_exactly_what_each_save_changed_and_never_its_own_writes() {
     let results = w.seen("result", 1);
     assert_eq!(results.len(), 1, "{results:?}");
     assert_eq!(results[0]["id"], "lighthouse");
+    // Only the edited task was looked at: the other is as the first build left it.
+    let plan = w.seen("plan", 1)[0].clone();
+    assert_eq!(
+        (count(&plan, "planned"), count(&plan, "fresh")),
+        (1, 1),
+        "{plan}"
+    );
     let ledger = p.ledger();
     assert_eq!(ledger.submissions, 3);
     assert_eq!(
@@ -182,6 +189,7 @@ fn watch_rebuilds_exactly_what_each_save_changed_and_never_its_own_writes() {
         "{built}"
     );
     assert_eq!(count(&built, "submissions"), 0);
+    assert_eq!(count(&w.seen("plan", 2)[0], "planned"), 1);
     assert_eq!(p.ledger().submissions, 3, "the undo sent nothing");
     assert_eq!(
         std::fs::read(p.path("generated/lighthouse.png")).unwrap(),
@@ -218,6 +226,8 @@ fn watch_rebuilds_exactly_what_each_save_changed_and_never_its_own_writes() {
         (1, 2),
         "{built}"
     );
+    // A task added: every task is looked at.
+    assert_eq!(count(&w.seen("plan", 5)[0], "planned"), 3);
     assert_eq!(p.png_size("generated/boat.png"), (512, 512));
     assert_eq!(p.ledger().submissions, 4);
 

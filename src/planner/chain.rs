@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::project::Project;
 use super::resolve::{Resolution, known_images, resolve_media};
-use super::snapshot::{Context, Remote, decide};
+use super::snapshot::{Context, Remote, StatCache, decide};
 #[cfg(test)]
 use super::unit::MediaSource;
 use super::unit::{Unit, Waiting, upstream_ids};
@@ -15,8 +15,8 @@ use crate::error::{Error, Result};
 use crate::plan::task::Task;
 use crate::planner::reconcile::Decision;
 use crate::project::lock::LockFile;
+use crate::store::Store;
 use crate::store::blob_store::BlobStore;
-use crate::store::{StatEntry, Store};
 use crate::term::diagnostic::Diagnostic;
 use crate::tree::output_name::now_unix;
 
@@ -25,7 +25,7 @@ use crate::tree::output_name::now_unix;
 #[derive(Default)]
 pub struct Later {
     pub(super) images: HashMap<String, Vec<String>>,
-    pub(super) stat_cache: HashMap<String, StatEntry>,
+    pub(super) stat_cache: StatCache,
     pub(super) lock: LockFile,
     pub(super) forced: HashSet<String>,
     pub(super) remote: Option<Remote>,
@@ -295,7 +295,7 @@ mod tests {
             lock_digest: None,
             store: Store::open_in_memory().expect("an in-memory store"),
             blobs: BlobStore::new(root.join("blobs")),
-            stat_cache: HashMap::new(),
+            stat_cache: StatCache::default(),
             new_stats: Vec::new(),
             observed: Vec::new(),
             now: 0,

@@ -51,7 +51,7 @@ pub use unit::{MediaSource, Unit, Waiting, upstream_ids, waiting_reason};
 use chain::{ChainError, Chained, decide_chained};
 use resolve::{Resolution, known_images, resolve_media};
 pub use snapshot::Stat;
-use snapshot::{Context, Remote, decide};
+use snapshot::{Context, Remote, StatCache, decide};
 
 /// Everything decided, before any effect.
 pub struct Planned<'a> {
@@ -111,7 +111,7 @@ pub fn plan<'a>(
     let provider = project.provider(selection.emulate);
     let tasks = project.select(selection)?;
     let remote = Remote::new(project, selection, &provider)?;
-    let (mut cx, key_cache) = open_context(project, &provider, remote)?;
+    let (mut cx, key_cache) = open_context(project, &provider, remote, tasks.len())?;
 
     // Tasks that consume no other task's images: decided together, the common case.
     let (chained, plain): (Vec<&Task>, Vec<&Task>) =
@@ -179,6 +179,7 @@ fn open_context<'p>(
     project: &'p Project,
     provider: &Provider,
     remote: Option<Remote>,
+    selected: usize,
 ) -> Result<(Context<'p>, Option<KeyCache>)> {
     let root = &project.manifest.root;
     let state_dir = project.manifest.state_dir();
@@ -188,7 +189,7 @@ fn open_context<'p>(
         let lock = scope.spawn(|| LockFile::read_with_digest(&lock_path));
         let opened = Store::open(&state_dir).and_then(|store| {
             let key_cache = KeyCache::open(&store, &project.manifest, &project.loaded, provider)?;
-            let stat_cache = store.stat_cache()?;
+            let stat_cache = StatCache::open(&store, selected)?;
             Ok((store, key_cache, stat_cache))
         });
         let lock = lock

@@ -53,6 +53,47 @@ impl Remote {
     }
 }
 
+/// The stat cache as planning reads it: every entry at once for a large selection, or only the
+/// entries of the outputs a snapshot checks, looked up as they are needed, for a small one.
+#[derive(Default)]
+pub(super) struct StatCache {
+    entries: HashMap<String, StatEntry>,
+    /// Every entry is in `entries`: nothing more to look up.
+    whole: bool,
+}
+
+/// Up to this many selected tasks, the stat cache is read per output rather than whole.
+const STAT_LOOKUPS: usize = 512;
+
+impl StatCache {
+    /// Reads the whole stat cache for a selection of more than [`STAT_LOOKUPS`] tasks; for a
+    /// smaller one, entries are read as [`StatCache::fill`] asks for them.
+    pub(super) fn open(store: &Store, selected: usize) -> Result<StatCache> {
+        if selected <= STAT_LOOKUPS {
+            return Ok(StatCache::default());
+        }
+        Ok(StatCache {
+            entries: store.stat_cache()?,
+            whole: true,
+        })
+    }
+
+    /// Makes sure the entries of `paths` the store has are here.
+    fn fill<'p>(&mut self, store: &Store, paths: impl Iterator<Item = &'p str>) -> Result<()> {
+        if self.whole {
+            return Ok(());
+        }
+        let missing: Vec<&str> = paths.filter(|p| !self.entries.contains_key(*p)).collect();
+        self.entries
+            .extend(store.stat_entries(missing.into_iter())?);
+        Ok(())
+    }
+
+    fn get(&self, path: &str) -> Option<&StatEntry> {
+        self.entries.get(path)
+    }
+}
+
 /// What the snapshot needs from the store, opened once per plan.
 pub(super) struct Context<'p> {
     pub(super) root: &'p Path,
@@ -60,7 +101,7 @@ pub(super) struct Context<'p> {
     pub(super) lock_digest: Option<[u8; 32]>,
     pub(super) store: Store,
     pub(super) blobs: BlobStore,
-    pub(super) stat_cache: HashMap<String, StatEntry>,
+    pub(super) stat_cache: StatCache,
     pub(super) new_stats: Vec<(String, StatEntry)>,
     /// Every output checked against the lock, with the stat its blake3 was vouched for under (what
     /// `build/uptodate.rs` records after a build with nothing to do).
@@ -69,7 +110,9 @@ pub(super) struct Context<'p> {
     pub(super) remote: Option<Remote>,
 }
 
-/// Snapshots what `units` need and reconciles them. Only what is not fresh touches the store.
+/// Snapshots what `units` need and reconciles them. Only what is not fresh touches the store: a
+/// first reconcile from the lock and the disk settles what is fresh; the rest is decided again with
+/// the store's pools and blobs, then with what the remote cache supplies.
 pub(super) fn decide(
     cx: &mut Context<'_>,
     units: &[Unit<'_>],
@@ -83,57 +126,26 @@ pub(super) fn decide(
         blobs,
         stat_cache,
         new_stats,
-        observed: seen,
+        observed,
         now,
         remote,
     } = cx;
     let migrated = migrate(lock, store, units)?;
-    let (root, lock, stat_cache, now) = (*root, &*lock, &*stat_cache, *now);
+    let (lock, now) = (&*lock, *now);
     // The snapshot borrows from the lock, the stat cache and the store's results: it copies no string.
     let mut snapshot = Snapshot::default();
-    // Outputs the lock records under the current key: stat them (on every core), hashing only what the
-    // stat cache cannot vouch for.
-    let locked: Vec<&crate::project::lock::LockOutput> = units
-        .iter()
-        .filter_map(|u| {
-            lock.tasks
-                .get(&u.task.id)
-                .filter(|e| *u.key.to_hex() == *e.key || migrated.contains_key(u.task.id.as_str()))
-        })
-        .flat_map(|e| &e.outputs)
-        .collect();
-    let observed = par_map(locked, |output| {
-        let mut fresh_stat = Vec::new();
-        let seen = observe(
-            root,
-            &output.path,
-            stat_cache.get(&output.path),
-            &mut fresh_stat,
-        );
-        (output.path.as_str(), seen, fresh_stat)
-    });
-    for (path, observed, fresh_stat) in observed {
-        let hash = observed.map(|(hash, stat)| {
-            seen.push((path.to_owned(), stat));
-            hash
-        });
-        snapshot.disk.insert(path, hash);
-        new_stats.extend(fresh_stat);
-    }
-    for unit in units {
-        let Some(entry) = lock.tasks.get(&unit.task.id) else {
-            continue;
-        };
-        snapshot.lock.insert(
-            unit.task.id.as_str(),
-            Recorded {
-                key: migrated.get(unit.task.id.as_str()).unwrap_or(&entry.key),
-                generated_at: entry.generated_at,
-                images: entry.outputs.iter().map(|o| o.blake3.as_str()).collect(),
-                outputs: entry.outputs.iter().map(|o| o.path.as_str()).collect(),
-            },
-        );
-    }
+    stat_cache.fill(
+        store,
+        locked_outputs(lock, units, &migrated).map(|o| o.path.as_str()),
+    )?;
+    let disk = Disk {
+        root,
+        stat_cache,
+        new_stats,
+        observed,
+    };
+    look_at_disk(&mut snapshot, disk, locked_outputs(lock, units, &migrated));
+    record_lock(&mut snapshot, lock, units, &migrated);
     let items: Vec<Item<'_>> = units.iter().map(item).collect();
     let force = |id: &str| forced.contains(id);
     let first = reconcile::reconcile(&items, &snapshot, force, now);
@@ -155,13 +167,125 @@ pub(super) fn decide(
     }
     let generating: Vec<&str> = generating.iter().map(String::as_str).collect();
     let held = store.partials_held(&generating)?;
-    snapshot
-        .partial
-        .extend(held.iter().map(|(k, n)| (k.as_str(), *n)));
     let keys: Vec<String> = unsettled.iter().map(|u| u.key.hex()).collect();
     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let results = store.results(&key_refs)?;
-    for (key, result) in &results {
+    add_pools(&mut snapshot, &held, &results, &unsettled, blobs);
+    let decisions = reconcile::reconcile(&items, &snapshot, force, now);
+    // Only what would otherwise be generated is asked of the remote cache.
+    let Some(remote) = remote.as_ref() else {
+        return Ok(decisions);
+    };
+    let hits = ask_remote(remote, units, &decisions, forced, store, blobs)?;
+    if hits.is_empty() {
+        return Ok(decisions);
+    }
+    add_remote_hits(&mut snapshot, &hits);
+    let from_remote: HashSet<&str> = hits.iter().map(|(k, _)| k.as_str()).collect();
+    let mut decisions = reconcile::reconcile(&items, &snapshot, force, now);
+    for (unit, d) in units.iter().zip(&mut decisions) {
+        d.remote = matches!(d.action, Action::Restore { .. })
+            && from_remote.contains(unit.key.hex().as_str());
+    }
+    Ok(decisions)
+}
+
+/// The outputs the lock records for `units` under their current key (or a migrated one).
+fn locked_outputs<'l>(
+    lock: &'l LockFile,
+    units: &[Unit<'_>],
+    migrated: &HashMap<&str, String>,
+) -> impl Iterator<Item = &'l crate::project::lock::LockOutput> {
+    units
+        .iter()
+        .filter_map(|u| {
+            lock.tasks
+                .get(&u.task.id)
+                .filter(|e| *u.key.to_hex() == *e.key || migrated.contains_key(u.task.id.as_str()))
+        })
+        .flat_map(|e| &e.outputs)
+}
+
+/// What looking at the outputs on disk reads and adds to.
+struct Disk<'c> {
+    root: &'c Path,
+    stat_cache: &'c StatCache,
+    /// Stats of files hashed now, for the stat cache.
+    new_stats: &'c mut Vec<(String, StatEntry)>,
+    /// Every output with the stat its hash is vouched for under (src/build/uptodate.rs).
+    observed: &'c mut Vec<(String, Stat)>,
+}
+
+/// Puts the blake3 of each of `outputs` on disk into the snapshot: stat-ed on every core, hashed
+/// only where the stat cache cannot vouch for it.
+fn look_at_disk<'s>(
+    snapshot: &mut Snapshot<'s>,
+    disk: Disk<'s>,
+    outputs: impl Iterator<Item = &'s crate::project::lock::LockOutput>,
+) {
+    let Disk {
+        root,
+        stat_cache,
+        new_stats,
+        observed,
+    } = disk;
+    let looked = par_map(outputs.collect(), |output| {
+        let mut fresh_stat = Vec::new();
+        let seen = observe(
+            root,
+            &output.path,
+            stat_cache.get(&output.path),
+            &mut fresh_stat,
+        );
+        (output.path.as_str(), seen, fresh_stat)
+    });
+    for (path, seen, fresh_stat) in looked {
+        let hash = seen.map(|(hash, stat)| {
+            observed.push((path.to_owned(), stat));
+            hash
+        });
+        snapshot.disk.insert(path, hash);
+        new_stats.extend(fresh_stat);
+    }
+}
+
+/// The lock's record of each unit (under its migrated key, if any).
+fn record_lock<'s>(
+    snapshot: &mut Snapshot<'s>,
+    lock: &'s LockFile,
+    units: &'s [Unit<'_>],
+    migrated: &'s HashMap<&str, String>,
+) {
+    for unit in units {
+        let Some(entry) = lock.tasks.get(&unit.task.id) else {
+            continue;
+        };
+        snapshot.lock.insert(
+            unit.task.id.as_str(),
+            Recorded {
+                key: migrated.get(unit.task.id.as_str()).unwrap_or(&entry.key),
+                generated_at: entry.generated_at,
+                images: entry.outputs.iter().map(|o| o.blake3.as_str()).collect(),
+                outputs: entry.outputs.iter().map(|o| o.path.as_str()).collect(),
+            },
+        );
+    }
+}
+
+/// What the store holds for the units not fresh: images paid for under their keys without a
+/// finished result, their results, and which of the images those and the lock name are in the blob
+/// store.
+fn add_pools<'s>(
+    snapshot: &mut Snapshot<'s>,
+    held: &'s HashMap<String, u32>,
+    results: &'s HashMap<String, StoredResult>,
+    unsettled: &[&Unit<'_>],
+    blobs: &BlobStore,
+) {
+    snapshot
+        .partial
+        .extend(held.iter().map(|(k, n)| (k.as_str(), *n)));
+    for (key, result) in results {
         snapshot.cached.insert(
             key,
             Recorded {
@@ -177,25 +301,20 @@ pub(super) fn decide(
         .values()
         .flat_map(|r| r.images.iter().copied())
         .collect();
-    for unit in &unsettled {
+    for unit in unsettled {
         if let Some(rec) = snapshot.lock.get(unit.task.id.as_str()) {
             wanted.extend(rec.images.iter().copied());
         }
     }
     let present: Vec<&str> = wanted.into_iter().filter(|h| blobs.contains(h)).collect();
     snapshot.blobs.extend(present);
-    let decisions = reconcile::reconcile(&items, &snapshot, force, now);
-    // Only what would otherwise be generated is asked of the remote cache.
-    let Some(remote) = remote.as_ref() else {
-        return Ok(decisions);
-    };
-    let hits = ask_remote(remote, units, &decisions, forced, store, blobs)?;
-    if hits.is_empty() {
-        return Ok(decisions);
-    }
-    for (key, entry) in &hits {
+}
+
+/// What the remote cache supplied, by key: fetched blobs are in the store now, so a plan takes the
+/// entry's word for them.
+fn add_remote_hits<'s>(snapshot: &mut Snapshot<'s>, hits: &'s [(String, RemoteEntry)]) {
+    for (key, entry) in hits {
         let images: Vec<&str> = entry.images.iter().map(|i| i.blake3.as_str()).collect();
-        // Fetched blobs are in the store now; a plan takes the entry's word for them.
         snapshot.blobs.extend(images.iter().copied());
         snapshot.cached.insert(
             key,
@@ -207,13 +326,6 @@ pub(super) fn decide(
             },
         );
     }
-    let from_remote: HashSet<&str> = hits.iter().map(|(k, _)| k.as_str()).collect();
-    let mut decisions = reconcile::reconcile(&items, &snapshot, force, now);
-    for (unit, d) in units.iter().zip(&mut decisions) {
-        d.remote = matches!(d.action, Action::Restore { .. })
-            && from_remote.contains(unit.key.hex().as_str());
-    }
-    Ok(decisions)
 }
 
 /// Asks the remote cache for what would otherwise be generated (forced tasks excepted); a build

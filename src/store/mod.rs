@@ -103,6 +103,54 @@ mod tests {
     }
 
     #[test]
+    fn charge_totals_start_from_the_charges_and_follow_every_booking() {
+        // A database of the schema before the totals (version 8) holding charges of both kinds.
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        let tx = conn.transaction().unwrap();
+        for migration in &MIGRATIONS[..8] {
+            tx.execute_batch(migration).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 8).unwrap();
+        tx.commit().unwrap();
+        for (emulated, images, cost) in [(0, 2, 280_000), (1, 1, 140_000), (0, 4, 560_000)] {
+            conn.execute(
+                "INSERT INTO charges (at, emulated, task_id, model, images, cost) VALUES (1, ?1, 't', 'm', ?2, ?3)",
+                rusqlite::params![emulated, images, cost],
+            )
+            .unwrap();
+        }
+        drop(conn);
+        let mut store = Store::open(dir.path()).unwrap();
+        let ledger = store.ledger_totals().unwrap();
+        assert_eq!(
+            (ledger.real.images_generated, ledger.real.spent),
+            (6, Money(840_000))
+        );
+        assert_eq!(
+            (ledger.emulated.images_generated, ledger.emulated.spent),
+            (1, Money(140_000))
+        );
+        store
+            .book(&Charge {
+                at: 2,
+                emulated: true,
+                task_id: "u".to_owned(),
+                model: "m".to_owned(),
+                remote_task_id: None,
+                images: 3,
+                cost: Money(420_000),
+            })
+            .unwrap();
+        let ledger = store.ledger_totals().unwrap();
+        assert_eq!(
+            (ledger.emulated.images_generated, ledger.emulated.spent),
+            (4, Money(560_000))
+        );
+        assert_eq!(ledger.real.spent, Money(840_000));
+    }
+
+    #[test]
     fn table_constants_name_real_tables() {
         let store = Store::open_in_memory().unwrap();
         for table in [

@@ -277,6 +277,33 @@ impl Store {
         })
     }
 
+    /// The stat cache's entries for `paths` (those it has), one lookup each: for a build of a few
+    /// tasks in a large project, where reading every entry would cost more.
+    pub fn stat_entries<'p>(
+        &self,
+        paths: impl Iterator<Item = &'p str>,
+    ) -> Result<HashMap<String, StatEntry>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT size, mtime_ns, inode, blake3 FROM {STAT_CACHE} WHERE path = ?1"
+            ))?;
+            let mut found = HashMap::new();
+            for path in paths {
+                let mut rows = stmt.query([path])?;
+                if let Some(row) = rows.next()? {
+                    let entry = StatEntry {
+                        size: row.get::<_, i64>(0)? as u64,
+                        mtime_ns: row.get(1)?,
+                        inode: row.get::<_, i64>(2)? as u64,
+                        blake3: row.get(3)?,
+                    };
+                    found.insert(path.to_owned(), entry);
+                }
+            }
+            Ok(found)
+        })
+    }
+
     /// Inserts or replaces stat cache entries, in one transaction.
     pub fn put_stats(&mut self, entries: &[(String, StatEntry)]) -> Result<()> {
         self.write(|tx| {

@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::money::Money;
 use crate::store::db::Store;
 use crate::store::records::{Ledger, LedgerTotals, RunRecord};
-use crate::store::schema::{CHARGES, LATENCIES, LATENCIES_KEPT, RUNS};
+use crate::store::schema::{LATENCIES, LATENCIES_KEPT, RUNS};
 
 impl Store {
     /// Appends a run to the ledger, returning its id.
@@ -101,9 +101,9 @@ impl Store {
                 totals.runs = row.get::<_, i64>(1)? as u64;
                 totals.saved = Money(row.get(2)?);
             }
-            let mut charges = conn.prepare_cached(&format!(
-                "SELECT emulated, sum(images), sum(cost) FROM {CHARGES} GROUP BY emulated"
-            ))?;
+            // Kept by triggers on the charges (migration 9): one row each, not a sum over all.
+            let mut charges =
+                conn.prepare_cached("SELECT emulated, images, cost FROM charge_totals")?;
             let mut rows = charges.query([])?;
             while let Some(row) = rows.next()? {
                 let totals = totals_of(&mut ledger, row.get(0)?);

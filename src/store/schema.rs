@@ -159,6 +159,31 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         at INTEGER NOT NULL
     ) WITHOUT ROWID;
     ",
+    // 9: the charges' running totals, real and emulated apart, kept by triggers: every build prints
+    // them, and summing every charge at each build cost a large project's no-op a fifth of its time.
+    "
+    CREATE TABLE charge_totals (
+        emulated INTEGER PRIMARY KEY,
+        images INTEGER NOT NULL,
+        cost INTEGER NOT NULL
+    );
+    INSERT INTO charge_totals (emulated, images, cost)
+        SELECT emulated, sum(images), sum(cost) FROM charges GROUP BY emulated;
+    CREATE TRIGGER charge_totals_insert AFTER INSERT ON charges BEGIN
+        INSERT INTO charge_totals (emulated, images, cost) VALUES (NEW.emulated, NEW.images, NEW.cost)
+        ON CONFLICT (emulated) DO UPDATE SET images = images + NEW.images, cost = cost + NEW.cost;
+    END;
+    CREATE TRIGGER charge_totals_delete AFTER DELETE ON charges BEGIN
+        UPDATE charge_totals SET images = images - OLD.images, cost = cost - OLD.cost
+        WHERE emulated = OLD.emulated;
+    END;
+    CREATE TRIGGER charge_totals_update AFTER UPDATE OF emulated, images, cost ON charges BEGIN
+        UPDATE charge_totals SET images = images - OLD.images, cost = cost - OLD.cost
+        WHERE emulated = OLD.emulated;
+        INSERT INTO charge_totals (emulated, images, cost) VALUES (NEW.emulated, NEW.images, NEW.cost)
+        ON CONFLICT (emulated) DO UPDATE SET images = images + NEW.images, cost = cost + NEW.cost;
+    END;
+    ",
 ];
 
 pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {

@@ -178,11 +178,13 @@ impl Reporter {
         self.printer.report_error(error);
     }
 
-    pub fn plan(&self, seq: u64, planned: &Planned<'_>) {
+    /// The plan of a build; `beside` counts the tasks it does not plan because they are as the last
+    /// build left them (reported as fresh).
+    pub fn plan(&self, seq: u64, planned: &Planned<'_>, beside: usize) {
         let mut generate = Vec::new();
         let mut restore = Vec::new();
         let mut restore_remote = Vec::new();
-        let (mut fresh, mut cost, mut saved) = (0usize, Money::ZERO, Money::ZERO);
+        let (mut fresh, mut cost, mut saved) = (beside, Money::ZERO, Money::ZERO);
         for (unit, d) in planned.units.iter().zip(&planned.decisions) {
             match d.action {
                 Action::Generate => {
@@ -233,6 +235,7 @@ impl Reporter {
             "plan",
             json!({ "seq": seq, "generate": generate, "restore": restore,
                     "restore_remote": restore_remote, "fresh": fresh,
+                    "planned": planned.units.len() + planned.waiting.len(),
                     "cost": yuan_value(cost), "saved": yuan_value(saved) }),
         );
     }

@@ -5,8 +5,10 @@
 //! (outputs, `.wanx/`, `wanx.lock`) never trigger a rebuild.
 //!
 //! Each rebuild is an ordinary [`build::build_with`]: reconcile makes it regenerate exactly what
-//! changed, restore what the cache has, and leave the rest. A save that breaks the project prints its
-//! diagnostics and the watch goes on with the last good plan.
+//! changed, restore what the cache has, and leave the rest. After a build that left every task up to
+//! date, a save that only edits plan files builds just the tasks it changed and their consumers
+//! ([`Settled`]): at 10,000 tasks, deciding every task again is most of a rebuild's time. A save that
+//! breaks the project prints its diagnostics and the watch goes on with the last good plan.
 //!
 //! A change that arrives while a build runs: the new state is loaded and keyed at once, and the running
 //! build's [`before_submit`](crate::executor::Executor::before_submit) gate drops every task not yet
@@ -98,6 +100,7 @@ pub async fn watch(dir: Option<&Path>, args: &WatchArgs, printer: &Printer) -> R
         session: Session::default(),
         stop: Stop::new()?,
         seq: 0,
+        settled: None,
     };
     watch.fs.update(watch.set.dirs())?;
     let dirs: Vec<String> = watch
@@ -143,6 +146,93 @@ struct Watch<'a> {
     session: Session,
     stop: Stop,
     seq: u64,
+    /// The project as the last build left it, when that build left every task up to date.
+    settled: Option<Settled>,
+}
+
+/// The tasks as loaded for a build under watch that left every one of them up to date (fresh,
+/// generated or restored). The next save that edits only plan files then builds only the tasks it
+/// changed and those that consume their images: the others are as that build left them. Anything
+/// else (`wanx.toml`, a local input, a task added or removed, a failure or an interruption) builds
+/// the whole selection, as `wanx build` does.
+struct Settled {
+    manifest: [u8; 32],
+    tasks: std::collections::HashMap<String, crate::plan::task::Task>,
+}
+
+impl Settled {
+    /// What `ended` left settled: `None` unless every task of the project is up to date. A build of
+    /// `only` reports the tasks it did not build as fresh (as the last build left them).
+    fn after(project: &Project, ended: &mut Ended, only: Option<&Vec<String>>) -> Option<Settled> {
+        let total = project.loaded.tasks.len();
+        let built = ended.result.as_mut().ok()?;
+        let s = &mut built.summary;
+        let counted = s.generated + s.restored + s.fresh + s.failed + s.skipped;
+        if only.is_some() {
+            s.fresh += total.saturating_sub(counted);
+        }
+        let settled = built.fatal.is_none()
+            && !built.interrupted
+            && s.failed == 0
+            && s.skipped == 0
+            && s.generated + s.restored + s.fresh == total;
+        settled.then(|| Settled {
+            manifest: project.manifest.digest,
+            tasks: project
+                .loaded
+                .tasks
+                .iter()
+                .map(|t| (t.id.clone(), t.clone()))
+                .collect(),
+        })
+    }
+
+    /// The tasks `change` edited and every task that consumes their images, in plan order; `None`
+    /// when the whole project must be built (see [`Settled`]) or nothing changed.
+    fn changed(&self, project: &Project, change: &Change) -> Option<Vec<String>> {
+        let loaded = &project.loaded;
+        let plans_only = change
+            .paths
+            .iter()
+            .all(|p| loaded.digests.contains_key(Path::new(p)));
+        if self.manifest != project.manifest.digest
+            || !plans_only
+            || loaded.tasks.len() != self.tasks.len()
+        {
+            return None;
+        }
+        let mut changed: HashSet<&str> = HashSet::new();
+        for task in &loaded.tasks {
+            match self.tasks.get(&task.id) {
+                None => return None,
+                Some(before) if before != task => {
+                    changed.insert(&task.id);
+                }
+                Some(_) => {}
+            }
+        }
+        loop {
+            let consumers: Vec<&str> = loaded
+                .tasks
+                .iter()
+                .filter(|t| !changed.contains(t.id.as_str()))
+                .filter(|t| crate::planner::upstream_ids(t).any(|u| changed.contains(u)))
+                .map(|t| t.id.as_str())
+                .collect();
+            if consumers.is_empty() {
+                break;
+            }
+            changed.extend(consumers);
+        }
+        (!changed.is_empty()).then(|| {
+            loaded
+                .tasks
+                .iter()
+                .filter(|t| changed.contains(t.id.as_str()))
+                .map(|t| t.id.clone())
+                .collect()
+        })
+    }
 }
 
 /// How a build under watch ended.
@@ -186,7 +276,14 @@ impl Watch<'_> {
                 }
             };
             self.rewatch(self.set.renew(&project.manifest, &project.loaded));
-            let ended = self.build(seq, &project, &change).await;
+            // A selection on the command line is built whole each time.
+            let only = self
+                .settled
+                .as_ref()
+                .filter(|_| self.args.selection.tasks.is_empty())
+                .and_then(|s| s.changed(&project, &change));
+            let mut ended = self.build(seq, &project, &change, only.as_ref()).await;
+            self.settled = Settled::after(&project, &mut ended, only.as_ref());
             match &ended.result {
                 Ok(built) => {
                     self.session.builds += 1;
@@ -326,7 +423,13 @@ impl Watch<'_> {
     }
 
     /// Runs one build while watching for changes and Ctrl-C.
-    async fn build(&mut self, seq: u64, project: &Project, change: &Change) -> Ended {
+    async fn build(
+        &mut self,
+        seq: u64,
+        project: &Project,
+        change: &Change,
+        only: Option<&Vec<String>>,
+    ) -> Ended {
         let gate = Arc::new(Gate::default());
         let first_request: Arc<Mutex<Option<Instant>>> = Arc::default();
         let planned: Arc<Mutex<Option<Instant>>> = Arc::default();
@@ -336,9 +439,12 @@ impl Watch<'_> {
             on_plan: Some({
                 let reporter = reporter.clone();
                 let planned = Arc::clone(&planned);
+                let total = only.map(|_| project.loaded.tasks.len());
                 Arc::new(move |p: &build::Planned<'_>| {
                     *planned.lock().expect("never poisoned") = Some(Instant::now());
-                    reporter.plan(seq, p);
+                    let planned_here = p.units.len() + p.waiting.len();
+                    let beside = total.map_or(0, |t| t.saturating_sub(planned_here));
+                    reporter.plan(seq, p, beside);
                 })
             }),
             on_event: Some({
@@ -360,8 +466,12 @@ impl Watch<'_> {
                 Arc::new(move |job: &Job| gate.allows(job))
             }),
         };
+        let mut selection = self.args.selection.clone();
+        if let Some(only) = only {
+            selection.tasks.clone_from(only);
+        }
         let args = BuildArgs {
-            selection: self.args.selection.clone(),
+            selection,
             jobs: self.args.jobs,
             max_spend: self.args.max_spend,
             ..BuildArgs::default()
