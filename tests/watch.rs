@@ -189,7 +189,7 @@ fn watch_rebuilds_exactly_what_each_save_changed_and_never_its_own_writes() {
         "{built}"
     );
     assert_eq!(count(&built, "submissions"), 0);
-    assert_eq!(count(&w.seen("plan", 2)[0], "planned"), 1);
+    assert_eq!(count(w.seen("plan", 2)[0], "planned"), 1);
     assert_eq!(p.ledger().submissions, 3, "the undo sent nothing");
     assert_eq!(
         std::fs::read(p.path("generated/lighthouse.png")).unwrap(),
@@ -227,7 +227,7 @@ fn watch_rebuilds_exactly_what_each_save_changed_and_never_its_own_writes() {
         "{built}"
     );
     // A task added: every task is looked at.
-    assert_eq!(count(&w.seen("plan", 5)[0], "planned"), 3);
+    assert_eq!(count(w.seen("plan", 5)[0], "planned"), 3);
     assert_eq!(p.png_size("generated/boat.png"), (512, 512));
     assert_eq!(p.ledger().submissions, 4);
 
