@@ -222,6 +222,15 @@ impl Verifier<'_> {
         self.report.unresolved += 1;
     }
 
+    /// Notes a problem wanx can repair: returns whether to (`--repair`); if not, it stays.
+    fn found(&mut self, verb: &str, about: (Option<&str>, Option<&str>), text: &str) -> bool {
+        self.note(false, verb, about, text);
+        if !self.repair {
+            self.report.unresolved += 1;
+        }
+        self.repair
+    }
+
     /// Notes a repair.
     fn repaired(&mut self, verb: &str, about: (Option<&str>, Option<&str>), text: &str) {
         self.report.repaired += 1;
@@ -250,11 +259,9 @@ impl Verifier<'_> {
     ) -> Result<()> {
         let about = (None, Some(hash));
         let text = format!("blob `{hash}`: its bytes hash to `{actual}`");
-        if !self.repair {
-            self.problem("Corrupt", about, &text);
+        if !self.found("Corrupt", about, &text) {
             return Ok(());
         }
-        self.note(false, "Corrupt", about, &text);
         let source = outputs
             .iter()
             .find(|o| o.hash == hash && o.state == OutputState::Intact);
@@ -274,11 +281,9 @@ impl Verifier<'_> {
     fn incomplete_blob(&mut self, hash: &str) -> Result<()> {
         let about = (None, Some(hash));
         let text = format!("blob `{hash}` is not a whole image (cached by an older wanx?)");
-        if !self.repair {
-            self.problem("Incomplete", about, &text);
+        if !self.found("Incomplete", about, &text) {
             return Ok(());
         }
-        self.note(false, "Incomplete", about, &text);
         self.quarantine(hash)
     }
 
@@ -288,11 +293,9 @@ impl Verifier<'_> {
         let subject = rel.to_string_lossy();
         let about = (None, Some(&*subject));
         let text = format!("`{}` is not a blob", path.display());
-        if !self.repair {
-            self.problem("Stray", about, &text);
+        if !self.found("Stray", about, &text) {
             return Ok(());
         }
-        self.note(false, "Stray", about, &text);
         let name = subject.replace(['/', '\\'], "_");
         let to = self
             .store
@@ -345,11 +348,11 @@ impl Verifier<'_> {
                 "`{path}` (task `{id}`) does not match `wanx.lock`: its bytes hash to `{actual}`"
             ),
         };
-        self.note(false, "Mismatch", about, &problem);
+        if !self.found("Mismatch", about, &problem) {
+            return Ok(());
+        }
         let foreign = matches!(state, OutputState::Modified(actual) if !good.contains(actual));
-        if !self.repair {
-            self.report.unresolved += 1;
-        } else if foreign && !self.force && good.contains(hash) {
+        if foreign && !self.force && good.contains(hash) {
             self.problem(
                 "Kept",
                 about,
