@@ -269,7 +269,8 @@ impl Verifier<'_> {
             return self.quarantine(hash);
         };
         let from = self.manifest.root.join(source.path);
-        heal_blob(self.store, &from)
+        self.store
+            .insert_copy(&from)
             .map_err(|e| Error::io("could not restore the blob from", &from, e))?;
         good.insert(hash.to_owned());
         let text = format!("blob `{hash}` from `{}`", source.path);
@@ -489,15 +490,4 @@ fn output_state(canonical_root: &Path, path: &str, expected: &str) -> OutputStat
         Ok((actual, _)) => OutputState::Modified(actual),
         Err(_) => OutputState::Missing,
     }
-}
-
-/// Puts the intact image at `source` back into the store (over the corrupt copy).
-fn heal_blob(store: &BlobStore, source: &Path) -> std::io::Result<()> {
-    let tmp = tempfile::Builder::new()
-        .prefix("heal-")
-        .tempfile_in(store.tmp_dir()?)?
-        .into_temp_path();
-    std::fs::copy(source, &tmp)?;
-    store.insert_file(&tmp)?;
-    Ok(())
 }
