@@ -612,16 +612,28 @@ async fn execute(
     }
     // Only `--json` and `wanx watch` read the fresh tasks' reports: a plain build counts them.
     let brief = !args.json && hooks.on_plan.is_none() && hooks.on_event.is_none();
-    for (unit, d) in &decided {
+    record_outcomes(session, &decided, &outcomes, brief, order);
+    remember_requests(&run.store, &provider, &requests, &decided, &outcomes)?;
+    Ok(emulator)
+}
+
+/// Adds every decided task's outcome to the session (see [`record_outcome`]), then puts the
+/// reports back in plan `order` if a chain reported out of it.
+fn record_outcomes(
+    session: &mut Session,
+    decided: &[(Unit<'_>, Decision)],
+    outcomes: &HashMap<String, Outcome>,
+    brief: bool,
+    order: Option<HashMap<String, usize>>,
+) {
+    for (unit, d) in decided {
         record_outcome(session, unit, d, outcomes.get(&unit.task.id), brief);
     }
-    remember_requests(&run.store, &provider, &requests, &decided, &outcomes)?;
     if let Some(order) = order {
         session
             .reports
             .sort_by_key(|r| order.get(&r.id).copied().unwrap_or(usize::MAX));
     }
-    Ok(emulator)
 }
 
 /// Every executor event goes through this: the progress printer, after the hook of `wanx watch`.
