@@ -22,7 +22,9 @@ use crate::compile::cache_key::Provider;
 use crate::emulator::Emulator;
 use crate::error::{Error, Result};
 use crate::executor::dashscope::ProviderError;
-use crate::executor::{Event, Executor, Failure, FailureKind, Job, JobKind, Outcome, PollPolicy};
+use crate::executor::{
+    Event, Executor, Failure, FailureKind, Job, JobKind, Outcome, PollPolicy, Running,
+};
 use crate::money::Money;
 use crate::planner::reconcile::{Action, Decision};
 use crate::planner::{Chain, Settled, Unit, Waiting};
@@ -112,57 +114,12 @@ pub async fn build_with(
     } else {
         Resumption::default()
     };
-    // `--force` regenerates the tasks named (all when none is), not the upstream tasks a named
-    // one pulls in: those are only built if they need to be.
-    let forced: HashSet<String> = match (args.force, args.selection.tasks.is_empty()) {
-        (false, _) => HashSet::new(),
-        (true, true) => project.loaded.tasks.iter().map(|t| t.id.clone()).collect(),
-        (true, false) => {
-            project.select(&args.selection)?;
-            args.selection.tasks.iter().cloned().collect()
-        }
-    };
-    // The remote cache is consulted for what would be generated: fetched from by a build, only
-    // looked at by a dry run.
-    let mut selection = args.selection.clone();
-    selection.remote.usage = if args.dry_run {
-        RemoteUse::Lookup(*printer)
-    } else {
-        RemoteUse::Fetch(*printer)
-    };
-    let mut planned = blocking(|| {
-        let mut planned = plan(project, &selection, &forced)?;
-        remember_stats(&mut planned)?;
-        Ok::<_, Error>(planned)
-    })?;
+    let forced = forced_tasks(project, args)?;
+    let mut planned = plan_for_build(project, args, printer, &forced)?;
     let emulated = planned.provider.is_emulated();
     let foreign = crate::planner::writes::foreign(&project.manifest.root, &planned, now_unix());
-    if let Some(budget) = args.max_spend {
-        planned.budget = Some(Money::from_yuan(budget));
-    }
     if args.dry_run {
-        project.print_notes(printer, None);
-        // With `--json`, a refused plan prints only the error object (one object on stdout).
-        let refused = check_budget(&planned, printer);
-        if !(args.json && refused.is_err()) {
-            print_plan(&planned, printer, args.json);
-        }
-        crate::tree::output_guard::warn(&foreign, printer);
-        refused?;
-        let totals = planned.totals();
-        let summary = Summary {
-            dry_run: true,
-            would_spend: Some(totals.cost),
-            would_save: Some(totals.saved),
-            emulated,
-            currency: "CNY",
-            ..Summary::default()
-        };
-        return Ok(Built {
-            summary,
-            fatal: None,
-            interrupted: false,
-        });
+        return dry_run(project, args, printer, &planned, &foreign);
     }
     if args.locked {
         check_locked(&planned, printer, args.json)?;
@@ -174,33 +131,8 @@ pub async fn build_with(
         crate::tree::output_guard::guard(root, &state_dir, &forced, &foreign, printer)?;
     }
 
-    // What the resume booked is this build's spend, whether or not a task still wants the key.
-    let mut session = Session {
-        summary: Summary {
-            currency: "CNY",
-            emulated,
-            spent: resumption.spent,
-            images_generated: resumption.images_billed,
-            ..Summary::default()
-        },
-        resumed: resumption.keys,
-        journaled: resumption.journaled,
-        ..Session::default()
-    };
-    let totals = planned.totals();
-    if totals.generate > 0 {
-        // How the seed's vocabulary was lowered matters when it is about to be paid for.
-        let generating: HashSet<&std::path::Path> = planned
-            .units
-            .iter()
-            .zip(&planned.decisions)
-            .filter(|(_, d)| d.action == Action::Generate)
-            .map(|(u, _)| u.task.origin.file.as_path())
-            .chain(planned.waiting.iter().map(|w| w.task.origin.file.as_path()))
-            .collect();
-        project.print_notes(printer, Some(&generating));
-        printer.status("Planning", &totals.describe(emulated));
-    }
+    let mut session = Session::resumed(resumption, emulated);
+    announce_generations(project, printer, &planned);
     if let Some(on_plan) = &hooks.on_plan {
         on_plan(&planned);
     }
@@ -221,27 +153,149 @@ pub async fn build_with(
         emu.shutdown().await;
     }
     if let Some(before) = before {
-        let after = LockFile::read(&project.manifest.lock_path())?;
-        let blobs = BlobStore::new(project.manifest.state_dir().join("blobs"));
-        crate::tree::stale_outputs::prune(
-            &project.manifest.root,
-            &blobs,
-            &before,
-            &after,
-            printer,
-        )?;
+        prune_stale_outputs(project, &before, printer)?;
     }
-
-    let mut summary = session.summary;
-    summary.tasks = session.reports;
     let interrupted = cancel.load(Ordering::SeqCst);
-    // A build with nothing to do writes nothing (as with ninja or cargo): no run is recorded.
-    let nothing_done = summary.fresh == selected
+    let nothing_done = session.summary.fresh == selected
         && session.fatal.is_none()
         && !interrupted
-        && summary.spent == Money::ZERO
-        && summary.maybe_billed == Money::ZERO
+        && session.summary.spent == Money::ZERO
+        && session.summary.maybe_billed == Money::ZERO
         && session.failures.is_empty();
+    let fatal = session.fatal.take().map(fatal_error);
+    let summary = record_run(
+        project,
+        printer,
+        session,
+        started_at,
+        (emulated, nothing_done),
+    )?;
+    // Written once the build's last database connection closed: the database's stat is final.
+    if nothing_done && let Some(seen) = &seen {
+        let digests = &project.loaded.digests;
+        uptodate::record(&project.manifest, digests, args, seen, &summary);
+    }
+    Ok(Built {
+        summary,
+        fatal,
+        interrupted,
+    })
+}
+
+/// The tasks `--force` regenerates: those named (all when none is), not the upstream tasks a named
+/// one pulls in: those are only built if they need to be.
+fn forced_tasks(project: &Project, args: &BuildArgs) -> Result<HashSet<String>> {
+    Ok(match (args.force, args.selection.tasks.is_empty()) {
+        (false, _) => HashSet::new(),
+        (true, true) => project.loaded.tasks.iter().map(|t| t.id.clone()).collect(),
+        (true, false) => {
+            project.select(&args.selection)?;
+            args.selection.tasks.iter().cloned().collect()
+        }
+    })
+}
+
+/// Plans the build on a blocking thread, remembers the hashes it computed and sets `--max-spend`.
+/// The remote cache is consulted for what would be generated: fetched from by a build, only looked
+/// at by a dry run.
+fn plan_for_build<'a>(
+    project: &'a Project,
+    args: &BuildArgs,
+    printer: &Printer,
+    forced: &HashSet<String>,
+) -> Result<Planned<'a>> {
+    let mut selection = args.selection.clone();
+    selection.remote.usage = if args.dry_run {
+        RemoteUse::Lookup(*printer)
+    } else {
+        RemoteUse::Fetch(*printer)
+    };
+    let mut planned = blocking(|| {
+        let mut planned = plan(project, &selection, forced)?;
+        remember_stats(&mut planned)?;
+        Ok::<_, Error>(planned)
+    })?;
+    if let Some(budget) = args.max_spend {
+        planned.budget = Some(Money::from_yuan(budget));
+    }
+    Ok(planned)
+}
+
+/// `--dry-run`: prints the plan (and the notes, and the outputs it would overwrite), refuses it
+/// over budget, and returns what it would spend and save.
+fn dry_run(
+    project: &Project,
+    args: &BuildArgs,
+    printer: &Printer,
+    planned: &Planned<'_>,
+    foreign: &[crate::tree::output_guard::Foreign],
+) -> Result<Built> {
+    project.print_notes(printer, None);
+    // With `--json`, a refused plan prints only the error object (one object on stdout).
+    let refused = check_budget(planned, printer);
+    if !(args.json && refused.is_err()) {
+        print_plan(planned, printer, args.json);
+    }
+    crate::tree::output_guard::warn(foreign, printer);
+    refused?;
+    let totals = planned.totals();
+    let summary = Summary {
+        dry_run: true,
+        would_spend: Some(totals.cost),
+        would_save: Some(totals.saved),
+        emulated: planned.provider.is_emulated(),
+        currency: "CNY",
+        ..Summary::default()
+    };
+    Ok(Built {
+        summary,
+        fatal: None,
+        interrupted: false,
+    })
+}
+
+/// Before anything is paid for: the notes on how the seed's vocabulary was lowered in the files
+/// that will generate, and what the build will do.
+fn announce_generations(project: &Project, printer: &Printer, planned: &Planned<'_>) {
+    let totals = planned.totals();
+    if totals.generate == 0 {
+        return;
+    }
+    let generating: HashSet<&std::path::Path> = planned
+        .units
+        .iter()
+        .zip(&planned.decisions)
+        .filter(|(_, d)| d.action == Action::Generate)
+        .map(|(u, _)| u.task.origin.file.as_path())
+        .chain(planned.waiting.iter().map(|w| w.task.origin.file.as_path()))
+        .collect();
+    project.print_notes(printer, Some(&generating));
+    printer.status("Planning", &totals.describe(planned.provider.is_emulated()));
+}
+
+/// Removes the outputs this build's lock no longer claims (see `tree::stale_outputs`).
+fn prune_stale_outputs(
+    project: &Project,
+    before: &crate::tree::stale_outputs::Before,
+    printer: &Printer,
+) -> Result<()> {
+    let after = LockFile::read(&project.manifest.lock_path())?;
+    let blobs = BlobStore::new(project.manifest.state_dir().join("blobs"));
+    crate::tree::stale_outputs::prune(&project.manifest.root, &blobs, before, &after, printer)
+}
+
+/// Records the finished build in the store (the run, what restores saved, the failures), unless
+/// it had `nothing_done`: such a build writes nothing, as with ninja or cargo. Collects garbage, and
+/// returns the summary with the cumulative figures; the store is closed when it returns.
+fn record_run(
+    project: &Project,
+    printer: &Printer,
+    mut session: Session,
+    started_at: i64,
+    (emulated, nothing_done): (bool, bool),
+) -> Result<Summary> {
+    let mut summary = session.summary;
+    summary.tasks = session.reports;
     let mut store = Store::open(&project.manifest.state_dir())?;
     if !nothing_done {
         let run_id = store.record_run(&RunRecord {
@@ -266,13 +320,12 @@ pub async fn build_with(
     }
     crate::commands::gc::after_build(&project.manifest, &mut store, printer)?;
     summary.cumulative = Cumulative::of(&store.ledger_totals()?, emulated);
-    // The record is written once the last connection closed: the database's stat is then final.
-    drop(store);
-    if nothing_done && let Some(seen) = &seen {
-        let digests = &project.loaded.digests;
-        uptodate::record(&project.manifest, digests, args, seen, &summary);
-    }
-    let fatal = session.fatal.map(|f| match f {
+    Ok(summary)
+}
+
+/// The stop-class provider error that cut a build short, as the error the build exits with.
+fn fatal_error(fatal: ProviderError) -> Error {
+    match fatal {
         ProviderError::Fatal {
             code,
             message,
@@ -287,12 +340,7 @@ pub async fn build_with(
             message: other.message().to_owned(),
             request_id: None,
         },
-    });
-    Ok(Built {
-        summary,
-        fatal,
-        interrupted,
-    })
+    }
 }
 
 /// What a build has done so far.
@@ -319,6 +367,23 @@ struct Session {
 }
 
 impl Session {
+    /// A session that starts with what the resume of the journal booked: it is this build's spend,
+    /// whether or not a task still wants the key.
+    fn resumed(resumption: Resumption, emulated: bool) -> Session {
+        Session {
+            summary: Summary {
+                currency: "CNY",
+                emulated,
+                spent: resumption.spent,
+                images_generated: resumption.images_billed,
+                ..Summary::default()
+            },
+            resumed: resumption.keys,
+            journaled: resumption.journaled,
+            ..Session::default()
+        }
+    }
+
     fn report(&mut self, report: TaskReport) {
         if self.reported.insert(report.id.clone()) {
             self.reports.push(report);
@@ -499,15 +564,277 @@ async fn execute(
     } = planned;
     // Generations are shared as they are stored, on the uploader's own thread.
     let uploader = remote.and_then(|r| r.uploader(blobs.clone()));
-    let why_lines: Arc<Mutex<HashMap<String, String>>> = Arc::new(Mutex::new(
-        why.iter()
-            .map(|(id, changes)| (id.clone(), crate::planner::why::line(changes)))
-            .collect(),
-    ));
+    let why_lines = Arc::new(Mutex::new(why_lines(&why)));
     session.why = why;
-    // Reports come out in plan order: decided tasks, then waiting ones in graph order. Only a
-    // chain reports out of that order (a blocked task as it is settled).
-    let order: Option<HashMap<String, usize>> = (!waiting.is_empty()).then(|| {
+    let order = report_order(&units, &waiting);
+    // A waiting task exists only downstream of a generation, so this also covers the chain.
+    let (client, emulator) = if decisions.iter().any(|d| d.action == Action::Generate) {
+        let (client, emulator) = connect(project, args.selection.emulate, printer).await?;
+        (Some(client), emulator)
+    } else {
+        (None, None)
+    };
+    let chain = if waiting.is_empty() {
+        None
+    } else {
+        Some(blocking(|| {
+            Chain::new(project, provider.clone(), waiting, later)
+        })?)
+    };
+    let mut decided: Vec<(Unit<'_>, Decision)> = units.into_iter().zip(decisions).collect();
+    let jobs: Vec<Job> = decided
+        .iter()
+        .filter_map(|(u, d)| job(project, u, d))
+        .collect();
+    let models = generating_models(&jobs, chain.as_ref());
+    let latency_history = latency_history(&store, &models)?;
+    let parallel = args.jobs.or(project.manifest.build.jobs).unwrap_or(16);
+    let total = jobs.len() + chain.as_ref().map_or(0, Chain::undecided);
+    let progress = progress_bar(printer, total, models.len(), &latency_history, parallel);
+    let on_event = event_sink(printer, &progress, &decided, &why_lines, hooks);
+    let on_event = match &uploader {
+        Some(uploader) => with_upload(on_event, uploader.queue()),
+        None => on_event,
+    };
+    let run = Execution {
+        project,
+        provider: &provider,
+        store: Arc::new(Mutex::new(store)),
+        lock: Arc::new(Mutex::new(pruned_lock(lock, &stale_lock_entries))),
+        why_lines,
+        total: Arc::new(AtomicUsize::new(total)),
+        progress,
+        on_event,
+    };
+    let mut running = run
+        .executor(
+            cancel,
+            hooks,
+            session,
+            Prepared {
+                client,
+                blobs,
+                latency_history,
+                parallel,
+            },
+        )
+        .start(&project.registry);
+    // The executor writes the lock after each task; only pruning (or a first, empty lock) is left to
+    // write here. A build with nothing to do touches nothing: a no-op must stay as cheap as ninja's.
+    let prune = !stale_lock_entries.is_empty() || !project.manifest.lock_path().exists();
+    let outcomes = run
+        .run_jobs(&mut running, jobs, chain, session, &mut decided)
+        .await?;
+    let fatal = running.finish();
+    run.progress.clear();
+    touch_restored(&run.store, &outcomes)?;
+    if let Some(uploader) = uploader {
+        uploader.finish();
+    }
+    if prune {
+        run.write_lock()?;
+    }
+    if session.fatal.is_none() {
+        session.fatal = fatal;
+    }
+    // Only `--json` and `wanx watch` read the fresh tasks' reports: a plain build counts them.
+    let brief = !args.json && hooks.on_plan.is_none() && hooks.on_event.is_none();
+    record_outcomes(session, &decided, &outcomes, brief, order);
+    remember_requests(&run.store, &provider, &requests, &decided, &outcomes)?;
+    Ok(emulator)
+}
+
+/// Adds every decided task's outcome to the session (see [`record_outcome`]), then puts the
+/// reports back in plan `order` if a chain reported out of it.
+fn record_outcomes(
+    session: &mut Session,
+    decided: &[(Unit<'_>, Decision)],
+    outcomes: &HashMap<String, Outcome>,
+    brief: bool,
+    order: Option<HashMap<String, usize>>,
+) {
+    for (unit, d) in decided {
+        record_outcome(session, unit, d, outcomes.get(&unit.task.id), brief);
+    }
+    if let Some(order) = order {
+        session
+            .reports
+            .sort_by_key(|r| order.get(&r.id).copied().unwrap_or(usize::MAX));
+    }
+}
+
+/// Every executor event goes through this: the progress printer, after the hook of `wanx watch`.
+type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// What the steps of an execution share once the plan is taken apart.
+struct Execution<'p> {
+    project: &'p Project,
+    provider: &'p Provider,
+    store: Arc<Mutex<Store>>,
+    lock: Arc<Mutex<LockFile>>,
+    /// Why each task is not fresh, as the one line its status shows.
+    why_lines: Arc<Mutex<HashMap<String, String>>>,
+    /// Jobs this build will run: fresh waiting tasks are taken off as they are decided.
+    total: Arc<AtomicUsize>,
+    progress: Arc<Progress>,
+    on_event: EventSink,
+}
+
+/// What the executor gets from planning beside the [`Execution`]: the provider client (none when
+/// nothing is generated), the blob store, the model latencies, the jobs at once.
+struct Prepared {
+    client: Option<Arc<crate::executor::dashscope::Client>>,
+    blobs: BlobStore,
+    latency_history: HashMap<String, Vec<f64>>,
+    parallel: usize,
+}
+
+impl Execution<'_> {
+    /// The executor for this build, taking the keys the resume of the journal left to `session`.
+    fn executor(
+        &self,
+        cancel: &Arc<AtomicBool>,
+        hooks: &Hooks,
+        session: &mut Session,
+        prepared: Prepared,
+    ) -> Executor {
+        Executor {
+            root: self.project.manifest.root.clone(),
+            store: Arc::clone(&self.store),
+            blobs: Arc::new(prepared.blobs),
+            lock: Arc::clone(&self.lock),
+            lock_path: self.project.manifest.lock_path(),
+            client: prepared.client,
+            provider: self.provider.identity(),
+            poll: if self.provider.is_emulated() {
+                PollPolicy::EMULATED
+            } else {
+                poll_policy(self.project)
+            },
+            task_timeout: task_timeout(self.project),
+            jobs: prepared.parallel,
+            on_event: Arc::clone(&self.on_event),
+            cancel: Arc::clone(cancel),
+            latency_history: prepared.latency_history,
+            before_submit: hooks.before_submit.clone(),
+            resumed: std::mem::take(&mut session.resumed),
+            journaled: std::mem::take(&mut session.journaled),
+        }
+    }
+
+    /// Runs the jobs decided at planning (generations first: they are the slow part, and restores,
+    /// local copies, run while they wait), then each waiting task as the chain settles it. Returns
+    /// every outcome by task id; the waiting tasks never settled are reported unbuilt.
+    async fn run_jobs<'a>(
+        &self,
+        running: &mut Running,
+        jobs: Vec<Job>,
+        mut chain: Option<Chain<'a>>,
+        session: &mut Session,
+        decided: &mut Vec<(Unit<'a>, Decision)>,
+    ) -> Result<HashMap<String, Outcome>> {
+        let (generations, restores): (Vec<Job>, Vec<Job>) = jobs
+            .into_iter()
+            .partition(|j| matches!(j.kind, JobKind::Generate));
+        for job in generations.into_iter().chain(restores) {
+            running.push(job).await;
+        }
+        let mut outcomes: HashMap<String, Outcome> = HashMap::new();
+        while let Some(outcome) = running.next().await {
+            if matches!(&outcome.result, Err(e) if e.unsent()) {
+                session.unsent.insert(outcome.id.clone());
+            }
+            if let Some(chain) = &mut chain {
+                self.settle_waiting(chain, &outcome, running, session, decided)
+                    .await?;
+            }
+            outcomes.insert(outcome.id.clone(), outcome);
+        }
+        for w in chain.map(Chain::into_remaining).unwrap_or_default() {
+            session.unbuilt(
+                &w,
+                &Failure::new(FailureKind::Blocked, "its inputs were not produced"),
+            );
+        }
+        Ok(outcomes)
+    }
+
+    /// Tells the chain a task finished and acts on every waiting task that settles: starts its
+    /// job, counts it fresh, or reports it unbuilt.
+    async fn settle_waiting<'a>(
+        &self,
+        chain: &mut Chain<'a>,
+        outcome: &Outcome,
+        running: &mut Running,
+        session: &mut Session,
+        decided: &mut Vec<(Unit<'a>, Decision)>,
+    ) -> Result<()> {
+        let images = outcome.result.as_ref().ok().map(|done| {
+            let outputs = &done.entry.outputs;
+            outputs.iter().map(|o| o.blake3.clone()).collect()
+        });
+        for settled in blocking(|| chain.finished(&outcome.id, images))? {
+            match session.settle(self.project, settled, running.halted(), decided) {
+                Next::Start(job) => {
+                    if let Some((unit, d)) = decided.last() {
+                        self.explain(unit, d, session)?;
+                    }
+                    running.push(job).await;
+                }
+                Next::Fresh => {
+                    let left = self.total.fetch_sub(1, Ordering::SeqCst) - 1;
+                    self.progress.set_total(left);
+                }
+                Next::Ended(unbuilt) => (self.on_event)(Event::Finished(unbuilt)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds why a waiting task just decided is not fresh, for its status line and its report.
+    fn explain(&self, unit: &Unit<'_>, d: &Decision, session: &mut Session) -> Result<()> {
+        let store = self.store.lock().expect("never poisoned");
+        let (mut why, _) = blocking(|| {
+            crate::planner::why::reasons(
+                &store,
+                self.provider,
+                std::slice::from_ref(unit),
+                std::slice::from_ref(d),
+            )
+        })?;
+        if let Some(changes) = why.remove(&unit.task.id) {
+            self.why_lines
+                .lock()
+                .expect("never poisoned")
+                .insert(unit.task.id.clone(), crate::planner::why::line(&changes));
+            session.why.insert(unit.task.id.clone(), changes);
+        }
+        Ok(())
+    }
+
+    /// Writes `wanx.lock` as the build left it.
+    fn write_lock(&self) -> Result<()> {
+        let path = self.project.manifest.lock_path();
+        self.lock
+            .lock()
+            .expect("never poisoned")
+            .write_atomic(&path)
+            .map_err(|e| Error::io("could not write", path, e))
+    }
+}
+
+/// Each task's reasons as the one line its status shows.
+fn why_lines(why: &HashMap<String, Vec<crate::planner::why::Change>>) -> HashMap<String, String> {
+    why.iter()
+        .map(|(id, changes)| (id.clone(), crate::planner::why::line(changes)))
+        .collect()
+}
+
+/// Reports come out in plan order: decided tasks, then waiting ones in graph order. Only a chain
+/// reports out of that order (a blocked task as it is settled), so without one there is no order to
+/// restore (`None`).
+fn report_order(units: &[Unit<'_>], waiting: &[Waiting<'_>]) -> Option<HashMap<String, usize>> {
+    (!waiting.is_empty()).then(|| {
         units
             .iter()
             .map(|u| &u.task.id)
@@ -515,176 +842,64 @@ async fn execute(
             .enumerate()
             .map(|(i, id)| (id.clone(), i))
             .collect()
-    });
-    // A waiting task exists only downstream of a generation, so this also covers the chain.
-    let needs_provider = decisions.iter().any(|d| d.action == Action::Generate);
-    let (client, emulator) = if needs_provider {
-        let (client, emulator) = connect(project, args.selection.emulate, printer).await?;
-        (Some(client), emulator)
-    } else {
-        (None, None)
-    };
-    let mut chain = if waiting.is_empty() {
-        None
-    } else {
-        Some(blocking(|| {
-            Chain::new(project, provider.clone(), waiting, later)
-        })?)
-    };
-    let mut lock = lock;
-    for id in &stale_lock_entries {
+    })
+}
+
+/// The lock without the entries of tasks the plan no longer has.
+fn pruned_lock(mut lock: LockFile, stale: &[String]) -> LockFile {
+    for id in stale {
         lock.tasks.remove(id);
     }
-    let lock = Arc::new(Mutex::new(lock));
-    let store = Arc::new(Mutex::new(store));
-    let mut decided: Vec<(Unit<'_>, Decision)> = units.into_iter().zip(decisions).collect();
-    let jobs: Vec<Job> = decided
-        .iter()
-        .filter_map(|(u, d)| job(project, u, d))
-        .collect();
-    let total = Arc::new(AtomicUsize::new(
-        jobs.len() + chain.as_ref().map_or(0, Chain::undecided),
-    ));
+    lock
+}
+
+/// The models this build may generate with: of the jobs decided, and of the waiting tasks.
+fn generating_models<'a>(jobs: &'a [Job], chain: Option<&'a Chain<'_>>) -> Vec<&'a str> {
     let mut models: Vec<&str> = jobs
         .iter()
         .filter(|j| matches!(j.kind, JobKind::Generate))
         .map(|j| j.compiled.model.as_str())
         .collect();
-    if let Some(chain) = &chain {
+    if let Some(chain) = chain {
         models.extend(chain.models());
     }
-    let latency_history = latency_history(&store.lock().expect("never poisoned"), &models)?;
-    let emulated = provider.is_emulated();
-    let parallel = args.jobs.or(project.manifest.build.jobs).unwrap_or(16);
+    models
+}
+
+/// The progress line, paced by the models' past latencies.
+fn progress_bar(
+    printer: &Printer,
+    total: usize,
+    models: usize,
+    latency_history: &HashMap<String, Vec<f64>>,
+    parallel: usize,
+) -> Arc<Progress> {
     let latencies: Vec<f64> = latency_history.values().flatten().copied().collect();
-    let progress = Arc::new(Progress::new(
+    Arc::new(Progress::new(
         printer,
-        total.load(Ordering::SeqCst),
-        models.len(),
+        total,
+        models,
         Pace::from_latencies(&latencies, parallel),
-    ));
-    let on_event = with_hook(
+    ))
+}
+
+/// The executor's events: to `wanx watch`'s hook, then printed as status lines.
+fn event_sink(
+    printer: &Printer,
+    progress: &Arc<Progress>,
+    decided: &[(Unit<'_>, Decision)],
+    why_lines: &Arc<Mutex<HashMap<String, String>>>,
+    hooks: &Hooks,
+) -> EventSink {
+    with_hook(
         progress_printer(
             printer,
-            Arc::clone(&progress),
-            restore_reasons(&decided),
-            Arc::clone(&why_lines),
+            Arc::clone(progress),
+            restore_reasons(decided),
+            Arc::clone(why_lines),
         ),
         hooks.on_event.clone(),
-    );
-    let on_event = match &uploader {
-        Some(uploader) => with_upload(on_event, uploader.queue()),
-        None => on_event,
-    };
-    let executor = Executor {
-        root: project.manifest.root.clone(),
-        store: Arc::clone(&store),
-        blobs: Arc::new(blobs),
-        lock: Arc::clone(&lock),
-        lock_path: project.manifest.lock_path(),
-        client,
-        provider: provider.identity(),
-        poll: if emulated {
-            PollPolicy::EMULATED
-        } else {
-            poll_policy(project)
-        },
-        task_timeout: task_timeout(project),
-        jobs: parallel,
-        on_event: Arc::clone(&on_event),
-        cancel: Arc::clone(cancel),
-        latency_history,
-        before_submit: hooks.before_submit.clone(),
-        resumed: std::mem::take(&mut session.resumed),
-        journaled: std::mem::take(&mut session.journaled),
-    };
-    // The executor writes the lock after each task; only pruning (or a first, empty lock) is left to
-    // write here. A build with nothing to do touches nothing: a no-op must stay as cheap as ninja's.
-    let prune = !stale_lock_entries.is_empty() || !project.manifest.lock_path().exists();
-    let mut running = executor.start(&project.registry);
-    // Generations first: they are the slow part, and restores (local copies) run while they wait.
-    let (generations, restores): (Vec<Job>, Vec<Job>) = jobs
-        .into_iter()
-        .partition(|j| matches!(j.kind, JobKind::Generate));
-    for job in generations.into_iter().chain(restores) {
-        running.push(job).await;
-    }
-    let mut outcomes: HashMap<String, Outcome> = HashMap::new();
-    while let Some(outcome) = running.next().await {
-        if matches!(&outcome.result, Err(e) if e.unsent()) {
-            session.unsent.insert(outcome.id.clone());
-        }
-        if let Some(chain) = &mut chain {
-            let images = outcome.result.as_ref().ok().map(|done| {
-                let outputs = &done.entry.outputs;
-                outputs.iter().map(|o| o.blake3.clone()).collect()
-            });
-            for settled in blocking(|| chain.finished(&outcome.id, images))? {
-                match session.settle(project, settled, running.halted(), &mut decided) {
-                    Next::Start(job) => {
-                        if let Some((unit, d)) = decided.last() {
-                            let store = store.lock().expect("never poisoned");
-                            let (mut why, _) = blocking(|| {
-                                crate::planner::why::reasons(
-                                    &store,
-                                    &provider,
-                                    std::slice::from_ref(unit),
-                                    std::slice::from_ref(d),
-                                )
-                            })?;
-                            if let Some(changes) = why.remove(&unit.task.id) {
-                                why_lines.lock().expect("never poisoned").insert(
-                                    unit.task.id.clone(),
-                                    crate::planner::why::line(&changes),
-                                );
-                                session.why.insert(unit.task.id.clone(), changes);
-                            }
-                        }
-                        running.push(job).await;
-                    }
-                    Next::Fresh => {
-                        let left = total.fetch_sub(1, Ordering::SeqCst) - 1;
-                        progress.set_total(left);
-                    }
-                    Next::Ended(unbuilt) => on_event(Event::Finished(unbuilt)),
-                }
-            }
-        }
-        outcomes.insert(outcome.id.clone(), outcome);
-    }
-    for w in chain.map(Chain::into_remaining).unwrap_or_default() {
-        session.unbuilt(
-            &w,
-            &Failure::new(FailureKind::Blocked, "its inputs were not produced"),
-        );
-    }
-    let fatal = running.finish();
-    progress.clear();
-    touch_restored(&store, &outcomes)?;
-    if let Some(uploader) = uploader {
-        uploader.finish();
-    }
-    if prune {
-        lock.lock()
-            .expect("never poisoned")
-            .write_atomic(&project.manifest.lock_path())
-            .map_err(|e| Error::io("could not write", project.manifest.lock_path(), e))?;
-    }
-    if session.fatal.is_none() {
-        session.fatal = fatal;
-    }
-    // Only `--json` and `wanx watch` read the fresh tasks' reports: a plain build counts them.
-    let brief = !args.json && hooks.on_plan.is_none() && hooks.on_event.is_none();
-    for (unit, d) in &decided {
-        record_outcome(session, unit, d, outcomes.get(&unit.task.id), brief);
-    }
-    remember_requests(&store, &provider, &requests, &decided, &outcomes)?;
-    if let Some(order) = order {
-        session
-            .reports
-            .sort_by_key(|r| order.get(&r.id).copied().unwrap_or(usize::MAX));
-    }
-    Ok(emulator)
+    )
 }
 
 /// Records the canonical request of every task built (generated or restored), for the next plan's

@@ -263,173 +263,228 @@ const ALIASES: [(&str, &str); 8] = [
     ("wanx2.5-i2i-preview", "wan2.5-i2i-preview"),
 ];
 
+/// The built-in models (China-mainland prices and quotas, protocol §11).
+const BUILTIN: [Builtin; 11] = [
+    Builtin {
+        id: "wanx-v1",
+        family: Family::WanxV1,
+        endpoint: TEXT2IMAGE,
+        sizes: Sizes::WanxV1,
+        default_size: Some(Size::new(1024, 1024)),
+        n_max: 4,
+        yuan: 0.16,
+        submit_rps: 2,
+        concurrency: 1,
+        prompt_limit: 500,
+        latency_secs: 30,
+    },
+    Builtin {
+        id: "wanx2.0-t2i-turbo",
+        family: Family::WanV2,
+        endpoint: TEXT2IMAGE,
+        sizes: Sizes::V2Sides,
+        default_size: Some(Size::new(1024, 1024)),
+        n_max: 4,
+        yuan: 0.04,
+        submit_rps: 2,
+        concurrency: 2,
+        prompt_limit: 800,
+        latency_secs: 30,
+    },
+    Builtin {
+        id: "wanx2.1-t2i-turbo",
+        family: Family::WanV2,
+        endpoint: TEXT2IMAGE,
+        sizes: Sizes::V2Sides,
+        default_size: Some(Size::new(1024, 1024)),
+        n_max: 4,
+        yuan: 0.14,
+        submit_rps: 2,
+        concurrency: 2,
+        prompt_limit: 800,
+        latency_secs: 30,
+    },
+    Builtin {
+        id: "wanx2.1-t2i-plus",
+        family: Family::WanV2,
+        endpoint: TEXT2IMAGE,
+        sizes: Sizes::V2Sides,
+        default_size: Some(Size::new(1024, 1024)),
+        n_max: 4,
+        yuan: 0.20,
+        submit_rps: 2,
+        concurrency: 2,
+        prompt_limit: 800,
+        latency_secs: 60,
+    },
+    Builtin {
+        id: "wan2.2-t2i-flash",
+        family: Family::WanV2,
+        endpoint: TEXT2IMAGE,
+        sizes: Sizes::V2Sides,
+        default_size: Some(Size::new(1024, 1024)),
+        n_max: 4,
+        yuan: 0.14,
+        submit_rps: 2,
+        concurrency: 2,
+        prompt_limit: 800,
+        latency_secs: 30,
+    },
+    Builtin {
+        id: "wan2.2-t2i-plus",
+        family: Family::WanV2,
+        endpoint: TEXT2IMAGE,
+        sizes: Sizes::V2Sides,
+        default_size: Some(Size::new(1024, 1024)),
+        n_max: 4,
+        yuan: 0.20,
+        submit_rps: 2,
+        concurrency: 2,
+        prompt_limit: 800,
+        latency_secs: 60,
+    },
+    Builtin {
+        id: "wan2.5-t2i-preview",
+        family: Family::Wan25,
+        endpoint: TEXT2IMAGE,
+        sizes: Sizes::Wan25Pixels,
+        default_size: Some(Size::new(1280, 1280)),
+        n_max: 4,
+        yuan: 0.20,
+        submit_rps: 5,
+        concurrency: 5,
+        prompt_limit: 2000,
+        latency_secs: 60,
+    },
+    Builtin {
+        id: "qwen-image",
+        family: Family::Qwen,
+        endpoint: TEXT2IMAGE,
+        sizes: Sizes::Qwen,
+        default_size: Some(Size::new(1664, 928)),
+        n_max: 1,
+        yuan: 0.25,
+        submit_rps: 2,
+        concurrency: 2,
+        prompt_limit: 800,
+        latency_secs: 30,
+    },
+    Builtin {
+        id: "qwen-image-plus",
+        family: Family::Qwen,
+        endpoint: TEXT2IMAGE,
+        sizes: Sizes::Qwen,
+        default_size: Some(Size::new(1664, 928)),
+        n_max: 1,
+        yuan: 0.20,
+        submit_rps: 2,
+        concurrency: 2,
+        prompt_limit: 800,
+        latency_secs: 30,
+    },
+    Builtin {
+        id: "wanx2.1-imageedit",
+        family: Family::ImageEdit,
+        endpoint: IMAGE2IMAGE,
+        sizes: Sizes::FromInput,
+        default_size: None,
+        n_max: 4,
+        yuan: 0.14,
+        submit_rps: 2,
+        concurrency: 2,
+        prompt_limit: 800,
+        latency_secs: 10,
+    },
+    Builtin {
+        id: "wan2.5-i2i-preview",
+        family: Family::Wan25I2i,
+        endpoint: IMAGE2IMAGE,
+        sizes: Sizes::Wan25Pixels,
+        default_size: Some(Size::new(1280, 1280)),
+        n_max: 4,
+        yuan: 0.20,
+        submit_rps: 5,
+        concurrency: 5,
+        prompt_limit: 2000,
+        latency_secs: 60,
+    },
+];
+
+/// One row of [`BUILTIN`]: a [`ModelSpec`] in constant form.
+struct Builtin {
+    id: &'static str,
+    family: Family,
+    endpoint: &'static str,
+    sizes: Sizes,
+    default_size: Option<Size>,
+    n_max: u32,
+    /// Price per image, in yuan.
+    yuan: f64,
+    submit_rps: u32,
+    concurrency: u32,
+    prompt_limit: usize,
+    latency_secs: u64,
+}
+
+/// The size rules the built-in models share.
+#[derive(Clone, Copy)]
+enum Sizes {
+    WanxV1,
+    /// Wan 2.0–2.2: sides from 512 to 1440, at most 1440 × 1440 pixels.
+    V2Sides,
+    /// Wan 2.5: 768 × 768 to 1440 × 1440 pixels, a ratio up to 4.
+    Wan25Pixels,
+    Qwen,
+    FromInput,
+}
+
+impl Sizes {
+    fn rule(self) -> SizeRule {
+        match self {
+            Sizes::WanxV1 => SizeRule::Listed(WANX_V1_SIZES.to_vec()),
+            Sizes::V2Sides => SizeRule::Sides {
+                min_side: 512,
+                max_side: 1440,
+                max_pixels: 1440 * 1440,
+            },
+            Sizes::Wan25Pixels => SizeRule::Pixels {
+                min_pixels: 768 * 768,
+                max_pixels: 1440 * 1440,
+                max_ratio: 4.0,
+            },
+            Sizes::Qwen => SizeRule::Listed(QWEN_SIZES.to_vec()),
+            Sizes::FromInput => SizeRule::FromInput,
+        }
+    }
+}
+
+impl Builtin {
+    fn spec(&self) -> ModelSpec {
+        ModelSpec {
+            id: self.id.to_owned(),
+            family: self.family,
+            endpoint: self.endpoint.to_owned(),
+            sizes: self.sizes.rule(),
+            default_size: self.default_size,
+            n_min: 1,
+            n_max: self.n_max,
+            price: Money::from_yuan(self.yuan),
+            submit_rps: self.submit_rps,
+            concurrency: self.concurrency,
+            prompt_limit: self.prompt_limit,
+            typical_latency: Duration::from_secs(self.latency_secs),
+        }
+    }
+}
+
 impl Registry {
-    /// The built-in registry (China-mainland prices and quotas).
+    /// The built-in registry: [`BUILTIN`] and [`ALIASES`].
     pub fn builtin() -> Registry {
-        let v2_sides = SizeRule::Sides {
-            min_side: 512,
-            max_side: 1440,
-            max_pixels: 1440 * 1440,
-        };
-        let wan25_pixels = SizeRule::Pixels {
-            min_pixels: 768 * 768,
-            max_pixels: 1440 * 1440,
-            max_ratio: 4.0,
-        };
-        let t2i = |id: &str,
-                   family,
-                   sizes: SizeRule,
-                   default: Size,
-                   price: f64,
-                   rps,
-                   conc,
-                   limit,
-                   secs| ModelSpec {
-            id: id.to_owned(),
-            family,
-            endpoint: TEXT2IMAGE.to_owned(),
-            sizes,
-            default_size: Some(default),
-            n_min: 1,
-            n_max: if family == Family::Qwen { 1 } else { 4 },
-            price: Money::from_yuan(price),
-            submit_rps: rps,
-            concurrency: conc,
-            prompt_limit: limit,
-            typical_latency: Duration::from_secs(secs),
-        };
-        let square = Size::new(1024, 1024);
-        let mut models = vec![
-            t2i(
-                "wanx-v1",
-                Family::WanxV1,
-                SizeRule::Listed(WANX_V1_SIZES.to_vec()),
-                square,
-                0.16,
-                2,
-                1,
-                500,
-                30,
-            ),
-            t2i(
-                "wanx2.0-t2i-turbo",
-                Family::WanV2,
-                v2_sides.clone(),
-                square,
-                0.04,
-                2,
-                2,
-                800,
-                30,
-            ),
-            t2i(
-                "wanx2.1-t2i-turbo",
-                Family::WanV2,
-                v2_sides.clone(),
-                square,
-                0.14,
-                2,
-                2,
-                800,
-                30,
-            ),
-            t2i(
-                "wanx2.1-t2i-plus",
-                Family::WanV2,
-                v2_sides.clone(),
-                square,
-                0.20,
-                2,
-                2,
-                800,
-                60,
-            ),
-            t2i(
-                "wan2.2-t2i-flash",
-                Family::WanV2,
-                v2_sides.clone(),
-                square,
-                0.14,
-                2,
-                2,
-                800,
-                30,
-            ),
-            t2i(
-                "wan2.2-t2i-plus",
-                Family::WanV2,
-                v2_sides,
-                square,
-                0.20,
-                2,
-                2,
-                800,
-                60,
-            ),
-            t2i(
-                "wan2.5-t2i-preview",
-                Family::Wan25,
-                wan25_pixels.clone(),
-                Size::new(1280, 1280),
-                0.20,
-                5,
-                5,
-                2000,
-                60,
-            ),
-            t2i(
-                "qwen-image",
-                Family::Qwen,
-                SizeRule::Listed(QWEN_SIZES.to_vec()),
-                Size::new(1664, 928),
-                0.25,
-                2,
-                2,
-                800,
-                30,
-            ),
-            t2i(
-                "qwen-image-plus",
-                Family::Qwen,
-                SizeRule::Listed(QWEN_SIZES.to_vec()),
-                Size::new(1664, 928),
-                0.20,
-                2,
-                2,
-                800,
-                30,
-            ),
-        ];
-        models.push(ModelSpec {
-            id: "wanx2.1-imageedit".to_owned(),
-            family: Family::ImageEdit,
-            endpoint: IMAGE2IMAGE.to_owned(),
-            sizes: SizeRule::FromInput,
-            default_size: None,
-            n_min: 1,
-            n_max: 4,
-            price: Money::from_yuan(0.14),
-            submit_rps: 2,
-            concurrency: 2,
-            prompt_limit: 800,
-            typical_latency: Duration::from_secs(10),
-        });
-        models.push(ModelSpec {
-            id: "wan2.5-i2i-preview".to_owned(),
-            family: Family::Wan25I2i,
-            endpoint: IMAGE2IMAGE.to_owned(),
-            sizes: wan25_pixels,
-            default_size: Some(Size::new(1280, 1280)),
-            n_min: 1,
-            n_max: 4,
-            price: Money::from_yuan(0.20),
-            submit_rps: 5,
-            concurrency: 5,
-            prompt_limit: 2000,
-            typical_latency: Duration::from_secs(60),
-        });
         Registry {
-            models: models.into_iter().map(|m| (m.id.clone(), m)).collect(),
+            models: BUILTIN
+                .iter()
+                .map(|m| (m.id.to_owned(), m.spec()))
+                .collect(),
             aliases: ALIASES
                 .iter()
                 .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))

@@ -242,10 +242,61 @@ submit_rps = 20
     );
     p.file("plans/kill.toml", &kill_plan());
 
+    let started = Instant::now();
+    let (kills, mut stderr) = kill_builds_at_random_moments(&p);
+    let last = p.wanx(&["build"]);
+    stderr.push_str(&last.stderr);
+    last.success();
+    assert!(
+        kills >= 10,
+        "only {kills} kills landed before the build finished"
+    );
+
+    let strays = assert_whole_outputs(&p);
+    p.wanx(&["build", "--locked"]).success();
+    p.wanx(&["verify"]).success();
+    let noop = p.wanx(&["build", "--json"]).success().json();
+
+    // What was paid: every task's images once, plus at most the duplicates wanx warned about.
+    let ledger = wait_for_ledger(&p, "every accepted task ended", all_ended);
+    let n_of: BTreeMap<String, u32> = (0..KILL_TASKS)
+        .map(|i| (format!("t{i:02}"), images_of(i)))
+        .collect();
+    let needed: u64 = n_of.values().map(|n| u64::from(*n)).sum();
+    let reported = reported_duplicates(&stderr);
+    let reported_images: u64 = reported.iter().map(|id| u64::from(n_of[id])).sum();
+    eprintln!(
+        "kill test: {kills} kills in {:.1}s; {} submissions; {} duplicates reported ({reported_images} images); {} images billed for {needed} needed; {} temp files left",
+        started.elapsed().as_secs_f64(),
+        ledger.submissions,
+        reported.len(),
+        ledger.images_billed,
+        strays.len()
+    );
+    assert_every_resubmission_warned(&ledger, &n_of, &reported, &stderr);
+    assert!(
+        ledger.images_billed >= needed && ledger.images_billed <= needed + reported_images,
+        "billed {} images for {needed} needed and {reported_images} reported duplicates:\n{stderr}",
+        ledger.images_billed
+    );
+    // What wanx says all its builds spent is the bill, to the fen, killed builds included; a
+    // duplicate it warned about ("may have been billed") is the only money it may not have seen.
+    let fen = |yuan: f64| (yuan * 100.0).round() as i64;
+    let spent = fen(noop["cumulative"]["spent"].as_f64().unwrap());
+    let billed = fen(ledger.amount);
+    assert!(
+        spent <= billed && billed <= spent + 14 * reported_images as i64,
+        "wanx says it spent {spent} fen; the emulator billed {billed} ({reported_images} images warned about):\n{noop}"
+    );
+    assert_eq!(fen(noop["spent"].as_f64().unwrap()), 0, "{noop}");
+}
+
+/// Starts `wanx build` again and again, killing it after a random delay, until a dozen kills landed
+/// or a build finished. Returns the kills and every build's stderr.
+fn kill_builds_at_random_moments(p: &Project) -> (u32, String) {
     let mut rng = Rng(0x5eed_2024_c0ff_ee11);
     let mut stderr = String::new();
     let mut kills = 0;
-    let started = Instant::now();
     for _ in 0..30 {
         if kills >= 12 {
             break;
@@ -273,17 +324,15 @@ submit_rps = 20
             run.stderr
         );
     }
-    let last = p.wanx(&["build"]);
-    stderr.push_str(&last.stderr);
-    last.success();
-    assert!(
-        kills >= 10,
-        "only {kills} kills landed before the build finished"
-    );
+    (kills, stderr)
+}
 
+/// Every task's outputs are whole images; a kill mid-write leaves a temp file beside them, never a
+/// half-written output. Returns the files in `generated/` that are no output (the temp files).
+fn assert_whole_outputs(p: &Project) -> Vec<String> {
     for i in 0..KILL_TASKS {
         for rel in outputs_of(i) {
-            assert_eq!(decode_png(&p, &rel), (512, 512), "{rel}");
+            assert_eq!(decode_png(p, &rel), (512, 512), "{rel}");
         }
     }
     let lock = p.lock();
@@ -299,27 +348,16 @@ submit_rps = 20
         strays.iter().all(|f| f.contains("/.wanx-")),
         "unexpected files: {strays:?}"
     );
-    p.wanx(&["build", "--locked"]).success();
-    p.wanx(&["verify"]).success();
-    let noop = p.wanx(&["build", "--json"]).success().json();
+    strays
+}
 
-    // What was paid: every task's images once, plus at most the duplicates wanx warned about.
-    let ledger = wait_for_ledger(&p, "every accepted task ended", all_ended);
-    let n_of: BTreeMap<String, u32> = (0..KILL_TASKS)
-        .map(|i| (format!("t{i:02}"), images_of(i)))
-        .collect();
-    let needed: u64 = n_of.values().map(|n| u64::from(*n)).sum();
-    let reported = reported_duplicates(&stderr);
-    let reported_images: u64 = reported.iter().map(|id| u64::from(n_of[id])).sum();
-    eprintln!(
-        "kill test: {kills} kills in {:.1}s; {} submissions; {} duplicates reported ({reported_images} images); {} images billed for {needed} needed; {} temp files left",
-        started.elapsed().as_secs_f64(),
-        ledger.submissions,
-        reported.len(),
-        ledger.images_billed,
-        strays.len()
-    );
-    // Per task: every submission after the first was warned about.
+/// Per task: every submission after the first was warned about (`reported`).
+fn assert_every_resubmission_warned(
+    ledger: &Ledger,
+    n_of: &BTreeMap<String, u32>,
+    reported: &[String],
+    stderr: &str,
+) {
     let mut submitted: BTreeMap<&str, u32> = BTreeMap::new();
     for request in &ledger.requests {
         let prompt = request.body["input"]["prompt"].as_str().unwrap_or_default();
@@ -337,21 +375,6 @@ submit_rps = 20
         );
     }
     assert_eq!(submitted.len(), KILL_TASKS, "every task was submitted");
-    assert!(
-        ledger.images_billed >= needed && ledger.images_billed <= needed + reported_images,
-        "billed {} images for {needed} needed and {reported_images} reported duplicates:\n{stderr}",
-        ledger.images_billed
-    );
-    // What wanx says all its builds spent is the bill, to the fen, killed builds included; a
-    // duplicate it warned about ("may have been billed") is the only money it may not have seen.
-    let fen = |yuan: f64| (yuan * 100.0).round() as i64;
-    let spent = fen(noop["cumulative"]["spent"].as_f64().unwrap());
-    let billed = fen(ledger.amount);
-    assert!(
-        spent <= billed && billed <= spent + 14 * reported_images as i64,
-        "wanx says it spent {spent} fen; the emulator billed {billed} ({reported_images} images warned about):\n{noop}"
-    );
-    assert_eq!(fen(noop["spent"].as_f64().unwrap()), 0, "{noop}");
 }
 
 /// Three tasks, built one at a time (`-j 1`).

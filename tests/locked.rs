@@ -1,6 +1,6 @@
 //! `--locked`: CI's proof that committed images match committed plans.
 
-use crate::util::{Project, TWO_TASKS};
+use crate::util::{Project, TWO_TASKS, assert_output};
 
 #[test]
 fn locked_passes_when_fresh_and_exits_3_after_an_edit_sending_nothing() {
@@ -13,7 +13,13 @@ fn locked_passes_when_fresh_and_exits_3_after_an_edit_sending_nothing() {
     let before = p.snapshot();
     let run = p.wanx(&["build", "--locked"]);
     run.status(3);
-    assert!(run.stderr.contains("--locked"), "{}", run.stderr);
+    assert_output(
+        &run.stderr,
+        "error: 1 task is not fresh and `--locked` forbids changing `wanx.lock`
+
+  hint: run `wanx plan` to see what changed, then `wanx build` without `--locked` and commit `wanx.lock`
+",
+    );
     assert_eq!(p.ledger().submissions, 2, "nothing was sent");
     assert_eq!(p.snapshot(), before, "nothing was written");
 }

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::util::{Project, Run, TWO_TASKS};
+use crate::util::{Project, Run, TWO_TASKS, assert_output};
 
 /// `wanx ARGS` in `dir`, with no emulator and no key (what a new user has).
 fn wanx_in(dir: &Path, args: &[&str]) -> Run {
@@ -177,7 +177,20 @@ fn an_inherited_size_is_ignored_on_an_edit_and_a_written_one_is_an_error() {
     );
     let run = p.wanx(&["plan"]);
     run.status(2);
-    assert!(run.stderr.contains("task[1].size"), "{}", run.stderr);
+    assert_output(
+        &run.stderr,
+        r#"error: `wanx2.1-imageedit` takes its size from the input image
+  --> plans/a.toml:10:8
+   |
+10 | size = "1024*1024"
+   |        ^^^^^^^^^^^ field `task[1].size`
+   |
+   = hint: remove `size`
+error: 1 problem in the project's files
+
+  hint: nothing was sent and no file was changed; fix the problems above and run again
+"#,
+    );
 }
 
 // --- default edit prompts ------------------------------------------------------------------------
@@ -223,7 +236,20 @@ fn edits_with_a_fixed_intent_get_a_default_prompt_shown_in_explain_and_keyed() {
     );
     let run = p.wanx(&["plan"]);
     run.status(2);
-    assert!(run.stderr.contains("has no `prompt`"), "{}", run.stderr);
+    assert_output(
+        &run.stderr,
+        r#"error: this task has no `prompt`
+ --> plans/a.toml:6:1
+  |
+6 | [[task]]
+  | ^^^^^^^^ field `task[1].prompt`
+  |
+  = hint: the edit API needs a prompt describing the result, e.g. `prompt = "extend the background"`
+error: 1 problem in the project's files
+
+  hint: nothing was sent and no file was changed; fix the problems above and run again
+"#,
+    );
 }
 
 #[test]

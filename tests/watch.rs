@@ -136,15 +136,9 @@ fn count(v: &Value, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no `{field}` in {v}"))
 }
 
-#[test]
-fn watch_rebuilds_exactly_what_each_save_changed_and_never_its_own_writes() {
-    let p = Project::new();
-    p.file("plans/a.toml", TWO_TASKS);
-    let mut w = Watcher::start(&p, &[]);
-
-    let built = w.built(0);
-    assert_eq!(count(&built, "generated"), 2, "{built}");
-    assert_eq!(p.ledger().submissions, 2);
+/// In a watch that built TWO_TASKS (seq 0): an edited prompt regenerates exactly that task (seq 1);
+/// the undo restores it from the cache, sending nothing (seq 2).
+fn edit_then_undo(p: &Project, w: &mut Watcher) {
     let original = std::fs::read(p.path("generated/lighthouse.png")).unwrap();
 
     // An edited prompt: exactly that task is regenerated.
@@ -195,7 +189,10 @@ fn watch_rebuilds_exactly_what_each_save_changed_and_never_its_own_writes() {
         std::fs::read(p.path("generated/lighthouse.png")).unwrap(),
         original
     );
+}
 
+/// Then (seq 3) a broken save: the diagnostics, and the watch goes on; the fix builds (seq 4).
+fn break_then_fix(p: &Project, w: &mut Watcher) {
     // A broken save: the diagnostics, and the watch goes on.
     let good = p.read("plans/a.toml");
     p.file("plans/a.toml", &format!("{good}\nbroken = [\n"));
@@ -214,6 +211,19 @@ fn watch_rebuilds_exactly_what_each_save_changed_and_never_its_own_writes() {
         (2, 0),
         "{built}"
     );
+}
+
+#[test]
+fn watch_rebuilds_exactly_what_each_save_changed_and_never_its_own_writes() {
+    let p = Project::new();
+    p.file("plans/a.toml", TWO_TASKS);
+    let mut w = Watcher::start(&p, &[]);
+
+    let built = w.built(0);
+    assert_eq!(count(&built, "generated"), 2, "{built}");
+    assert_eq!(p.ledger().submissions, 2);
+    edit_then_undo(&p, &mut w);
+    break_then_fix(&p, &mut w);
 
     // A new plan file: its task is built.
     p.file(

@@ -6,10 +6,12 @@ use super::events::event_printer;
 use crate::cli::BuildArgs;
 use crate::compile::cache_key::Provider;
 use crate::error::Result;
-use crate::executor::{Executor, PollPolicy, Resumed};
+
+use crate::executor::{Executor, PollPolicy, Resumed, ResumedKey};
 use crate::money::Money;
 use crate::planner::Project;
 use crate::project::lock::LockFile;
+use crate::store::JournalEntry;
 use crate::store::Store;
 use crate::store::blob_store::BlobStore;
 use crate::term::printer::Printer;
@@ -35,19 +37,7 @@ pub(super) async fn resume_journal(
     if entries.is_empty() {
         return Ok(resumption);
     }
-    let tasks: HashSet<&str> = entries.iter().map(|e| e.key.as_str()).collect();
-    printer.status(
-        "Resuming",
-        &format!(
-            "{} task(s) journaled by an earlier build{}",
-            tasks.len(),
-            if tasks.len() == entries.len() {
-                String::new()
-            } else {
-                format!(" ({} requests)", entries.len())
-            }
-        ),
-    );
+    announce(printer, &entries);
     // Warn first, then forget: a crash in between repeats the warning instead of losing it (the
     // executor would close these entries at once but their warnings print only after every other
     // journaled task has been resumed).
@@ -98,45 +88,7 @@ pub(super) async fn resume_journal(
         journaled: HashSet::new(),
     };
     for resumed in executor.resume(entries, &project.registry).await {
-        resumption.spent += resumed.spent;
-        resumption.images_billed += resumed.images_billed;
-        let booked = if resumed.spent > Money::ZERO {
-            format!("billed {}, counted in this build's spend", resumed.spent)
-        } else {
-            "paid for, and counted, by an earlier build".to_owned()
-        };
-        match resumed.outcome {
-            Resumed::Recovered { task_id, images } => {
-                printer.status(
-                    "Recovered",
-                    &format!("{task_id}: {images} image(s) of a task an earlier build submitted ({booked})"),
-                );
-                resumption
-                    .keys
-                    .insert(resumed.key, (resumed.spent, resumed.images_billed));
-            }
-            Resumed::Partial {
-                task_id,
-                images,
-                of,
-            } => {
-                printer.status(
-                    "Kept",
-                    &format!(
-                        "{task_id}: {images} of {of} images of a task an earlier build submitted ({booked}); only the {} missing will be requested",
-                        of - images
-                    ),
-                );
-            }
-            Resumed::Lost { task_id, reason } => {
-                printer.warn("Lost", &format!("{task_id}: {reason}"));
-            }
-            Resumed::MaybeBilledTwice { task_id } => warn_billed_twice(printer, &task_id),
-            Resumed::Pending { task_id, reason } => {
-                resumption.journaled.insert(resumed.key);
-                printer.warn("Pending", &format!("{task_id}: {reason}; still journaled"));
-            }
-        }
+        resumption.book(resumed, printer);
     }
     if let Some(emu) = emulator {
         emu.shutdown().await;
@@ -154,6 +106,68 @@ pub(super) struct Resumption {
     pub(super) journaled: HashSet<String>,
     pub(super) spent: Money,
     pub(super) images_billed: u32,
+}
+
+impl Resumption {
+    /// Books what resuming one key brought (its images cached, kept in part, lost, or still
+    /// pending) and says so.
+    fn book(&mut self, resumed: ResumedKey, printer: &Printer) {
+        self.spent += resumed.spent;
+        self.images_billed += resumed.images_billed;
+        let booked = if resumed.spent > Money::ZERO {
+            format!("billed {}, counted in this build's spend", resumed.spent)
+        } else {
+            "paid for, and counted, by an earlier build".to_owned()
+        };
+        match resumed.outcome {
+            Resumed::Recovered { task_id, images } => {
+                printer.status(
+                "Recovered",
+                &format!("{task_id}: {images} image(s) of a task an earlier build submitted ({booked})"),
+            );
+                self.keys
+                    .insert(resumed.key, (resumed.spent, resumed.images_billed));
+            }
+            Resumed::Partial {
+                task_id,
+                images,
+                of,
+            } => {
+                printer.status(
+                "Kept",
+                &format!(
+                    "{task_id}: {images} of {of} images of a task an earlier build submitted ({booked}); only the {} missing will be requested",
+                    of - images
+                ),
+            );
+            }
+            Resumed::Lost { task_id, reason } => {
+                printer.warn("Lost", &format!("{task_id}: {reason}"));
+            }
+            Resumed::MaybeBilledTwice { task_id } => warn_billed_twice(printer, &task_id),
+            Resumed::Pending { task_id, reason } => {
+                self.journaled.insert(resumed.key);
+                printer.warn("Pending", &format!("{task_id}: {reason}; still journaled"));
+            }
+        }
+    }
+}
+
+/// Says how many tasks (and requests) earlier builds left journaled.
+fn announce(printer: &Printer, entries: &[JournalEntry]) {
+    let tasks: HashSet<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+    printer.status(
+        "Resuming",
+        &format!(
+            "{} task(s) journaled by an earlier build{}",
+            tasks.len(),
+            if tasks.len() == entries.len() {
+                String::new()
+            } else {
+                format!(" ({} requests)", entries.len())
+            }
+        ),
+    );
 }
 
 pub(super) fn warn_billed_twice(printer: &Printer, task_id: &str) {

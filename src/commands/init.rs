@@ -239,25 +239,13 @@ fn import_task(task: &Value) -> Option<toml::Table> {
         ] {
             copy(params, key, key, &mut t);
         }
-        let composer: toml::Table = ["color_palette", "layout", "material", "semantic"]
-            .into_iter()
-            .filter_map(|k| Some((k.to_owned(), json_to_toml(params.get(k)?)?)))
-            .collect();
-        if !composer.is_empty() {
-            t.insert("composer".into(), toml::Value::Table(composer));
-        }
+        insert_composer(params, &mut t);
     }
     if let Some(c) = task.get("composer_config")
         && c.get("enabled").and_then(Value::as_bool) == Some(true)
         && !t.contains_key("composer")
     {
-        let composer: toml::Table = ["color_palette", "layout", "material", "semantic"]
-            .into_iter()
-            .filter_map(|k| Some((k.to_owned(), json_to_toml(c.get(k)?)?)))
-            .collect();
-        if !composer.is_empty() {
-            t.insert("composer".into(), toml::Value::Table(composer));
-        }
+        insert_composer(c, &mut t);
     }
     if let Some(q) = task.get("qwen_image_config")
         && q.get("enabled").and_then(Value::as_bool) == Some(true)
@@ -317,6 +305,18 @@ fn json_to_toml(v: &Value) -> Option<toml::Value> {
                 .collect(),
         ),
     })
+}
+
+/// The composer's fields found in `source` (the task's `parameters` or its `composer_config`), as
+/// the task's `composer` table, if there is one.
+fn insert_composer(source: &Value, t: &mut toml::Table) {
+    let composer: toml::Table = ["color_palette", "layout", "material", "semantic"]
+        .into_iter()
+        .filter_map(|k| Some((k.to_owned(), json_to_toml(source.get(k)?)?)))
+        .collect();
+    if !composer.is_empty() {
+        t.insert("composer".into(), toml::Value::Table(composer));
+    }
 }
 
 #[cfg(test)]

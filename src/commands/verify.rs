@@ -125,231 +125,290 @@ pub fn verify_with(
         .map_err(|e| Error::io("could not resolve", root, e))?;
 
     let mut blobs = scan_blobs(&store)?;
-    let mut outputs = Vec::new();
-    for (id, entry) in &lock.tasks {
-        for output in &entry.outputs {
-            let state = output_state(&canonical_root, &output.path, &output.blake3);
-            outputs.push((
-                id.as_str(),
-                output.path.as_str(),
-                output.blake3.as_str(),
-                state,
-            ));
-        }
-    }
-
-    let mut unresolved = 0usize;
-    let mut repaired = 0usize;
-    let findings = std::cell::RefCell::new(Vec::new());
-    let note = |ok: bool, verb: &str, about: (Option<&str>, Option<&str>), text: &str| {
-        if ok {
-            printer.status(verb, text);
-        } else {
-            printer.fail(verb, text);
-        }
-        findings.borrow_mut().push(Finding {
-            kind: verb.to_lowercase(),
-            ok,
-            task: about.0.map(str::to_owned),
-            subject: about.1.map(str::to_owned),
-            message: text.to_owned(),
-        });
+    let outputs: Vec<Output<'_>> = lock
+        .tasks
+        .iter()
+        .flat_map(|(id, entry)| entry.outputs.iter().map(move |o| (id, o)))
+        .map(|(id, output)| Output {
+            id,
+            path: &output.path,
+            hash: &output.blake3,
+            state: output_state(&canonical_root, &output.path, &output.blake3),
+        })
+        .collect();
+    let mut v = Verifier {
+        printer,
+        manifest: &manifest,
+        store: &store,
+        repair,
+        force,
+        report: Report {
+            outputs_checked: outputs.len(),
+            blobs_checked: blobs.checked,
+            ..Report::default()
+        },
     };
-
     // Blobs first: a healed blob can then restore its outputs.
-    // A blob nothing can heal is moved aside, never deleted: it may be all that is left.
-    let quarantine = |hash: &str| -> Result<String> {
-        let to = store
-            .quarantine(hash)
-            .map_err(|e| Error::io("could not quarantine", store.path(hash), e))?;
-        Ok(format!("blob `{hash}` → `{}`", to.display()))
-    };
-    let corrupt = std::mem::take(&mut blobs.corrupt);
-    for (hash, actual) in &corrupt {
-        note(
-            false,
-            "Corrupt",
-            (None, Some(hash.as_str())),
-            &format!("blob `{hash}`: its bytes hash to `{actual}`"),
-        );
-        if !repair {
-            unresolved += 1;
-            continue;
-        }
-        let source = outputs
-            .iter()
-            .find(|(_, _, h, state)| h == hash && *state == OutputState::Intact);
-        if let Some((_, path, _, _)) = source {
-            heal_blob(&store, &root.join(path))
-                .map_err(|e| Error::io("could not restore the blob from", root.join(path), e))?;
-            blobs.good.insert(hash.clone());
-            repaired += 1;
-            note(
-                true,
-                "Repaired",
-                (None, Some(hash.as_str())),
-                &format!("blob `{hash}` from `{path}`"),
-            );
-        } else {
-            let moved = quarantine(hash)?;
-            repaired += 1;
-            note(true, "Quarantined", (None, Some(hash.as_str())), &moved);
-        }
+    for (hash, actual) in &std::mem::take(&mut blobs.corrupt) {
+        v.corrupt_blob(hash, actual, &outputs, &mut blobs.good)?;
     }
     for hash in &blobs.incomplete {
-        note(
-            false,
-            "Incomplete",
-            (None, Some(hash.as_str())),
-            &format!("blob `{hash}` is not a whole image (cached by an older wanx?)"),
-        );
-        if repair {
-            let moved = quarantine(hash)?;
-            repaired += 1;
-            note(true, "Quarantined", (None, Some(hash.as_str())), &moved);
-        } else {
-            unresolved += 1;
-        }
+        v.incomplete_blob(hash)?;
     }
     for rel in &blobs.stray {
-        let path = store.dir().join(rel);
-        note(
-            false,
-            "Stray",
-            (None, Some(&*rel.to_string_lossy())),
-            &format!("`{}` is not a blob", path.display()),
-        );
-        if repair {
-            let name = rel.to_string_lossy().replace(['/', '\\'], "_");
-            let to = store
-                .quarantine_file(&path, &name)
-                .map_err(|e| Error::io("could not quarantine", &path, e))?;
-            repaired += 1;
-            note(
-                true,
-                "Quarantined",
-                (None, Some(&*rel.to_string_lossy())),
-                &format!("`{}` → `{}`", path.display(), to.display()),
-            );
-        } else {
-            unresolved += 1;
-        }
+        v.stray_file(rel)?;
     }
-
     let incomplete: HashSet<&str> = blobs.incomplete.iter().map(String::as_str).collect();
-    for (id, path, hash, state) in &outputs {
-        let problem = match state {
-            OutputState::Intact if incomplete.contains(hash) => {
-                note(
-                    false,
-                    "Incomplete",
-                    (Some(*id), Some(*path)),
-                    &format!(
-                        "`{path}` (task `{id}`) is a truncated image; `wanx build --force {id}` generates it again"
-                    ),
-                );
-                unresolved += 1;
-                continue;
-            }
-            OutputState::Intact => continue,
-            OutputState::Outside => {
-                note(
-                    false,
-                    "Outside",
-                    (Some(*id), Some(*path)),
-                    &format!(
-                        "`{path}` (task `{id}`) resolves outside the project (a symlink?); not read, not written"
-                    ),
-                );
-                unresolved += 1;
-                continue;
-            }
-            OutputState::Missing => format!("`{path}` (task `{id}`) is missing"),
-            OutputState::Modified(actual) => format!(
-                "`{path}` (task `{id}`) does not match `wanx.lock`: its bytes hash to `{actual}`"
-            ),
-        };
-        note(false, "Mismatch", (Some(*id), Some(*path)), &problem);
-        let foreign =
-            matches!(state, OutputState::Modified(actual) if !blobs.good.contains(actual));
-        if !repair {
-            unresolved += 1;
-        } else if foreign && !force && blobs.good.contains(*hash) {
-            unresolved += 1;
-            note(
-                false,
-                "Kept",
-                (Some(*id), Some(*path)),
-                &format!(
-                    "`{path}`: it was edited by hand, so it is not replaced; `wanx verify --repair --force` restores wanx's image, keeping this file under `.wanx/replaced/`"
-                ),
-            );
-        } else if blobs.good.contains(*hash) {
-            if foreign {
-                let now = crate::tree::output_name::now_unix();
-                let kept = crate::tree::output_guard::keep(root, &manifest.state_dir(), path, now)
-                    .map_err(|e| Error::io("could not move aside", root.join(path), e))?;
-                note(
-                    true,
-                    "Kept",
-                    (Some(*id), Some(*path)),
-                    &format!("`{path}` (edited by hand) as `{}`", kept.display()),
-                );
-            }
-            store
-                .materialize(hash, &root.join(path))
-                .map_err(|e| Error::io("could not restore", root.join(path), e))?;
-            repaired += 1;
-            note(
-                true,
-                "Restored",
-                (Some(*id), Some(*path)),
-                &format!("`{path}` from the cache"),
-            );
-        } else {
-            unresolved += 1;
-            note(
-                false,
-                "Unrepaired",
-                (Some(*id), Some(*path)),
-                &format!(
-                    "`{path}`: the cache holds no intact copy; `wanx build` generates it again (`wanx plan` shows the price)"
-                ),
-            );
-        }
+    for output in &outputs {
+        v.output(output, &blobs.good, &incomplete)?;
     }
-
     for path in
         crate::tree::stale_outputs::leftovers(root, &lock, &store, &[&manifest.project.out_dir])
     {
-        note(
-            false,
+        v.problem(
             "Leftover",
             (None, Some(path.as_str())),
             &format!(
                 "`{path}`: wanx wrote it, but no task in `wanx.lock` claims it; `wanx clean` removes it"
             ),
         );
-        unresolved += 1;
+    }
+    let report = v.report;
+    say_verified(printer, &report);
+    Ok(report)
+}
+
+/// One output recorded in the lock, and what `wanx verify` found it to be.
+struct Output<'a> {
+    /// Its task.
+    id: &'a str,
+    /// Project-relative.
+    path: &'a str,
+    /// What the lock says its bytes hash to.
+    hash: &'a str,
+    state: OutputState,
+}
+
+/// `wanx verify` at work: what it checks with, and the report it fills as it goes.
+struct Verifier<'a> {
+    printer: &'a Printer,
+    manifest: &'a Manifest,
+    store: &'a BlobStore,
+    repair: bool,
+    force: bool,
+    report: Report,
+}
+
+impl Verifier<'_> {
+    /// Prints a line and lists it in the report's findings; `ok` lines are good news (a repair).
+    fn note(&mut self, ok: bool, verb: &str, about: (Option<&str>, Option<&str>), text: &str) {
+        if ok {
+            self.printer.status(verb, text);
+        } else {
+            self.printer.fail(verb, text);
+        }
+        self.report.findings.push(Finding {
+            kind: verb.to_lowercase(),
+            ok,
+            task: about.0.map(str::to_owned),
+            subject: about.1.map(str::to_owned),
+            message: text.to_owned(),
+        });
     }
 
-    let summary = format!(
-        "{} output{} and {} blob{} checked",
-        outputs.len(),
-        if outputs.len() == 1 { "" } else { "s" },
-        blobs.checked,
-        if blobs.checked == 1 { "" } else { "s" },
-    );
-    let report = Report {
-        outputs_checked: outputs.len(),
-        blobs_checked: blobs.checked,
-        repaired,
-        unresolved,
-        findings: findings.into_inner(),
-    };
-    if unresolved > 0 {
-        return Ok(report);
+    /// Notes a problem that stays (unresolved).
+    fn problem(&mut self, verb: &str, about: (Option<&str>, Option<&str>), text: &str) {
+        self.note(false, verb, about, text);
+        self.report.unresolved += 1;
     }
+
+    /// Notes a problem wanx can repair: returns whether to (`--repair`); if not, it stays.
+    fn found(&mut self, verb: &str, about: (Option<&str>, Option<&str>), text: &str) -> bool {
+        self.note(false, verb, about, text);
+        if !self.repair {
+            self.report.unresolved += 1;
+        }
+        self.repair
+    }
+
+    /// Notes a repair.
+    fn repaired(&mut self, verb: &str, about: (Option<&str>, Option<&str>), text: &str) {
+        self.report.repaired += 1;
+        self.note(true, verb, about, text);
+    }
+
+    /// A blob nothing can heal is moved aside, never deleted: it may be all that is left.
+    fn quarantine(&mut self, hash: &str) -> Result<()> {
+        let to = self
+            .store
+            .quarantine(hash)
+            .map_err(|e| Error::io("could not quarantine", self.store.path(hash), e))?;
+        let moved = format!("blob `{hash}` → `{}`", to.display());
+        self.repaired("Quarantined", (None, Some(hash)), &moved);
+        Ok(())
+    }
+
+    /// A blob whose bytes hash to `actual`: healed from an intact output holding the same image
+    /// (then `good`), or else quarantined.
+    fn corrupt_blob(
+        &mut self,
+        hash: &str,
+        actual: &str,
+        outputs: &[Output<'_>],
+        good: &mut HashSet<String>,
+    ) -> Result<()> {
+        let about = (None, Some(hash));
+        let text = format!("blob `{hash}`: its bytes hash to `{actual}`");
+        if !self.found("Corrupt", about, &text) {
+            return Ok(());
+        }
+        let source = outputs
+            .iter()
+            .find(|o| o.hash == hash && o.state == OutputState::Intact);
+        let Some(source) = source else {
+            return self.quarantine(hash);
+        };
+        let from = self.manifest.root.join(source.path);
+        self.store
+            .insert_copy(&from)
+            .map_err(|e| Error::io("could not restore the blob from", &from, e))?;
+        good.insert(hash.to_owned());
+        let text = format!("blob `{hash}` from `{}`", source.path);
+        self.repaired("Repaired", about, &text);
+        Ok(())
+    }
+
+    /// A blob that hashes right but is not a whole image: quarantined.
+    fn incomplete_blob(&mut self, hash: &str) -> Result<()> {
+        let about = (None, Some(hash));
+        let text = format!("blob `{hash}` is not a whole image (cached by an older wanx?)");
+        if !self.found("Incomplete", about, &text) {
+            return Ok(());
+        }
+        self.quarantine(hash)
+    }
+
+    /// A file in the blob store that is not a blob (`rel` to the blob directory): quarantined.
+    fn stray_file(&mut self, rel: &Path) -> Result<()> {
+        let path = self.store.dir().join(rel);
+        let subject = rel.to_string_lossy();
+        let about = (None, Some(&*subject));
+        let text = format!("`{}` is not a blob", path.display());
+        if !self.found("Stray", about, &text) {
+            return Ok(());
+        }
+        let name = subject.replace(['/', '\\'], "_");
+        let to = self
+            .store
+            .quarantine_file(&path, &name)
+            .map_err(|e| Error::io("could not quarantine", &path, e))?;
+        let text = format!("`{}` → `{}`", path.display(), to.display());
+        self.repaired("Quarantined", about, &text);
+        Ok(())
+    }
+
+    /// Checks one output against the lock and the blobs found `good` (or `incomplete`); a missing
+    /// or modified one is restored from the cache under `--repair`.
+    fn output(
+        &mut self,
+        output: &Output<'_>,
+        good: &HashSet<String>,
+        incomplete: &HashSet<&str>,
+    ) -> Result<()> {
+        let Output {
+            id,
+            path,
+            hash,
+            ref state,
+        } = *output;
+        let about = (Some(id), Some(path));
+        let problem = match state {
+            OutputState::Intact if incomplete.contains(hash) => {
+                self.problem(
+                    "Incomplete",
+                    about,
+                    &format!(
+                        "`{path}` (task `{id}`) is a truncated image; `wanx build --force {id}` generates it again"
+                    ),
+                );
+                return Ok(());
+            }
+            OutputState::Intact => return Ok(()),
+            OutputState::Outside => {
+                self.problem(
+                    "Outside",
+                    about,
+                    &format!(
+                        "`{path}` (task `{id}`) resolves outside the project (a symlink?); not read, not written"
+                    ),
+                );
+                return Ok(());
+            }
+            OutputState::Missing => format!("`{path}` (task `{id}`) is missing"),
+            OutputState::Modified(actual) => format!(
+                "`{path}` (task `{id}`) does not match `wanx.lock`: its bytes hash to `{actual}`"
+            ),
+        };
+        if !self.found("Mismatch", about, &problem) {
+            return Ok(());
+        }
+        let foreign = matches!(state, OutputState::Modified(actual) if !good.contains(actual));
+        if foreign && !self.force && good.contains(hash) {
+            self.problem(
+                "Kept",
+                about,
+                &format!(
+                    "`{path}`: it was edited by hand, so it is not replaced; `wanx verify --repair --force` restores wanx's image, keeping this file under `.wanx/replaced/`"
+                ),
+            );
+        } else if good.contains(hash) {
+            self.restore(output, foreign)?;
+        } else {
+            self.problem(
+                "Unrepaired",
+                about,
+                &format!(
+                    "`{path}`: the cache holds no intact copy; `wanx build` generates it again (`wanx plan` shows the price)"
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Restores an output from its intact blob, first moving aside one edited by hand (`foreign`).
+    fn restore(&mut self, output: &Output<'_>, foreign: bool) -> Result<()> {
+        let (root, path) = (&self.manifest.root, output.path);
+        let about = (Some(output.id), Some(path));
+        if foreign {
+            let now = crate::tree::output_name::now_unix();
+            let kept = crate::tree::output_guard::keep(root, &self.manifest.state_dir(), path, now)
+                .map_err(|e| Error::io("could not move aside", root.join(path), e))?;
+            let text = format!("`{path}` (edited by hand) as `{}`", kept.display());
+            self.note(true, "Kept", about, &text);
+        }
+        self.store
+            .materialize(output.hash, &root.join(path))
+            .map_err(|e| Error::io("could not restore", root.join(path), e))?;
+        self.repaired("Restored", about, &format!("`{path}` from the cache"));
+        Ok(())
+    }
+}
+
+/// The closing line when nothing is left unresolved: what was checked, and repaired.
+fn say_verified(printer: &Printer, report: &Report) {
+    if report.unresolved > 0 {
+        return;
+    }
+    let (outputs, blobs, repaired) = (
+        report.outputs_checked,
+        report.blobs_checked,
+        report.repaired,
+    );
+    let summary = format!(
+        "{outputs} output{} and {blobs} blob{} checked",
+        if outputs == 1 { "" } else { "s" },
+        if blobs == 1 { "" } else { "s" },
+    );
     if repaired > 0 {
         printer.status(
             "Verified",
@@ -361,7 +420,6 @@ pub fn verify_with(
     } else {
         printer.status("Verified", &format!("{summary}: all intact"));
     }
-    Ok(report)
 }
 
 /// Hashes every file under the blob directory and sorts it into good, corrupt, incomplete, stray.
@@ -432,15 +490,4 @@ fn output_state(canonical_root: &Path, path: &str, expected: &str) -> OutputStat
         Ok((actual, _)) => OutputState::Modified(actual),
         Err(_) => OutputState::Missing,
     }
-}
-
-/// Puts the intact image at `source` back into the store (over the corrupt copy).
-fn heal_blob(store: &BlobStore, source: &Path) -> std::io::Result<()> {
-    let tmp = tempfile::Builder::new()
-        .prefix("heal-")
-        .tempfile_in(store.tmp_dir()?)?
-        .into_temp_path();
-    std::fs::copy(source, &tmp)?;
-    store.insert_file(&tmp)?;
-    Ok(())
 }

@@ -94,13 +94,20 @@ pub(crate) async fn post_to(
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
-pub(crate) async fn get_task(emulator: &Emulator, task_id: &str) -> Value {
-    let response = client()
+/// `GET /tasks/{task_id}` with the test key, as sent: a reset connection is an `Err`.
+pub(crate) async fn query_task(
+    emulator: &Emulator,
+    task_id: &str,
+) -> reqwest::Result<reqwest::Response> {
+    client()
         .get(format!("{}/tasks/{task_id}", emulator.base_url()))
         .bearer_auth(KEY)
         .send()
         .await
-        .unwrap();
+}
+
+pub(crate) async fn get_task(emulator: &Emulator, task_id: &str) -> Value {
+    let response = query_task(emulator, task_id).await.unwrap();
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
 }

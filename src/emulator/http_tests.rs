@@ -353,12 +353,7 @@ async fn an_injected_query_fault_answers_once_then_the_task_is_back() {
     )
     .await;
     let task_id = submit_ok(&emulator, &flash(&json!({"n": 1}))).await;
-    let response = client()
-        .get(format!("{}/tasks/{task_id}", emulator.base_url()))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap();
+    let response = query_task(&emulator, &task_id).await.unwrap();
     assert_eq!(response.status(), 503);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["code"], "ModelUnavailable");
@@ -439,11 +434,7 @@ async fn a_truncated_download_is_half_the_png_with_a_matching_length() {
 async fn a_reset_closes_the_connection_without_an_answer() {
     let emulator = start_faulty(0, vec![rule(FaultEvent::Query, &[1], Fault::Reset)]).await;
     let task_id = submit_ok(&emulator, &flash(&json!({"n": 1}))).await;
-    let reset = client()
-        .get(format!("{}/tasks/{task_id}", emulator.base_url()))
-        .bearer_auth(KEY)
-        .send()
-        .await;
+    let reset = query_task(&emulator, &task_id).await;
     assert!(reset.is_err(), "{reset:?}");
     assert_eq!(
         get_task(&emulator, &task_id).await["output"]["task_status"],
@@ -492,12 +483,7 @@ async fn rate_faults_repeat_with_the_seed() {
         let emulator = start_with(config).await;
         let mut statuses = Vec::new();
         for _ in 0..24 {
-            let response = client()
-                .get(format!("{}/tasks/1111", emulator.base_url()))
-                .bearer_auth(KEY)
-                .send()
-                .await
-                .unwrap();
+            let response = query_task(&emulator, "1111").await.unwrap();
             statuses.push(response.status().as_u16());
         }
         statuses

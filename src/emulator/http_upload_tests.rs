@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::emulator::http_test_client::*;
+use crate::emulator::uploads::UPLOAD_FIELDS;
 use crate::emulator::{Emulator, Ledger};
 use crate::registry::IMAGE2IMAGE;
 
@@ -127,18 +128,9 @@ async fn an_upload_without_a_field_or_with_an_unknown_policy_is_forbidden() {
         .unwrap();
     assert_eq!(missing.status(), 403);
     assert!(missing.text().await.unwrap().contains("OSSAccessKeyId"));
+    // Every field an upload must carry, each forged.
     let mut form = reqwest::multipart::Form::new();
-    for field in [
-        "OSSAccessKeyId",
-        "Signature",
-        "policy",
-        "key",
-        "x-oss-object-acl",
-        "x-oss-forbid-overwrite",
-        "success_action_status",
-        "x-oss-content-type",
-        "file",
-    ] {
+    for field in UPLOAD_FIELDS {
         form = form.text(field, "forged");
     }
     let forged = post(form).await.unwrap();

@@ -103,7 +103,7 @@ pub(crate) fn get_policy(shared: &Shared, request: &Request<Incoming>) -> Respon
 }
 
 /// The form fields an upload must carry, as the SDK sends them.
-const UPLOAD_FIELDS: [&str; 9] = [
+pub(super) const UPLOAD_FIELDS: [&str; 9] = [
     "OSSAccessKeyId",
     "Signature",
     "policy",

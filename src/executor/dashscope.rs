@@ -369,19 +369,7 @@ impl Client {
                 "{}/tasks?page_no={page}&page_size=100&model_name={model}&start_time={start}&end_time={end}",
                 self.base_url
             );
-            let response = self
-                .authorized(self.http.get(url))
-                .send()
-                .await
-                .map_err(transport_error)?;
-            if let Some(e) = redirected(&response) {
-                return Err(e);
-            }
-            let status = response.status().as_u16();
-            let bytes = read_capped(response, MAX_API_BODY_BYTES).await?;
-            if !(200..300).contains(&status) {
-                return Err(error_of(status, &bytes));
-            }
+            let (_, bytes) = success_body(self.authorized(self.http.get(url))).await?;
             let list: TaskList =
                 serde_json::from_slice(&bytes).map_err(|e| ProviderError::Transient {
                     code: "BadResponse".into(),
@@ -426,19 +414,11 @@ impl Client {
     /// Sends a request and parses the JSON envelope, turning HTTP and DashScope errors into
     /// [`ProviderError`]s. The body is parsed as JSON whatever the content type says (protocol §4).
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Envelope, ProviderError> {
-        let response = request.send().await.map_err(transport_error)?;
-        if let Some(e) = redirected(&response) {
-            return Err(e);
-        }
-        let status = response.status().as_u16();
-        let bytes = read_capped(response, MAX_API_BODY_BYTES).await?;
-        if (200..300).contains(&status) {
-            return serde_json::from_slice(&bytes).map_err(|_| ProviderError::Transient {
-                code: "BadResponse".into(),
-                message: format!("HTTP {status} with a body that is not DashScope JSON"),
-            });
-        }
-        Err(error_of(status, &bytes))
+        let (status, bytes) = success_body(request).await?;
+        serde_json::from_slice(&bytes).map_err(|_| ProviderError::Transient {
+            code: "BadResponse".into(),
+            message: format!("HTTP {status} with a body that is not DashScope JSON"),
+        })
     }
 
     /// Streams a result image to `dest` (a new file), refusing more than `max_bytes`, ending at
@@ -536,6 +516,22 @@ pub fn model_refusal_hint(model: &str, error: &ProviderError) -> String {
 pub const DOWNLOAD_DEADLINE: Duration = Duration::from_secs(300);
 
 /// The body of `response`, refusing more than `max` bytes (read no further than that).
+/// Sends an API request and reads its body (at most [`MAX_API_BODY_BYTES`]): the status and the
+/// body of a success (2xx), or the [`ProviderError`] of a redirect, a transport failure or an
+/// error status.
+async fn success_body(request: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), ProviderError> {
+    let response = request.send().await.map_err(transport_error)?;
+    if let Some(e) = redirected(&response) {
+        return Err(e);
+    }
+    let status = response.status().as_u16();
+    let bytes = read_capped(response, MAX_API_BODY_BYTES).await?;
+    if !(200..300).contains(&status) {
+        return Err(error_of(status, &bytes));
+    }
+    Ok((status, bytes))
+}
+
 async fn read_capped(response: reqwest::Response, max: usize) -> Result<Vec<u8>, ProviderError> {
     let mut stream = response.bytes_stream();
     let mut body = Vec::new();
@@ -661,15 +657,7 @@ impl Client {
             "{}/uploads?action=getPolicy&model={model}",
             self.base_url
         )));
-        let response = request.send().await.map_err(transport_error)?;
-        if let Some(e) = redirected(&response) {
-            return Err(e);
-        }
-        let status = response.status().as_u16();
-        let body = read_capped(response, MAX_API_BODY_BYTES).await?;
-        if !(200..300).contains(&status) {
-            return Err(error_of(status, &body));
-        }
+        let (_, body) = success_body(request).await?;
         let policy = serde_json::from_slice::<PolicyEnvelope>(&body)
             .ok()
             .and_then(|p| p.data)

@@ -8,11 +8,13 @@ use serde_json::Value;
 
 use super::failure::{Failure, FailureKind};
 use super::job::{Done, Event, Job};
+use super::limits::ModelLimit;
 use super::remote_task::{finish_journals, run_remote_task};
 use super::restore::materialize;
 use super::shared::{Shared, record_in_lock, with_store};
 use super::submit::prepare_request;
 use crate::compile::Compiled;
+use crate::executor::dashscope::Client;
 use crate::money::Money;
 use crate::store::{Partial, StoredImage, StoredResult};
 use crate::tree::output_name;
@@ -32,86 +34,26 @@ pub(super) async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Fai
         .client
         .clone()
         .ok_or_else(|| Failure::from("no provider client for a generation".to_owned()))?;
-    let mut latency = None;
-    let mut sent: Option<Compiled> = None;
     // Images an earlier build paid for under this key (the pool: a smaller `n`, or a request that
     // fell short): only the rest is requested, with the seeds that follow theirs.
     let carried = carried_partial(shared, &job).await?;
-    let n = job.compiled.n as usize;
-    let mut slots: Vec<Option<StoredImage>> = vec![None; n];
-    for (slot, image) in slots.iter_mut().zip(carried.images.iter().cloned()) {
-        *slot = Some(image);
-    }
-    let base_seed = job.compiled.body["parameters"]["seed"].as_u64();
-    let mut billed = 0u32;
-    let mut remote_ids = Vec::new();
-    // The journal entries of the requests so far: open until the result is stored.
-    let mut journal = Vec::new();
-    // The rounds end with every image, or with why not.
-    let short_by: Option<Failure> = 'rounds: {
-        for round in 0..=MAX_FOLLOW_UPS {
-            let missing: Vec<u32> = (0..n as u32)
-                .filter(|i| slots[*i as usize].is_none())
-                .collect();
-            if missing.is_empty() {
-                break 'rounds None;
-            }
-            if round > 0 || !carried.images.is_empty() {
-                let why = if round > 0 {
-                    "failed"
-                } else {
-                    "are missing (the rest were paid for by an earlier build)"
-                };
-                (shared.exec.on_event)(Event::Retrying {
-                    id: job.id.clone(),
-                    error: format!(
-                        "{} of {} images {why}; requesting them",
-                        missing.len(),
-                        job.compiled.n
-                    ),
-                    wait: Duration::ZERO,
-                });
-            }
-            if sent.is_none() {
-                sent = Some(prepare_request(shared, &client, &job).await?);
-            }
-            let sent = sent.as_ref().expect("prepared just above");
-            for offsets in follow_ups(&missing, base_seed.is_some()) {
-                let mut body = sent.body.clone();
-                body["parameters"]["n"] = Value::from(offsets.len());
-                if let Some(seed) = base_seed {
-                    body["parameters"]["seed"] = Value::from(seed + u64::from(offsets[0]));
-                }
-                let count = offsets.len() as u32;
-                match run_remote_task(shared, &client, &limit, &job, sent, body, count).await {
-                    Ok(task) => {
-                        journal.push(task.journal_id);
-                        latency.get_or_insert(task.took);
-                        remote_ids.push(task.remote);
-                        billed += task.billed;
-                        for (offset, image) in offsets.iter().zip(task.images) {
-                            // The service numbers a batch's images seed, seed + 1, …
-                            slots[*offset as usize] = image.map(|mut image| {
-                                image.seed = base_seed.map(|seed| seed + u64::from(*offset));
-                                image
-                            });
-                        }
-                    }
-                    Err(e) => {
-                        billed += e.images_billed;
-                        break 'rounds Some(e);
-                    }
-                }
-            }
-        }
-        let made = slots.iter().flatten().count();
-        (made != n).then(|| {
-            Failure::from(format!(
-                "only {made} of {n} images were produced after {MAX_FOLLOW_UPS} follow-up requests (paid {})",
-                job.compiled.price.times(billed)
-            ))
-        })
+    let mut gathered = Gathered::carrying(&job, &carried);
+    let request = Request {
+        shared,
+        client: &client,
+        limit: &limit,
+        job: &job,
     };
+    let short_by = gathered
+        .rounds(&request, !carried.images.is_empty())
+        .await?;
+    let Gathered {
+        slots,
+        billed,
+        remote_ids,
+        journal,
+        latency,
+    } = gathered;
     let images: Vec<StoredImage> = slots.into_iter().flatten().collect();
     if let Some(failure) = short_by {
         let short = Short {
@@ -144,7 +86,185 @@ pub(super) async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Fai
         cost,
         generated_at,
     };
-    let model = job.compiled.model.clone();
+    store_result(shared, result, journal, latency)
+        .await
+        .map_err(|e| {
+            paid(format!(
+                "{e}; its images were paid for and stay journaled: the next build saves them without paying again"
+            ))
+        })?;
+    let entry = write_outputs(shared, job, &images, generated_at, cost)
+        .await
+        .map_err(|e| {
+            paid(format!(
+                "{e}; its images are cached and the next build restores them without paying again"
+            ))
+        })?;
+    Ok(Done {
+        generated: true,
+        entry,
+        spent: paid_now,
+        images_billed: billed,
+        resumed: false,
+    })
+}
+
+/// What one generation's requests go through: the build's shared state, the provider client, the
+/// model's limits, and the job.
+struct Request<'a> {
+    shared: &'a Arc<Shared>,
+    client: &'a Client,
+    limit: &'a ModelLimit,
+    job: &'a Job,
+}
+
+/// What the rounds of requests gathered for a job.
+struct Gathered {
+    /// Each of the job's `n` images, where one exists: carried from an earlier build, or made now.
+    slots: Vec<Option<StoredImage>>,
+    /// Images billed in this build.
+    billed: u32,
+    /// The remote task ids of this build's requests.
+    remote_ids: Vec<String>,
+    /// The journal entries of the requests so far: open until the result is stored.
+    journal: Vec<i64>,
+    /// The first request's latency (seconds), for the model's history.
+    latency: Option<f64>,
+}
+
+impl Gathered {
+    /// Slots for the job's `n` images, the first filled with those `carried` from an earlier build.
+    fn carrying(job: &Job, carried: &Partial) -> Gathered {
+        let mut slots: Vec<Option<StoredImage>> = vec![None; job.compiled.n as usize];
+        for (slot, image) in slots.iter_mut().zip(carried.images.iter().cloned()) {
+            *slot = Some(image);
+        }
+        Gathered {
+            slots,
+            billed: 0,
+            remote_ids: Vec::new(),
+            journal: Vec::new(),
+            latency: None,
+        }
+    }
+
+    /// The offsets of the images still missing.
+    fn missing(&self) -> Vec<u32> {
+        (0..self.slots.len() as u32)
+            .filter(|i| self.slots[*i as usize].is_none())
+            .collect()
+    }
+
+    /// Requests the missing images: a first round, then up to [`MAX_FOLLOW_UPS`] rounds for those
+    /// that failed. Ends with every image (`None`), or with why not; an error preparing the request
+    /// ends the generation at once.
+    async fn rounds(
+        &mut self,
+        request: &Request<'_>,
+        carried: bool,
+    ) -> Result<Option<Failure>, Failure> {
+        let job = request.job;
+        let base_seed = job.compiled.body["parameters"]["seed"].as_u64();
+        let mut sent: Option<Compiled> = None;
+        for round in 0..=MAX_FOLLOW_UPS {
+            let missing = self.missing();
+            if missing.is_empty() {
+                return Ok(None);
+            }
+            if round > 0 || carried {
+                announce_round(request, missing.len(), round > 0);
+            }
+            if sent.is_none() {
+                sent = Some(prepare_request(request.shared, request.client, job).await?);
+            }
+            let sent = sent.as_ref().expect("prepared just above");
+            for offsets in follow_ups(&missing, base_seed.is_some()) {
+                if let Err(e) = self.request(request, sent, &offsets, base_seed).await {
+                    return Ok(Some(e));
+                }
+            }
+        }
+        let made = self.slots.iter().flatten().count();
+        let n = self.slots.len();
+        Ok((made != n).then(|| {
+            Failure::from(format!(
+                "only {made} of {n} images were produced after {MAX_FOLLOW_UPS} follow-up requests (paid {})",
+                job.compiled.price.times(self.billed)
+            ))
+        }))
+    }
+
+    /// One request for the images at `offsets` (a run of seeds from `base_seed`, when there is one):
+    /// its images fill their slots, and what it billed is booked, whether it succeeds or not.
+    async fn request(
+        &mut self,
+        request: &Request<'_>,
+        sent: &Compiled,
+        offsets: &[u32],
+        base_seed: Option<u64>,
+    ) -> Result<(), Failure> {
+        let mut body = sent.body.clone();
+        body["parameters"]["n"] = Value::from(offsets.len());
+        if let Some(seed) = base_seed {
+            body["parameters"]["seed"] = Value::from(seed + u64::from(offsets[0]));
+        }
+        let count = offsets.len() as u32;
+        let Request {
+            shared,
+            client,
+            limit,
+            job,
+        } = *request;
+        match run_remote_task(shared, client, limit, job, sent, body, count).await {
+            Ok(task) => {
+                self.journal.push(task.journal_id);
+                self.latency.get_or_insert(task.took);
+                self.remote_ids.push(task.remote);
+                self.billed += task.billed;
+                for (offset, image) in offsets.iter().zip(task.images) {
+                    // The service numbers a batch's images seed, seed + 1, …
+                    self.slots[*offset as usize] = image.map(|mut image| {
+                        image.seed = base_seed.map(|seed| seed + u64::from(*offset));
+                        image
+                    });
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.billed += e.images_billed;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Says a round asks again for `missing` images: after a round that `failed`, or because the rest
+/// were paid for by an earlier build.
+fn announce_round(request: &Request<'_>, missing: usize, failed: bool) {
+    let why = if failed {
+        "failed"
+    } else {
+        "are missing (the rest were paid for by an earlier build)"
+    };
+    (request.shared.exec.on_event)(Event::Retrying {
+        id: request.job.id.clone(),
+        error: format!(
+            "{missing} of {} images {why}; requesting them",
+            request.job.compiled.n
+        ),
+        wait: Duration::ZERO,
+    });
+}
+
+/// Stores a generation's result, closing its journal entries in the same transaction, and the
+/// model's latency.
+async fn store_result(
+    shared: &Arc<Shared>,
+    result: StoredResult,
+    journal: Vec<i64>,
+    latency: Option<f64>,
+) -> Result<(), String> {
+    let model = result.model.clone();
     with_store(shared, move |s| {
         s.put_result_closing(&result, &journal)?;
         match latency {
@@ -153,12 +273,17 @@ pub(super) async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Fai
         }
     })
     .await
-    .map_err(|e| {
-        paid(format!(
-            "{e}; its images were paid for and stay journaled: the next build saves them without paying again"
-        ))
-    })?;
-    // The pool holds every candidate; the outputs are the picked ones (validated against `n`).
+}
+
+/// Writes the job's outputs from the cached images and records them in the lock. The pool holds
+/// every candidate; the outputs are the picked ones (validated against `n`).
+async fn write_outputs(
+    shared: &Arc<Shared>,
+    job: Job,
+    images: &[StoredImage],
+    generated_at: i64,
+    cost: Money,
+) -> Result<crate::project::lock::LockEntry, String> {
     let hashes: Vec<String> = match &job.pick {
         None => images.iter().map(|i| i.blake3.clone()).collect(),
         Some(picks) => picks
@@ -167,26 +292,14 @@ pub(super) async fn generate(shared: &Arc<Shared>, job: Job) -> Result<Done, Fai
             .map(|i| i.blake3.clone())
             .collect(),
     };
-    let shared2 = Arc::clone(shared);
-    let entry = tokio::task::spawn_blocking(move || {
-        let entry = materialize(&shared2, &job, &hashes, generated_at, cost)?;
-        record_in_lock(&shared2, &job.id, entry.clone())?;
+    let shared = Arc::clone(shared);
+    tokio::task::spawn_blocking(move || {
+        let entry = materialize(&shared, &job, &hashes, generated_at, cost)?;
+        record_in_lock(&shared, &job.id, entry.clone())?;
         Ok::<_, String>(entry)
     })
     .await
     .unwrap_or_else(|e| panic!("materializing panicked: {e}"))
-    .map_err(|e| {
-        paid(format!(
-            "{e}; its images are cached and the next build restores them without paying again"
-        ))
-    })?;
-    Ok(Done {
-        generated: true,
-        entry,
-        spent: paid_now,
-        images_billed: billed,
-        resumed: false,
-    })
 }
 
 /// The requests that ask for the images at `missing` (offsets from the task's first image): the

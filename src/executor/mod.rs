@@ -38,7 +38,7 @@ use crate::registry::Registry;
 pub use failure::{Failure, FailureKind};
 pub use job::{Event, Job, JobKind, Outcome};
 pub use poll::PollPolicy;
-pub use resume::Resumed;
+pub use resume::{Resumed, ResumedKey};
 pub use shared::{Executor, SubmitGate};
 
 use generate::generate;

@@ -66,24 +66,14 @@ pub(super) async fn run_remote_task(
     // Wait for the first submission's turn before journaling it: an entry without a remote id
     // warns "may have been billed twice", so a crash during this wait must leave none.
     limit.pacer.wait().await;
-    if let Some(reason) = shared.halted() {
-        return Err(Failure::skipped(reason));
-    }
-    if let Some(why) = shared.refused_model(&job.compiled.model) {
-        return Err(Failure::skipped(&why));
-    }
-    if let Some(gate) = &shared.exec.before_submit
-        && !gate(job)
-    {
-        return Err(Failure::dropped());
-    }
+    may_submit(shared, job)?;
     let journal_id = with_store(shared, move |s| s.journal_begin(&intent))
         .await
         .map_err(Failure::io)?;
     let remote = match submit_with_retries(shared, client, limit, job, sent, &body).await {
         Ok(remote) => remote,
         Err(e) => {
-            with_store(shared, move |s| s.journal_finish(&[journal_id]))
+            finish_journals(shared, vec![journal_id])
                 .await
                 .map_err(Failure::io)?;
             return Err(e);
@@ -105,7 +95,7 @@ pub(super) async fn run_remote_task(
     let (results, took) = match waited {
         Waited::Done(results, took) => (results, took),
         Waited::Ended(message) => {
-            with_store(shared, move |s| s.journal_finish(&[journal_id]))
+            finish_journals(shared, vec![journal_id])
                 .await
                 .map_err(Failure::io)?;
             return Err(message.into());
@@ -151,6 +141,23 @@ pub(super) async fn run_remote_task(
         took,
         journal_id,
     })
+}
+
+/// Whether the job may still be submitted: not when the build halted, the service refused its
+/// model, or the gate of `wanx watch` drops it (all unsent, so nothing is paid).
+fn may_submit(shared: &Shared, job: &Job) -> Result<(), Failure> {
+    if let Some(reason) = shared.halted() {
+        return Err(Failure::skipped(reason));
+    }
+    if let Some(why) = shared.refused_model(&job.compiled.model) {
+        return Err(Failure::skipped(&why));
+    }
+    if let Some(gate) = &shared.exec.before_submit
+        && !gate(job)
+    {
+        return Err(Failure::dropped());
+    }
+    Ok(())
 }
 
 /// Images a succeeded task is billed for: every result with a URL.

@@ -414,18 +414,7 @@ fn get_task(r: &mut Reader<'_>) -> Option<Task> {
         column: r.usize()?,
     };
     let model = r.str()?;
-    let prompt = match r.u8()? {
-        0 => Prompt::Text(r.str()?),
-        1 => Prompt::Template(PromptTemplate {
-            subject: r.str()?,
-            details: r.opt_str()?,
-            environment: r.opt_str()?,
-            lighting: r.opt_str()?,
-            style: r.opt_str()?,
-            quality: r.opt_str()?,
-        }),
-        _ => return None,
-    };
+    let prompt = get_prompt(r)?;
     let negative_prompt = r.opt_str()?;
     let negative_presets = r.strs()?;
     let size = r.opt(|r| Some(Size::new(r.u32()?, r.u32()?)))?;
@@ -435,17 +424,7 @@ fn get_task(r: &mut Reader<'_>) -> Option<Task> {
     let style = r.opt_str()?;
     let prompt_extend = r.opt(Reader::bool)?;
     let watermark = r.opt(Reader::bool)?;
-    let reference = r.opt(|r| {
-        Some(Reference {
-            image: get_input(r)?,
-            strength: r.opt(Reader::f64)?,
-            mode: r.opt(|r| match r.u8()? {
-                0 => Some(RefMode::Repaint),
-                1 => Some(RefMode::Refonly),
-                _ => None,
-            })?,
-        })
-    })?;
+    let reference = r.opt(get_reference)?;
     let composer = r.opt(|r| {
         Some(Composer {
             color_palette: r.strs()?,
@@ -462,38 +441,7 @@ fn get_task(r: &mut Reader<'_>) -> Option<Task> {
             font_style: r.opt_str()?,
         })
     })?;
-    let edit = r.opt(|r| {
-        let kind = match r.u8()? {
-            0 => EditKind::Extend,
-            1 => EditKind::RemoveWatermark,
-            2 => EditKind::StyleTransfer,
-            3 => EditKind::Repair,
-            4 => EditKind::Beautify,
-            5 => EditKind::Function(r.str()?),
-            _ => return None,
-        };
-        Some(Edit {
-            kind,
-            input: get_input(r)?,
-            extend: r.opt(|r| {
-                let direction = match r.u8()? {
-                    0 => Direction::Top,
-                    1 => Direction::Bottom,
-                    2 => Direction::Left,
-                    3 => Direction::Right,
-                    4 => Direction::All,
-                    _ => return None,
-                };
-                Some(Extend {
-                    direction,
-                    ratio: r.f64()?,
-                })
-            })?,
-            style_reference: r.opt(get_input)?,
-            mask: r.opt(get_input)?,
-            strength: r.opt(Reader::f64)?,
-        })
-    })?;
+    let edit = r.opt(get_edit)?;
     let output = OutputSpec {
         dir: r.str()?,
         filename: r.str()?,
@@ -519,6 +467,66 @@ fn get_task(r: &mut Reader<'_>) -> Option<Task> {
         extra_input: Map::new(),
         extra_parameters: Map::new(),
         output,
+    })
+}
+
+fn get_prompt(r: &mut Reader<'_>) -> Option<Prompt> {
+    Some(match r.u8()? {
+        0 => Prompt::Text(r.str()?),
+        1 => Prompt::Template(PromptTemplate {
+            subject: r.str()?,
+            details: r.opt_str()?,
+            environment: r.opt_str()?,
+            lighting: r.opt_str()?,
+            style: r.opt_str()?,
+            quality: r.opt_str()?,
+        }),
+        _ => return None,
+    })
+}
+
+fn get_reference(r: &mut Reader<'_>) -> Option<Reference> {
+    Some(Reference {
+        image: get_input(r)?,
+        strength: r.opt(Reader::f64)?,
+        mode: r.opt(|r| match r.u8()? {
+            0 => Some(RefMode::Repaint),
+            1 => Some(RefMode::Refonly),
+            _ => None,
+        })?,
+    })
+}
+
+fn get_edit(r: &mut Reader<'_>) -> Option<Edit> {
+    let kind = match r.u8()? {
+        0 => EditKind::Extend,
+        1 => EditKind::RemoveWatermark,
+        2 => EditKind::StyleTransfer,
+        3 => EditKind::Repair,
+        4 => EditKind::Beautify,
+        5 => EditKind::Function(r.str()?),
+        _ => return None,
+    };
+    Some(Edit {
+        kind,
+        input: get_input(r)?,
+        extend: r.opt(|r| {
+            let direction = match r.u8()? {
+                0 => Direction::Top,
+                1 => Direction::Bottom,
+                2 => Direction::Left,
+                3 => Direction::Right,
+                4 => Direction::All,
+                _ => return None,
+            };
+            Some(Extend {
+                direction,
+                ratio: r.f64()?,
+            })
+        })?,
+        style_reference: r.opt(get_input)?,
+        mask: r.opt(get_input)?,
+        strength: r.opt(Reader::f64)?,
     })
 }
 

@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use crate::plan::raw::FieldPaths;
 use crate::plan::sink::Sink;
-use crate::term::diagnostic::{Severity, did_you_mean};
+use crate::term::diagnostic::Severity;
 
 /// Per-task reporting: names fields through the task's [`FieldPaths`] and counts errors.
 pub(super) struct Check<'s, 'f> {
@@ -63,19 +63,5 @@ impl Check<'_, '_> {
             Some(field),
             hint,
         );
-    }
-}
-
-pub(super) fn hint_from(candidates: &[&str], word: &str) -> String {
-    match did_you_mean(word, candidates.iter().copied()) {
-        Some(name) => format!("did you mean `{name}`?"),
-        None => format!(
-            "expected one of {}",
-            candidates
-                .iter()
-                .map(|c| format!("`{c}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
     }
 }

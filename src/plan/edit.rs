@@ -5,10 +5,11 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use crate::plan::check::{Check, hint_from};
+use crate::plan::check::Check;
 use crate::plan::inputs::Inputs;
 use crate::plan::raw::RawExtend;
 use crate::plan::task::{Direction, Edit, EditKind, Extend};
+use crate::term::diagnostic::did_you_mean_hint;
 
 /// The seed's image-edit types (`edit = …`).
 pub const SEED_EDITS: [&str; 5] = [
@@ -58,7 +59,7 @@ pub(super) fn edit_kind(
                 let hint = if EDIT_FUNCTIONS.contains(&other) {
                     format!("`{other}` is a real edit function: write `function = \"{other}\"`")
                 } else {
-                    hint_from(&SEED_EDITS, other)
+                    did_you_mean_hint(&SEED_EDITS, other)
                 };
                 c.err(
                     e.span(),
@@ -79,7 +80,7 @@ pub(super) fn edit_kind(
         let hint = if SEED_EDITS.contains(&name.as_str()) {
             format!("`{name}` is one of the seed's edit types: write `edit = \"{name}\"`")
         } else {
-            hint_from(&EDIT_FUNCTIONS, name)
+            did_you_mean_hint(&EDIT_FUNCTIONS, name)
         };
         c.err(
             f.span(),
@@ -213,7 +214,7 @@ pub(super) fn check_extend(raw: RawExtend, span: Range<usize>, c: &mut Check) ->
                     d.span(),
                     "extend.direction",
                     format!("unknown direction `{other}`"),
-                    Some(hint_from(&directions, other)),
+                    Some(did_you_mean_hint(&directions, other)),
                 );
                 None
             }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use toml::Spanned;
 
-use crate::plan::check::{Check, hint_from};
+use crate::plan::check::Check;
 use crate::plan::inputs::Inputs;
 use crate::plan::raw::{RawComposer, RawPick, RawPrompt, RawText};
 use crate::plan::task::{Composer, Prompt, PromptTemplate, QwenText, RefMode, Reference};
@@ -14,6 +14,7 @@ use crate::plan::vocabulary::{
 };
 use crate::registry::{Family, ModelSpec, SizeRule};
 use crate::size::Size;
+use crate::term::diagnostic::did_you_mean_hint;
 
 pub(super) fn prompt(
     prompt: Option<Spanned<RawPrompt>>,
@@ -224,7 +225,7 @@ pub(super) fn style(
                 style.span(),
                 "style",
                 format!("unknown wanx-v1 style `{name}`"),
-                Some(hint_from(&WANX_V1_STYLES, name)),
+                Some(did_you_mean_hint(&WANX_V1_STYLES, name)),
             );
             return None;
         }
@@ -251,7 +252,7 @@ pub(super) fn style(
         style.span(),
         "style",
         format!("unknown style `{name}`"),
-        Some(hint_from(&names, name)),
+        Some(did_you_mean_hint(&names, name)),
     );
     None
 }
@@ -299,7 +300,7 @@ pub(super) fn reference(
                 m.span(),
                 "ref_mode",
                 format!("unknown `ref_mode` `{other}`"),
-                Some(hint_from(&["repaint", "refonly"], other)),
+                Some(did_you_mean_hint(&["repaint", "refonly"], other)),
             );
             None
         }
@@ -348,7 +349,10 @@ pub(super) fn check_composer(raw: RawComposer, c: &mut Check) -> Option<Composer
                 value.span(),
                 field,
                 format!("unknown {what} `{}`", value.get_ref()),
-                Some(hint_from(&vocabulary::names(table), value.get_ref())),
+                Some(did_you_mean_hint(
+                    &vocabulary::names(table),
+                    value.get_ref(),
+                )),
             );
             None
         }
@@ -377,7 +381,7 @@ pub(super) fn check_text(raw: RawText, c: &mut Check) -> QwenText {
                     field.rsplit('.').next().unwrap_or(field),
                     value.get_ref()
                 ),
-                Some(hint_from(list, value.get_ref())),
+                Some(did_you_mean_hint(list, value.get_ref())),
             );
             None
         }
@@ -457,7 +461,7 @@ pub(super) fn negative_presets(list: Spanned<Vec<Spanned<String>>>, c: &mut Chec
                 item.span(),
                 &format!("negative[{i}]"),
                 format!("unknown negative-prompt preset `{}`", item.get_ref()),
-                Some(hint_from(
+                Some(did_you_mean_hint(
                     &vocabulary::names(&NEGATIVE_PRESETS),
                     item.get_ref(),
                 )),

@@ -536,21 +536,10 @@ fn output_fields(
     loc: &Located,
 ) {
     let out = task_output.unwrap_or_default();
-    let (dir, dir_rel) = match (out.save_directory, &plan_output.save_directory) {
-        (Some(d), _) => (
-            Some(d),
-            format!("{}/output_config/save_directory", loc.pointer),
-        ),
-        (None, Some(d)) => (Some(d.clone()), "/output_config/save_directory".to_owned()),
-        (None, None) => (None, String::new()),
-    };
-    if let Some(dir) = dir {
-        let span = loc
-            .spans
-            .get(&dir_rel)
-            .cloned()
-            .unwrap_or_else(|| loc.at.clone());
-        map.push(("out_dir", dotted(&dir_rel)));
+    let dir = out.save_directory;
+    let plan_dir = plan_output.save_directory.as_ref();
+    if let Some((dir, span, rel)) = output_field(dir, plan_dir, "save_directory", loc) {
+        map.push(("out_dir", dotted(&rel)));
         let trimmed = dir.trim_end_matches('/');
         let dir = if trimmed.is_empty() {
             dir
@@ -559,26 +548,34 @@ fn output_fields(
         };
         raw.out_dir = Some(Spanned::new(span, dir));
     }
-    let (pattern, pattern_rel) = match (out.filename_pattern, &plan_output.filename_pattern) {
-        (Some(f), _) => (
-            Some(f),
-            format!("{}/output_config/filename_pattern", loc.pointer),
-        ),
-        (None, Some(f)) => (
-            Some(f.clone()),
-            "/output_config/filename_pattern".to_owned(),
-        ),
-        (None, None) => (None, String::new()),
-    };
-    if let Some(pattern) = pattern {
-        let span = loc
-            .spans
-            .get(&pattern_rel)
-            .cloned()
-            .unwrap_or_else(|| loc.at.clone());
-        map.push(("filename", dotted(&pattern_rel)));
+    let pattern = out.filename_pattern;
+    let plan_pattern = plan_output.filename_pattern.as_ref();
+    if let Some((pattern, span, rel)) = output_field(pattern, plan_pattern, "filename_pattern", loc)
+    {
+        map.push(("filename", dotted(&rel)));
         raw.filename = Some(Spanned::new(span, pattern));
     }
+}
+
+/// One `output_config` field: the task's own, else the plan's; with its span and its pointer
+/// (below the task for its own, from the document's root for the plan's).
+fn output_field(
+    own: Option<String>,
+    plan: Option<&String>,
+    field: &str,
+    loc: &Located,
+) -> Option<(String, Range<usize>, String)> {
+    let (value, rel) = match (own, plan) {
+        (Some(value), _) => (value, format!("{}/output_config/{field}", loc.pointer)),
+        (None, Some(value)) => (value.clone(), format!("/output_config/{field}")),
+        (None, None) => return None,
+    };
+    let span = loc
+        .spans
+        .get(&rel)
+        .cloned()
+        .unwrap_or_else(|| loc.at.clone());
+    Some((value, span, rel))
 }
 
 fn params_edit(params: &ParametersWire) -> EditWire {

@@ -193,47 +193,14 @@ fn validate_files(
     registry: &Registry,
     cached: Option<&cache::Lookup>,
 ) -> Result<(Loaded, Parts), Error> {
-    // Each file is parsed, and later validated, on its own: in parallel, with its own sink. A file
-    // the cache holds is neither parsed nor validated.
-    let parsed = par_map((0..files.len()).collect(), |index| {
-        let mut sink = Sink::new(files);
-        if let Some(hit) = cached.and_then(|c| c.file(index)) {
-            return (Vec::new(), None, sink, Some(hit));
-        }
-        let (tasks, part) = parse_file(index, &mut sink);
-        (tasks, part, sink, None)
-    });
-    let mut sinks = Vec::with_capacity(files.len() + 1);
-    let mut per_file = Vec::with_capacity(files.len());
-    let mut hits = Vec::with_capacity(files.len());
-    let mut seed = SeedSettings::default();
-    for (index, (tasks, part, mut sink, hit)) in parsed.into_iter().enumerate() {
-        if let Some(part) = part {
-            merge_seed(&mut seed, part, index, &mut sink);
-        }
-        per_file.push(tasks);
-        sinks.push(sink);
-        hits.push(hit);
-    }
-
-    // Ids: format and uniqueness across every file, before inputs are resolved against them.
+    let Parsed {
+        mut per_file,
+        mut sinks,
+        hits,
+        seed,
+    } = parse_files(files, cached);
+    let ids = register_ids(&mut per_file, &hits, &mut sinks, manifest);
     let count = per_file.iter().map(Vec::len).sum();
-    let mut ids: HashMap<String, (usize, Range<usize>)> = HashMap::with_capacity(count);
-    for (file, tasks) in per_file.iter_mut().enumerate() {
-        // A cached file's ids count too; one used twice fails this load (done again uncached).
-        for task in hits[file].iter().flat_map(|(tasks, _)| tasks) {
-            if ids.insert(task.id.clone(), (file, 0..0)).is_some() {
-                sinks[file].error(file, None, "a task id is used twice", None, None);
-            }
-        }
-        for task in tasks {
-            check_unique_id(task, file, &mut ids, &mut sinks);
-            if let Some(defaults) = &manifest.defaults {
-                task.inherit_project(defaults);
-            }
-        }
-    }
-
     let validator = Validator::new(manifest, registry, &ids);
     let mut last = Sink::new(files);
     validator.check_manifest_output(&mut last);
@@ -244,41 +211,15 @@ fn validate_files(
             .zip(hits)
             .enumerate()
             .collect(),
-        |(file, ((raw, sink), hit))| {
-            if let Some((tasks, notes)) = hit {
-                return (tasks, Vec::new(), sink, Vec::new(), notes);
-            }
-            let mut sink = sink;
-            let lines = LineIndex::new(&files[file].source);
-            let plan_dir = files[file]
-                .path
-                .parent()
-                .map_or_else(PathBuf::new, Path::to_path_buf);
-            let mut tasks = Vec::with_capacity(raw.len());
-            let mut refs = Vec::new();
-            let mut failed_tasks = Vec::new();
-            for task in raw {
-                if task.broken {
-                    continue;
-                }
-                let cx = FileCx {
-                    index: file,
-                    lines: &lines,
-                    plan_dir: &plan_dir,
-                };
-                let first_ref = refs.len();
-                match validator.validate(task, &cx, &mut sink, &mut refs, tasks.len()) {
-                    Ok(t) => tasks.push(t),
-                    Err(failed) => {
-                        // Its references are still checked, but it is no node of the graph.
-                        for r in &mut refs[first_ref..] {
-                            r.from = None;
-                        }
-                        failed_tasks.extend(failed);
-                    }
-                }
-            }
-            (tasks, refs, sink, failed_tasks, Vec::new())
+        |(file, ((raw, sink), hit))| match hit {
+            Some((tasks, notes)) => FileTasks {
+                tasks,
+                refs: Vec::new(),
+                sink,
+                failed: Vec::new(),
+                cached_notes: notes,
+            },
+            None => validate_file(&validator, file, raw, sink),
         },
     );
     let mut tasks = Vec::with_capacity(count);
@@ -287,16 +228,16 @@ fn validate_files(
     let mut notes = Vec::new();
     let mut failed = HashMap::new();
     let mut per_file = Vec::with_capacity(files.len());
-    for (file_tasks, file_refs, sink, file_failed, cached_notes) in validated {
+    for file in validated {
         let offset = tasks.len();
-        refs.extend(file_refs.into_iter().map(|r| RefUse {
+        refs.extend(file.refs.into_iter().map(|r| RefUse {
             from: r.from.map(|from| from + offset),
             ..r
         }));
-        failed.extend(file_failed);
-        tasks.extend(file_tasks);
-        let (e, mut n) = sink.finish();
-        n.extend(cached_notes);
+        failed.extend(file.failed);
+        tasks.extend(file.tasks);
+        let (e, mut n) = file.sink.finish();
+        n.extend(file.cached_notes);
         errors.extend(e);
         per_file.push((offset..tasks.len(), n.clone()));
         notes.extend(n);
@@ -304,6 +245,153 @@ fn validate_files(
     check_references(&tasks, &failed, &refs, &mut last);
     let (e, n) = last.finish();
     errors.extend(e);
+    errors.extend(check_output_claims(files, &tasks));
+    let across = n.clone();
+    notes.extend(n);
+    diagnostic::sort(&mut errors);
+    diagnostic::sort(&mut notes);
+    if !errors.is_empty() {
+        return Err(Error::Invalid {
+            count: errors.len(),
+            diagnostics: errors,
+        });
+    }
+    let loaded = Loaded {
+        tasks,
+        notes,
+        seed,
+        digests: text_digests(files),
+    };
+    let parts = Parts {
+        files: per_file,
+        across,
+    };
+    Ok((loaded, parts))
+}
+
+/// Every plan file parsed: its raw tasks and sink, or what the cache holds for it, and the seed's
+/// settings merged across the files.
+struct Parsed<'f> {
+    per_file: Vec<Vec<RawTask>>,
+    sinks: Vec<Sink<'f>>,
+    hits: Vec<Option<cache::Validated>>,
+    seed: SeedSettings,
+}
+
+/// Parses each file on its own: in parallel, with its own sink. A file the cache holds is neither
+/// parsed nor (later) validated.
+fn parse_files<'f>(files: &'f [SourceFile], cached: Option<&cache::Lookup>) -> Parsed<'f> {
+    let parsed = par_map((0..files.len()).collect(), |index| {
+        let mut sink = Sink::new(files);
+        if let Some(hit) = cached.and_then(|c| c.file(index)) {
+            return (Vec::new(), None, sink, Some(hit));
+        }
+        let (tasks, part) = parse_file(index, &mut sink);
+        (tasks, part, sink, None)
+    });
+    let mut out = Parsed {
+        per_file: Vec::with_capacity(files.len()),
+        sinks: Vec::with_capacity(files.len() + 1),
+        hits: Vec::with_capacity(files.len()),
+        seed: SeedSettings::default(),
+    };
+    for (index, (tasks, part, mut sink, hit)) in parsed.into_iter().enumerate() {
+        if let Some(part) = part {
+            merge_seed(&mut out.seed, part, index, &mut sink);
+        }
+        out.per_file.push(tasks);
+        out.sinks.push(sink);
+        out.hits.push(hit);
+    }
+    out
+}
+
+/// Ids: checks their format and uniqueness across every file (a cached file's count too), before
+/// inputs are resolved against them, and fills what each task leaves out from `wanx.toml`'s
+/// `[defaults]`. Returns every id with its file and span.
+fn register_ids(
+    per_file: &mut [Vec<RawTask>],
+    hits: &[Option<cache::Validated>],
+    sinks: &mut [Sink],
+    manifest: &Manifest,
+) -> HashMap<String, (usize, Range<usize>)> {
+    let count = per_file.iter().map(Vec::len).sum();
+    let mut ids: HashMap<String, (usize, Range<usize>)> = HashMap::with_capacity(count);
+    for (file, tasks) in per_file.iter_mut().enumerate() {
+        // A cached file's ids count too; one used twice fails this load (done again uncached).
+        for task in hits[file].iter().flat_map(|(tasks, _)| tasks) {
+            if ids.insert(task.id.clone(), (file, 0..0)).is_some() {
+                sinks[file].error(file, None, "a task id is used twice", None, None);
+            }
+        }
+        for task in tasks {
+            check_unique_id(task, file, &mut ids, sinks);
+            if let Some(defaults) = &manifest.defaults {
+                task.inherit_project(defaults);
+            }
+        }
+    }
+    ids
+}
+
+/// One file's validated tasks, the references they make, its sink, and the ids (with `n`) of the
+/// tasks that failed; or, for a file the cache holds, its tasks and notes.
+struct FileTasks<'f> {
+    tasks: Vec<Task>,
+    refs: Vec<RefUse>,
+    sink: Sink<'f>,
+    failed: Vec<(String, u32)>,
+    cached_notes: Vec<Diagnostic>,
+}
+
+/// Validates one file's raw tasks (a broken one was reported by its parser and is skipped).
+fn validate_file<'f>(
+    validator: &Validator<'_>,
+    file: usize,
+    raw: Vec<RawTask>,
+    mut sink: Sink<'f>,
+) -> FileTasks<'f> {
+    let files = sink.files;
+    let lines = LineIndex::new(&files[file].source);
+    let plan_dir = files[file]
+        .path
+        .parent()
+        .map_or_else(PathBuf::new, Path::to_path_buf);
+    let mut tasks = Vec::with_capacity(raw.len());
+    let mut refs = Vec::new();
+    let mut failed = Vec::new();
+    for task in raw {
+        if task.broken {
+            continue;
+        }
+        let cx = FileCx {
+            index: file,
+            lines: &lines,
+            plan_dir: &plan_dir,
+        };
+        let first_ref = refs.len();
+        match validator.validate(task, &cx, &mut sink, &mut refs, tasks.len()) {
+            Ok(t) => tasks.push(t),
+            Err(failed_task) => {
+                // Its references are still checked, but it is no node of the graph.
+                for r in &mut refs[first_ref..] {
+                    r.from = None;
+                }
+                failed.extend(failed_task);
+            }
+        }
+    }
+    FileTasks {
+        tasks,
+        refs,
+        sink,
+        failed,
+        cached_notes: Vec::new(),
+    }
+}
+
+/// Outputs claimed by two tasks, or by a task and a plan file.
+fn check_output_claims(files: &[SourceFile], tasks: &[Task]) -> Vec<Diagnostic> {
     let plans: Vec<crate::tree::output_claims::PlanFile> = files
         .iter()
         .map(|f| crate::tree::output_claims::PlanFile {
@@ -311,32 +399,7 @@ fn validate_files(
             source: &f.source,
         })
         .collect();
-    errors.extend(crate::tree::output_claims::check(&tasks, &plans));
-    let across = n.clone();
-    notes.extend(n);
-    diagnostic::sort(&mut errors);
-    diagnostic::sort(&mut notes);
-    if errors.is_empty() {
-        let digests = text_digests(files);
-        let loaded = Loaded {
-            tasks,
-            notes,
-            seed,
-            digests,
-        };
-        Ok((
-            loaded,
-            Parts {
-                files: per_file,
-                across,
-            },
-        ))
-    } else {
-        Err(Error::Invalid {
-            count: errors.len(),
-            diagnostics: errors,
-        })
-    }
+    crate::tree::output_claims::check(tasks, &plans)
 }
 
 /// Parses one file by its extension.

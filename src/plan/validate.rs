@@ -36,6 +36,18 @@ pub(super) struct FileCx<'a> {
     /// The plan file's directory, relative to the root: local inputs are resolved from it.
     pub(super) plan_dir: &'a Path,
 }
+impl FileCx<'_> {
+    /// The task defined at byte `at` of this file, as a place to point at.
+    fn origin(&self, files: &[crate::plan::sink::SourceFile], at: usize) -> Origin {
+        let (line, column) = self.lines.line_col(&files[self.index].source, at);
+        Origin {
+            file: files[self.index].path.clone(),
+            line,
+            column,
+        }
+    }
+}
+
 pub(super) struct Validator<'a> {
     manifest: &'a Manifest,
     registry: &'a Registry,
@@ -129,6 +141,9 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// Checks one task's fields (every field of [`RawTask`] but `broken`, which the caller reads, is read here) and builds the
+    /// task. On failure, returns the id and `n` of a task whose `n` is valid, so tasks using it can
+    /// still be checked against it.
     pub(super) fn validate(
         &self,
         raw: RawTask,
@@ -138,123 +153,91 @@ impl<'a> Validator<'a> {
         task_index: usize,
     ) -> Result<Task, Option<(String, u32)>> {
         let sink_files = sink.files;
-        let file = cx.index;
-        let RawTask {
-            id,
-            model,
-            prompt,
-            negative_prompt,
-            negative,
-            size,
-            n,
-            pick,
-            seed,
-            style,
-            prompt_extend,
-            watermark,
-            ref_img,
-            ref_strength,
-            ref_mode,
-            composer,
-            text,
-            edit,
-            function,
-            input,
-            extend,
-            style_reference,
-            mask,
-            strength,
-            out_dir,
-            filename,
-            extra_input,
-            extra_parameters,
-            at,
-            paths,
-            poisoned,
-            broken: _,
-            from_project,
-        } = raw;
+        let poisoned = raw.poisoned;
         let mut c = Check {
             sink,
-            file,
-            paths,
-            at,
+            file: cx.index,
+            paths: raw.paths,
+            at: raw.at,
             errors: 0,
-            from_project,
+            from_project: raw.from_project,
         };
-        let id_span = id.as_ref().map_or(c.at.clone(), Spanned::span);
-        let id = fields::task_id(id, &poisoned, &mut c);
+        let id_span = raw.id.as_ref().map_or(c.at.clone(), Spanned::span);
+        let id = fields::task_id(raw.id, &poisoned, &mut c);
 
         // The edit kind decides which model a task without one gets.
-        let kind = edit::edit_kind(edit.as_ref(), function.as_ref(), &mut c);
-        let is_edit = edit.is_some() || function.is_some();
+        let kind = edit::edit_kind(raw.edit.as_ref(), raw.function.as_ref(), &mut c);
+        let is_edit = raw.edit.is_some() || raw.function.is_some();
+        let style_reference = raw.style_reference.is_some();
         let spec = self.model(
-            model.as_ref(),
+            raw.model.as_ref(),
             is_edit,
             kind.as_ref(),
-            style_reference.is_some(),
+            style_reference,
             &poisoned,
             &mut c,
         );
         let (model_name, spec) = spec.map_or((None, None), |(name, spec)| (Some(name), Some(spec)));
         let family = spec.map(|s| s.family);
 
-        let prompt = match (prompt, kind.as_ref()) {
+        let prompt = match (raw.prompt, kind.as_ref()) {
             (None, Some(kind)) if !poisoned.iter().any(|p| p == "prompt") => {
-                edit_prompt(kind, style_reference.is_some(), spec, &poisoned, &mut c)
+                edit_prompt(kind, style_reference, spec, &poisoned, &mut c)
             }
             (prompt, _) => fields::prompt(prompt, spec, &poisoned, is_edit, &mut c),
         };
-        let negative_prompt = negative_prompt.map(|p| fields::negative_prompt(p, &mut c));
-        let negative_presets =
-            negative.map_or_else(Vec::new, |list| fields::negative_presets(list, &mut c));
+        let negative_prompt = raw
+            .negative_prompt
+            .map(|p| fields::negative_prompt(p, &mut c));
+        let negative_presets = raw
+            .negative
+            .map_or_else(Vec::new, |list| fields::negative_presets(list, &mut c));
 
-        let size = spec.and_then(|s| fields::size(size, s, &mut c));
+        let size = spec.and_then(|s| fields::size(raw.size, s, &mut c));
         let errors_before_n = c.errors;
-        let n = fields::count(n, spec, &mut c);
+        let n = fields::count(raw.n, spec, &mut c);
         let n_valid = c.errors == errors_before_n && spec.is_some();
-        let pick = pick.and_then(|p| fields::pick(p, n, &mut c));
-        let seed = seed.and_then(|s| fields::seed(&s, &mut c));
-        let style = style.and_then(|s| fields::style(&s, family, &mut c));
-        let mut inputs = Inputs {
-            ids: self.ids,
-            root: &self.manifest.root,
-            canonical_root: self.canonical_root.as_deref(),
-            plan_dir: cx.plan_dir,
-            refs,
-            task_index,
-        };
-        let reference =
-            fields::reference(ref_img, ref_strength, ref_mode, family, &mut inputs, &mut c);
-        let composer = composer.and_then(|comp| fields::check_composer(comp.into_inner(), &mut c));
-        let text = text.map(|t| fields::check_text(t.into_inner(), &mut c));
+        let pick = raw.pick.and_then(|p| fields::pick(p, n, &mut c));
+        let seed = raw.seed.and_then(|s| fields::seed(&s, &mut c));
+        let style = raw.style.and_then(|s| fields::style(&s, family, &mut c));
+        let mut inputs = self.inputs(cx, refs, task_index);
+        let reference = fields::reference(
+            raw.ref_img,
+            raw.ref_strength,
+            raw.ref_mode,
+            family,
+            &mut inputs,
+            &mut c,
+        );
+        let composer = raw
+            .composer
+            .and_then(|comp| fields::check_composer(comp.into_inner(), &mut c));
+        let text = raw.text.map(|t| fields::check_text(t.into_inner(), &mut c));
         let edit = edit::edit(
             kind,
             EditFields {
-                input,
-                extend,
-                style_reference,
-                mask,
-                strength,
+                input: raw.input,
+                extend: raw.extend,
+                style_reference: raw.style_reference,
+                mask: raw.mask,
+                strength: raw.strength,
             },
-            function.as_ref().map(Spanned::get_ref),
+            raw.function.as_ref().map(Spanned::get_ref),
             &mut inputs,
             &mut c,
         );
         // Named by the outputs it writes: one picked candidate is `{id}.png`.
         let written = pick.as_ref().map_or(n, |p: &Vec<u32>| p.len() as u32);
-        let output = self.output(out_dir, filename, written, &mut c);
+        let output = self.output(raw.out_dir, raw.filename, written, &mut c);
 
         let (Some(model), Some(prompt), Some(output), 0) = (model_name, prompt, output, c.errors)
         else {
             // Tasks using this one can still be checked against its `n`.
             return Err((n_valid && !id.is_empty()).then_some((id, n)));
         };
-        let (line, column) = cx.lines.line_col(&sink_files[file].source, id_span.start);
-        let file = sink_files[file].path.clone();
         Ok(Task {
             id,
-            origin: Origin { file, line, column },
+            origin: cx.origin(sink_files, id_span.start),
             model,
             prompt,
             negative_prompt,
@@ -264,17 +247,34 @@ impl<'a> Validator<'a> {
             pick,
             seed,
             style,
-            prompt_extend: prompt_extend.map(Spanned::into_inner),
-            watermark: watermark.map(Spanned::into_inner),
+            prompt_extend: raw.prompt_extend.map(Spanned::into_inner),
+            watermark: raw.watermark.map(Spanned::into_inner),
             reference,
             composer,
             text,
             edit,
-            extra_input: extra_input.map_or_else(Map::new, |m| toml_datetimes(m.into_inner())),
-            extra_parameters: extra_parameters
-                .map_or_else(Map::new, |m| toml_datetimes(m.into_inner())),
+            extra_input: extra(raw.extra_input),
+            extra_parameters: extra(raw.extra_parameters),
             output,
         })
+    }
+
+    /// Where a task's inputs are resolved from, and where the outputs of other tasks it uses are
+    /// recorded (`refs`).
+    fn inputs<'r>(
+        &'r self,
+        cx: &FileCx<'r>,
+        refs: &'r mut Vec<RefUse>,
+        task_index: usize,
+    ) -> Inputs<'r, 'r> {
+        Inputs {
+            ids: self.ids,
+            root: &self.manifest.root,
+            canonical_root: self.canonical_root.as_deref(),
+            plan_dir: cx.plan_dir,
+            refs,
+            task_index,
+        }
     }
 
     /// Resolves the model: the task's, `[defaults]`' (not a text-to-image one for an edit task), or the
@@ -463,6 +463,11 @@ fn edit_prompt(
     crate::plan::edit_prompt::default_for(kind, has_style_reference)
         .map(|text| Prompt::Text(text.to_owned()))
         .or_else(|| fields::prompt(None, spec, poisoned, true, c))
+}
+
+/// A task's `extra_input` or `extra_parameters` table, with its TOML datetimes as strings.
+fn extra(table: Option<Spanned<Map<String, Value>>>) -> Map<String, Value> {
+    table.map_or_else(Map::new, |m| toml_datetimes(m.into_inner()))
 }
 
 /// TOML datetimes reach `serde_json` as `{"$__toml_private_datetime": "…"}`: make them strings.

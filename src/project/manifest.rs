@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::plan::raw::RawTask;
 use crate::registry::{ModelOverride, Registry};
-use crate::term::diagnostic::{Diagnostic, did_you_mean};
+use crate::term::diagnostic::{Diagnostic, did_you_mean_hint};
 
 pub const FILE_NAME: &str = "wanx.toml";
 /// The Beijing endpoint, the SDK's default.
@@ -267,17 +267,7 @@ pub fn unknown_field_hint(message: &str) -> Option<String> {
     } else {
         names
     };
-    Some(match did_you_mean(field, names.iter().copied()) {
-        Some(name) => format!("did you mean `{name}`?"),
-        None => format!(
-            "expected one of {}",
-            names
-                .iter()
-                .map(|n| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    })
+    Some(did_you_mean_hint(&names, field))
 }
 
 #[cfg(test)]

@@ -72,6 +72,17 @@ impl BlobStore {
         Ok((hash, size))
     }
 
+    /// Stores a copy of the file at `source` (through [`BlobStore::tmp_dir`]; `source` is left as it
+    /// is), returning its blake3 hex and size.
+    pub fn insert_copy(&self, source: &Path) -> io::Result<(String, u64)> {
+        let tmp = tempfile::Builder::new()
+            .prefix("copy-")
+            .tempfile_in(self.tmp_dir()?)?
+            .into_temp_path();
+        fs::copy(source, &tmp)?;
+        self.insert_file(&tmp)
+    }
+
     /// Stores `bytes`, returning their blake3 hex and size.
     #[cfg(test)]
     pub fn insert_bytes(&self, bytes: &[u8]) -> io::Result<(String, u64)> {

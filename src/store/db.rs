@@ -86,3 +86,21 @@ impl Store {
         })
     }
 }
+
+/// A column holding JSON text (or NULL, read as `T`'s default), parsed; a parse failure is
+/// rusqlite's conversion error for that column.
+pub(super) fn json_column<T: serde::de::DeserializeOwned + Default>(
+    row: &rusqlite::Row<'_>,
+    index: usize,
+) -> rusqlite::Result<T> {
+    match row.get_ref(index)?.as_str_or_null()? {
+        Some(text) => serde_json::from_str(text).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                index,
+                rusqlite::types::Type::Text,
+                Box::new(e),
+            )
+        }),
+        None => Ok(T::default()),
+    }
+}

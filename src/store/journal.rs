@@ -2,11 +2,10 @@
 //! a crash never makes a build pay twice for the same images; what the service billed is booked
 //! once, the moment wanx first sees a task succeed.
 
-use rusqlite::types::Type;
 use rusqlite::{Transaction, params};
 
 use crate::error::Result;
-use crate::store::db::Store;
+use crate::store::db::{Store, json_column};
 use crate::store::records::{Charge, JournalEntry, JournalIntent, StoredImage};
 use crate::store::schema::{CHARGES, JOURNAL, RESULTS};
 
@@ -105,12 +104,7 @@ impl Store {
                     remote_task_id: row.get(6)?,
                     created_at: row.get(7)?,
                     billed: row.get(8)?,
-                    saved: match row.get_ref(9)?.as_str_or_null()? {
-                        Some(text) => serde_json::from_str(text).map_err(|e| {
-                            rusqlite::Error::FromSqlConversionFailure(9, Type::Text, Box::new(e))
-                        })?,
-                        None => Vec::new(),
-                    },
+                    saved: json_column(row, 9)?,
                 })
             })?
             .collect()

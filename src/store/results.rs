@@ -3,12 +3,11 @@
 
 use std::collections::HashMap;
 
-use rusqlite::types::Type;
 use rusqlite::{OptionalExtension, Row, Transaction, params, params_from_iter};
 
 use crate::error::Result;
 use crate::money::Money;
-use crate::store::db::Store;
+use crate::store::db::{Store, json_column};
 use crate::store::journal::close_journal;
 use crate::store::records::{Partial, PlanKeys, StatEntry, StoredImage, StoredResult};
 use crate::store::schema::{BATCH, BLOBS, PARTIALS, PLAN_KEYS, RESULTS, STAT_CACHE};
@@ -106,9 +105,7 @@ impl Store {
             ))?
             .query_row([key], |row| {
                 Ok(Partial {
-                    images: serde_json::from_str(row.get_ref(0)?.as_str()?).map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(0, Type::Text, Box::new(e))
-                    })?,
+                    images: json_column(row, 0)?,
                     cost: Money(row.get(1)?),
                 })
             })
@@ -353,7 +350,6 @@ fn result_from_row(row: &Row<'_>) -> rusqlite::Result<StoredResult> {
         remote_task_id: row.get(5)?,
         cost: Money(row.get(6)?),
         generated_at: row.get(7)?,
-        images: serde_json::from_str(row.get_ref(8)?.as_str()?)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(8, Type::Text, Box::new(e)))?,
+        images: json_column(row, 8)?,
     })
 }

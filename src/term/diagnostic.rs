@@ -302,6 +302,21 @@ pub fn sort(diagnostics: &mut [Diagnostic]) {
     diagnostics.sort_by(|a, b| (&a.path, a.line, a.column).cmp(&(&b.path, b.line, b.column)));
 }
 
+/// The hint for an unknown `word`: the closest of `candidates` ("did you mean"), else them all.
+pub fn did_you_mean_hint(candidates: &[&str], word: &str) -> String {
+    match did_you_mean(word, candidates.iter().copied()) {
+        Some(name) => format!("did you mean `{name}`?"),
+        None => format!(
+            "expected one of {}",
+            candidates
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 /// The closest of `candidates` to `word`, if it is close enough to be a likely typo (Levenshtein
 /// distance, ignoring case, at most a third of the candidate's length, and at least 2).
 pub fn did_you_mean<'a>(

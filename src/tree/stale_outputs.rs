@@ -40,12 +40,7 @@ pub fn prune(
     after: &LockFile,
     printer: &Printer,
 ) -> Result<()> {
-    let kept: HashSet<&str> = after
-        .tasks
-        .values()
-        .flat_map(|e| &e.outputs)
-        .map(|o| o.path.as_str())
-        .collect();
+    let kept = output_paths(after);
     let mut stale: Vec<&(String, String)> = before
         .recorded
         .iter()
@@ -61,7 +56,9 @@ pub fn prune(
         match hash_file(&full) {
             Ok((hash, _)) if hash == *recorded => {
                 if !blobs.contains(&hash) {
-                    cache(blobs, &full).map_err(|e| Error::io("could not cache", &full, e))?;
+                    blobs
+                        .insert_copy(&full)
+                        .map_err(|e| Error::io("could not cache", &full, e))?;
                 }
                 std::fs::remove_file(&full).map_err(|e| Error::io("could not remove", &full, e))?;
                 printer.status(
@@ -80,17 +77,6 @@ pub fn prune(
     Ok(())
 }
 
-/// Copies the file at `full` into the cache.
-fn cache(blobs: &BlobStore, full: &Path) -> std::io::Result<()> {
-    let tmp = tempfile::Builder::new()
-        .prefix("stale-")
-        .tempfile_in(blobs.tmp_dir()?)?
-        .into_temp_path();
-    std::fs::copy(full, &tmp)?;
-    blobs.insert_file(&tmp)?;
-    Ok(())
-}
-
 /// Files in the directories of the lock's outputs (and `extra_dirs`) that no lock entry records
 /// and whose bytes the cache holds: images wanx wrote that nothing claims. Project-relative, sorted.
 pub fn leftovers(
@@ -99,12 +85,7 @@ pub fn leftovers(
     blobs: &BlobStore,
     extra_dirs: &[&str],
 ) -> Vec<String> {
-    let recorded: HashSet<&str> = lock
-        .tasks
-        .values()
-        .flat_map(|e| &e.outputs)
-        .map(|o| o.path.as_str())
-        .collect();
+    let recorded = output_paths(lock);
     let mut dirs: BTreeSet<String> = recorded
         .iter()
         .map(|p| p.rsplit_once('/').map_or("", |(dir, _)| dir).to_owned())
@@ -186,4 +167,13 @@ pub fn clean(dir: Option<&Path>, dry_run: bool, wait: bool, printer: &Printer) -
         ),
     );
     Ok(())
+}
+
+/// Every output path `lock` records.
+fn output_paths(lock: &LockFile) -> HashSet<&str> {
+    lock.tasks
+        .values()
+        .flat_map(|e| &e.outputs)
+        .map(|o| o.path.as_str())
+        .collect()
 }
