@@ -114,6 +114,8 @@ pub async fn build_with(
     } else {
         Resumption::default()
     };
+    // Before planning hashes them: an input changed after this stat is a miss for the record.
+    let inputs = uptodate::local_inputs(project);
     let forced = forced_tasks(project, args)?;
     let mut planned = plan_for_build(project, args, printer, &forced)?;
     let emulated = planned.provider.is_emulated();
@@ -138,7 +140,7 @@ pub async fn build_with(
     }
     let before = crate::planner::writes::before(&planned);
     let selected = planned.units.len() + planned.waiting.len();
-    let seen = uptodate::Seen::of(&mut planned);
+    let seen = uptodate::Seen::of(&mut planned, inputs);
     let emulator = execute(
         project,
         args,

@@ -58,7 +58,7 @@ fn a_no_op_after_a_no_op_answers_from_the_record_and_says_the_same() {
     assert_output(
         &verbose.stderr,
         &format!(
-            "       Fresh nothing changed since the last build (1 plan file, `wanx.lock` and 3 outputs as it left them)\n{}",
+            "       Fresh nothing changed since the last build (1 plan file, `wanx.lock` and 3 outputs and inputs as it left them)\n{}",
             full.stderr
         ),
     );
@@ -192,5 +192,31 @@ fn a_damaged_record_is_a_miss_with_the_same_result() {
         assert!(!run.stderr.contains("nothing changed"), "{}", run.stderr);
         assert!(run.stderr.ends_with(&expected), "{}", run.stderr);
     }
+    assert_eq!(p.ledger().submissions, 2);
+}
+
+#[test]
+fn a_local_input_changed_since_the_record_is_seen() {
+    let p = Project::new();
+    let photo = wanx::emulator::placeholder_png::render(64, 64, b"a photo");
+    std::fs::create_dir_all(p.path("plans/photos")).unwrap();
+    std::fs::write(p.path("plans/photos/shop.png"), &photo).unwrap();
+    p.file(
+        "plans/edit.toml",
+        "[[task]]\nid = \"shop-clean\"\nedit = \"remove_watermark\"\ninput = \"photos/shop.png\"\nprompt = \"remove the watermark\"\n",
+    );
+    settle(&p);
+    assert_eq!(p.ledger().submissions, 1);
+    std::fs::write(
+        p.path("plans/photos/shop.png"),
+        wanx::emulator::placeholder_png::render(64, 64, b"another photo"),
+    )
+    .unwrap();
+    let run = p.wanx(&["-v", "build"]);
+    run.success();
+    assert!(!run.stderr.contains("nothing changed"), "{}", run.stderr);
+    assert!(run.stderr.contains("1 generated"), "{}", run.stderr);
+    assert_eq!(p.ledger().submissions, 2, "the new photo was sent");
+    settle(&p);
     assert_eq!(p.ledger().submissions, 2);
 }

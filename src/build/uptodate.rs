@@ -12,15 +12,15 @@
 //! `DASHSCOPE_HTTP_BASE_URL`) is a miss, and the build runs as it would without the record. A
 //! damaged record is a miss too ([`binary_file`]). Every build that may change anything removes the
 //! record first, under the project lock; only a build where every selected task was fresh writes
-//! one, after its last database connection closed. Projects with local input files (`ref_image =
-//! "./a.png"`) keep no record: their inputs would need stat-ing too.
+//! one, after its last database connection closed. Local input files (`input = "photos/a.png"`)
+//! are recorded with the outputs, by the stat they had before planning hashed them.
 
 use std::path::{Path, PathBuf};
 
 use crate::cli::BuildArgs;
 use crate::money::Money;
 use crate::plan::task::InputRef;
-use crate::planner::{Planned, Stat};
+use crate::planner::{Planned, Project, Stat};
 use crate::project::binary_file::{self, Reader, Writer};
 use crate::project::cache_digest::{field, this_binary};
 use crate::project::manifest::Manifest;
@@ -42,23 +42,34 @@ pub struct Seen {
 }
 
 impl Seen {
-    /// What `planned` saw, when the record can stand for it: the lock existed and no task reads a
-    /// local file.
-    pub fn of(planned: &mut Planned<'_>) -> Option<Seen> {
-        let local = planned
-            .units
-            .iter()
-            .map(|u| u.task)
-            .chain(planned.waiting.iter().map(|w| w.task))
-            .any(|t| t.inputs().any(|i| matches!(i, InputRef::File(_))));
-        if local {
-            return None;
-        }
+    /// What `planned` saw, when the record can stand for it (the lock existed), with the local
+    /// input files as [`local_inputs`] found them before planning.
+    pub fn of(planned: &mut Planned<'_>, inputs: Option<Vec<(String, Stat)>>) -> Option<Seen> {
+        let mut outputs = std::mem::take(&mut planned.observed);
+        outputs.extend(inputs?);
         Some(Seen {
-            outputs: std::mem::take(&mut planned.observed),
+            outputs,
             lock: planned.lock_digest?,
         })
     }
+}
+
+/// Every local input file of the project's tasks with its stat, taken before planning hashes
+/// them: recorded beside the outputs, an input changed after this stat is a miss. `None` when one
+/// cannot be stat-ed or named (the build then keeps no record).
+pub fn local_inputs(project: &Project) -> Option<Vec<(String, Stat)>> {
+    let mut found = Vec::new();
+    for task in &project.loaded.tasks {
+        for input in task.inputs() {
+            if let InputRef::File(path) = input {
+                let meta = std::fs::metadata(project.manifest.root.join(path)).ok()?;
+                found.push((path.to_str()?.to_owned(), stat_of(&meta)));
+            }
+        }
+    }
+    found.sort_unstable();
+    found.dedup();
+    Some(found)
 }
 
 /// Removes the record: called before a build that may change anything.
@@ -147,7 +158,7 @@ pub fn unchanged(dir: Option<&Path>, args: &BuildArgs, printer: &Printer) -> Opt
         &format!(
             "nothing changed since the last build ({}, `wanx.lock` and {} as it left them)",
             plural(plans, "plan file", "plan files"),
-            plural(outputs, "output", "outputs"),
+            plural(outputs, "output or input", "outputs and inputs"),
         ),
     );
     Some(Summary {
