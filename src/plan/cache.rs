@@ -13,13 +13,15 @@
 //!   kept alone, and the notes of the checks across files) under the digest of every plan file's
 //!   path and bytes in order: when no file changed, nothing is parsed or checked at all. Projects
 //!   with seed (JSON) plans (their seed settings are not cached) or with local-file inputs (the
-//!   loader checks those on disk) are not kept whole.
+//!   loader checks those on disk) are not kept whole. A few earlier states (those whose entry is
+//!   small: references to file entries) and the entries of a few earlier file versions are kept
+//!   too, so that an undone edit (the common case under `wanx watch`) loads whole as well.
 //!
 //! The bytes are hashed, not stat-ed, so a same-second, same-size edit is seen. A cache that is
 //! missing, truncated, corrupted or written by another binary is a miss, never trusted. It is
 //! written only after a load that found no error, only where `.wanx/` already exists.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -38,7 +40,14 @@ use crate::term::diagnostic::{Diagnostic, Excerpt, Related, Severity};
 pub const FILE_NAME: &str = "plans.cache";
 
 /// The cache's kind; bump the digit when the encoding or what a digest covers changes.
-const MAGIC: &[u8; 8] = b"WANXPC01";
+const MAGIC: &[u8; 8] = b"WANXPC02";
+/// Earlier states of the project kept besides the current one (an undone edit loads whole again),
+/// each only while small: one that holds tasks of its own is not kept as an earlier state.
+const EARLIER_WHOLES: usize = 3;
+const EARLIER_WHOLE_BYTES: usize = 64 * 1024;
+/// Entries of earlier versions of plan files kept besides the current ones (an undone edit parses
+/// nothing).
+const EARLIER_FILES: usize = 32;
 
 /// A plan file as the loader read it: its project-relative path and the blake3 of its bytes.
 pub type Source<'a> = (&'a Path, &'a [u8; 32]);
@@ -62,8 +71,11 @@ pub struct Lookup {
     payload: Vec<u8>,
     /// Where the whole project's entry is in `payload`, when it is valid now.
     whole_entry: Option<Range<usize>>,
-    /// Where each file's entry is in `payload`, by digest.
+    /// Every project state's entry in `payload` (the newest first), by its digest.
+    wholes: Vec<([u8; 32], Range<usize>)>,
+    /// Where each file's entry is in `payload`, by digest (the newest first in `order`).
     entries: HashMap<[u8; 32], Range<usize>>,
+    order: Vec<[u8; 32]>,
 }
 
 impl Lookup {
@@ -93,7 +105,15 @@ impl Lookup {
         let whole = *h.finalize().as_bytes();
         let path = state.join(FILE_NAME);
         let payload = binary_file::read(&path, MAGIC, &context).unwrap_or_default();
-        let (whole_entry, entries) = index(&payload, &whole).unwrap_or_default();
+        let Index {
+            wholes,
+            entries,
+            order,
+        } = index(&payload).unwrap_or_default();
+        let whole_entry = wholes
+            .iter()
+            .find(|(digest, _)| *digest == whole)
+            .map(|(_, range)| range.clone());
         Some(Lookup {
             path,
             context,
@@ -101,7 +121,9 @@ impl Lookup {
             whole,
             payload,
             whole_entry,
+            wholes,
             entries,
+            order,
         })
     }
 
@@ -159,7 +181,7 @@ impl Lookup {
                 whole.0.extend_from_slice(&entry.0);
             }
         }
-        let mut w = Writer::default();
+        let mut wholes: Vec<([u8; 32], &[u8])> = Vec::new();
         match across {
             Some(notes) if files.len() == self.digests.len() => {
                 whole.count(notes.len());
@@ -168,13 +190,41 @@ impl Lookup {
                         return;
                     }
                 }
-                w.0.extend_from_slice(&self.whole);
-                w.bytes(&whole.0);
+                wholes.push((self.whole, &whole.0));
             }
-            _ => {
-                w.0.extend_from_slice(&[0; 32]);
-                w.bytes(&[]);
-            }
+            _ => {}
+        }
+        // Earlier states and earlier file versions, newest first, so an undo finds its own.
+        let earlier = self
+            .wholes
+            .iter()
+            .filter(|(digest, range)| *digest != self.whole && range.len() <= EARLIER_WHOLE_BYTES)
+            .filter_map(|(digest, range)| Some((*digest, self.payload.get(range.clone())?)))
+            .take(EARLIER_WHOLES);
+        wholes.extend(earlier);
+        let current: HashSet<&[u8; 32]> = self.digests.iter().collect();
+        for digest in self
+            .order
+            .iter()
+            .filter(|d| !current.contains(d))
+            .take(EARLIER_FILES)
+        {
+            let Some(entry) = self
+                .entries
+                .get(digest)
+                .and_then(|r| self.payload.get(r.clone()))
+            else {
+                continue;
+            };
+            entries.0.extend_from_slice(digest);
+            entries.bytes(entry);
+            kept += 1;
+        }
+        let mut w = Writer::default();
+        w.count(wholes.len());
+        for (digest, bytes) in wholes {
+            w.0.extend_from_slice(&digest);
+            w.bytes(bytes);
         }
         w.count(kept);
         w.0.extend_from_slice(&entries.0);
@@ -206,24 +256,37 @@ fn context(root: &Path, manifest: &[u8; 32]) -> Option<[u8; 32]> {
     Some(*h.finalize().as_bytes())
 }
 
-/// The entries of a payload: the whole project's (when its digest is `whole`) and each file's by
-/// digest. `None` for anything malformed.
-#[allow(clippy::type_complexity)]
-fn index(
-    payload: &[u8],
-    whole: &[u8; 32],
-) -> Option<(Option<Range<usize>>, HashMap<[u8; 32], Range<usize>>)> {
+/// Where a payload's entries are: the project states', newest first, and each file's by digest
+/// (with the digests in the order written, newest first).
+#[derive(Default)]
+struct Index {
+    wholes: Vec<([u8; 32], Range<usize>)>,
+    entries: HashMap<[u8; 32], Range<usize>>,
+    order: Vec<[u8; 32]>,
+}
+
+/// The [`Index`] of a payload; `None` for anything malformed.
+fn index(payload: &[u8]) -> Option<Index> {
     let mut r = Reader::new(payload);
-    let whole_digest = r.digest()?;
-    let whole_entry = r.span()?;
+    let count = r.usize()?;
+    let mut wholes = Vec::with_capacity(count.min(EARLIER_WHOLES + 1));
+    for _ in 0..count {
+        let digest = r.digest()?;
+        wholes.push((digest, r.span()?));
+    }
     let count = r.usize()?;
     let mut entries = HashMap::with_capacity(count.min(payload.len()));
+    let mut order = Vec::with_capacity(count.min(payload.len()));
     for _ in 0..count {
         let digest = r.digest()?;
         entries.insert(digest, r.span()?);
+        order.push(digest);
     }
-    r.done()
-        .then_some(((whole_digest == *whole).then_some(whole_entry), entries))
+    r.done().then_some(Index {
+        wholes,
+        entries,
+        order,
+    })
 }
 
 // --- encoding ------------------------------------------------------------------------------------
@@ -734,5 +797,50 @@ mod tests {
         // Another `wanx.toml`: nothing stands.
         let lookup = Lookup::open(dir.path(), root, &[8; 32], &files).unwrap();
         assert!(lookup.whole().is_none() && lookup.file(0).is_none());
+    }
+
+    #[test]
+    fn an_undone_edit_finds_the_earlier_state_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, digest) = (Path::new("/p"), [7; 32]);
+        let (a, b, edited) = ([1; 32], [2; 32], [3; 32]);
+        let before = [
+            (Path::new("plans/a.toml"), &a),
+            (Path::new("plans/b.toml"), &b),
+        ];
+        let after = [
+            (Path::new("plans/a.toml"), &a),
+            (Path::new("plans/b.toml"), &edited),
+        ];
+        let one = [Task {
+            edit: None,
+            ..task("one")
+        }];
+        let two = [Task {
+            edit: None,
+            ..task("two")
+        }];
+        let lookup = Lookup::open(dir.path(), root, &digest, &before).unwrap();
+        lookup.save(&[(&one, &[], true), (&two, &[], true)], Some(&[note()]));
+        // The edit: saved as the current state.
+        let lookup = Lookup::open(dir.path(), root, &digest, &after).unwrap();
+        assert!(lookup.whole().is_none());
+        let three = [Task {
+            edit: None,
+            ..task("three")
+        }];
+        lookup.save(&[(&one, &[], true), (&three, &[], true)], Some(&[]));
+        // The undo: the earlier state, whole, with its own notes and the file's earlier tasks.
+        let lookup = Lookup::open(dir.path(), root, &digest, &before).unwrap();
+        let (tasks, notes) = lookup.whole().expect("the earlier state is kept");
+        assert_eq!(tasks, [one[0].clone(), two[0].clone()]);
+        assert_eq!(notes, [note()]);
+        // And the edit again: both states stand.
+        lookup.save(&[(&one, &[], true), (&two, &[], true)], Some(&[note()]));
+        let lookup = Lookup::open(dir.path(), root, &digest, &after).unwrap();
+        assert_eq!(
+            lookup.whole().unwrap().0,
+            [one[0].clone(), three[0].clone()]
+        );
     }
 }
