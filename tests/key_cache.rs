@@ -5,15 +5,6 @@ use std::time::Duration;
 
 use crate::util::{Project, TWO_TASKS};
 
-/// Sets a file's mtime back to `at`.
-fn set_mtime(p: &Project, rel: &str, at: std::time::SystemTime) {
-    let file = std::fs::File::options()
-        .write(true)
-        .open(p.path(rel))
-        .unwrap();
-    file.set_modified(at).unwrap();
-}
-
 #[test]
 fn an_edit_keeping_size_mtime_and_inode_is_seen() {
     let p = Project::new();
@@ -22,7 +13,7 @@ fn an_edit_keeping_size_mtime_and_inode_is_seen() {
     let meta = std::fs::metadata(p.path("plans/a.toml")).unwrap();
     // Same length, written in place (same inode), mtime put back: only the bytes differ.
     p.edit("plans/a.toml", "at dusk", "at dawn");
-    set_mtime(&p, "plans/a.toml", meta.modified().unwrap());
+    p.set_mtime("plans/a.toml", meta.modified().unwrap());
     let after = std::fs::metadata(p.path("plans/a.toml")).unwrap();
     assert_eq!(after.len(), meta.len());
     assert_eq!(after.modified().unwrap(), meta.modified().unwrap());
@@ -95,7 +86,7 @@ prompt = "a quiet harbor"
     let meta = std::fs::metadata(p.path("plans/photos/shop.png")).unwrap();
     let other = wanx::emulator::placeholder_png::render(600, 600, b"another photo");
     std::fs::write(p.path("plans/photos/shop.png"), &other).unwrap();
-    set_mtime(&p, "plans/photos/shop.png", meta.modified().unwrap());
+    p.set_mtime("plans/photos/shop.png", meta.modified().unwrap());
     let json = p.wanx(&["build", "--json"]).success().json();
     assert_eq!(
         (json["generated"].as_u64(), json["fresh"].as_u64()),

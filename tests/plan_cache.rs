@@ -5,26 +5,6 @@
 
 use crate::util::{Project, TWO_TASKS};
 
-/// Sets a file's mtime back to `at`.
-fn set_mtime(p: &Project, rel: &str, at: std::time::SystemTime) {
-    let file = std::fs::File::options()
-        .write(true)
-        .open(p.path(rel))
-        .unwrap();
-    file.set_modified(at).unwrap();
-}
-
-/// Replaces `from` by `to` (of the same length) in `rel`, in place, and puts its mtime back.
-fn edit_keeping_stat(p: &Project, rel: &str, from: &str, to: &str) {
-    assert_eq!(from.len(), to.len());
-    let meta = std::fs::metadata(p.path(rel)).unwrap();
-    p.edit(rel, from, to);
-    set_mtime(p, rel, meta.modified().unwrap());
-    let after = std::fs::metadata(p.path(rel)).unwrap();
-    assert_eq!(after.len(), meta.len());
-    assert_eq!(after.modified().unwrap(), meta.modified().unwrap());
-}
-
 /// Every byte of `rel` flipped in a few places, and the file cut short: each is a miss.
 fn corruptions(p: &Project, rel: &str) -> Vec<Vec<u8>> {
     let bytes = std::fs::read(p.path(rel)).unwrap();
@@ -54,7 +34,7 @@ fn a_plan_edit_keeping_size_and_mtime_is_seen_through_the_plan_cache() {
     assert!(p.exists(".wanx/plans.cache"), "the load was cached");
     // Warm: the whole project comes from the cache.
     assert_eq!(p.wanx(&["build", "--json"]).success().json()["fresh"], 3);
-    edit_keeping_stat(&p, "plans/a.toml", "at dusk", "at dawn");
+    p.edit_keeping_stat("plans/a.toml", "at dusk", "at dawn");
     let json = p.wanx(&["build", "--json"]).success().json();
     assert_eq!(
         (json["generated"].as_u64(), json["fresh"].as_u64()),
@@ -64,7 +44,7 @@ fn a_plan_edit_keeping_size_and_mtime_is_seen_through_the_plan_cache() {
     let last = p.ledger().requests.last().unwrap().body.clone();
     assert_eq!(last["input"]["prompt"], "a lighthouse at dawn", "{last}");
     // The unchanged file came from the cache; the other was parsed: an edit to it is seen too.
-    edit_keeping_stat(&p, "plans/b.toml", "stone", "brick");
+    p.edit_keeping_stat("plans/b.toml", "stone", "brick");
     let json = p.wanx(&["build", "--json"]).success().json();
     assert_eq!(json["generated"], 1, "{json}");
     let last = p.ledger().requests.last().unwrap().body.clone();
@@ -156,7 +136,7 @@ fn a_lock_edit_keeping_size_and_mtime_is_seen_through_its_mirror() {
         .chars()
         .map(|c| if c == '0' { '1' } else { '0' })
         .collect();
-    edit_keeping_stat(&p, "wanx.lock", old, &new);
+    p.edit_keeping_stat("wanx.lock", old, &new);
     let json = p.wanx(&["build", "--json"]).success().json();
     assert_eq!(json["fresh"], 1, "{json}");
     assert_eq!(p.ledger().submissions, 2, "restored, not paid for again");

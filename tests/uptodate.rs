@@ -5,23 +5,6 @@
 
 use crate::util::{Project, TWO_TASKS, assert_output};
 
-/// Replaces `from` by `to` (of the same length) in `rel`, in place, and puts its mtime back.
-fn edit_keeping_stat(p: &Project, rel: &str, from: &str, to: &str) {
-    assert_eq!(from.len(), to.len());
-    let meta = std::fs::metadata(p.path(rel)).unwrap();
-    p.edit(rel, from, to);
-    let file = std::fs::File::options()
-        .write(true)
-        .open(p.path(rel))
-        .unwrap();
-    file.set_modified(meta.modified().unwrap()).unwrap();
-    let after = std::fs::metadata(p.path(rel)).unwrap();
-    assert_eq!(
-        (after.len(), after.modified().unwrap()),
-        (meta.len(), meta.modified().unwrap())
-    );
-}
-
 /// Builds until the record stands for the project: the build after a change writes none, the
 /// no-op after it does, and a third answers from it (said with `-v`).
 fn settle(p: &Project) {
@@ -81,7 +64,7 @@ fn every_change_since_the_record_is_built_as_without_it() {
     settle(&p);
 
     // A plan edited in place, same size, same mtime: its hash differs.
-    edit_keeping_stat(&p, "plans/a.toml", "at dusk", "at dawn");
+    p.edit_keeping_stat("plans/a.toml", "at dusk", "at dawn");
     let run = p.wanx(&["build"]);
     run.success();
     assert!(run.stderr.contains("1 generated"), "{}", run.stderr);
@@ -121,7 +104,7 @@ fn every_change_since_the_record_is_built_as_without_it() {
         if key.starts_with('0') { '1' } else { '0' },
         &key[1..]
     );
-    edit_keeping_stat(&p, "wanx.lock", &key, &flipped);
+    p.edit_keeping_stat("wanx.lock", &key, &flipped);
     let run = p.wanx(&["build"]);
     run.success();
     assert!(run.stderr.contains("1 restored"), "{}", run.stderr);

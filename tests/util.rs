@@ -216,6 +216,29 @@ impl Project {
         std::fs::write(self.path(rel), text.replacen(from, to, 1)).unwrap();
     }
 
+    /// Sets a file's mtime to `at`.
+    pub fn set_mtime(&self, rel: &str, at: std::time::SystemTime) {
+        let file = std::fs::File::options()
+            .write(true)
+            .open(self.path(rel))
+            .unwrap();
+        file.set_modified(at).unwrap();
+    }
+
+    /// Replaces `from` by `to` (of the same length) in `rel`, in place, and puts its mtime back:
+    /// only the bytes differ.
+    pub fn edit_keeping_stat(&self, rel: &str, from: &str, to: &str) {
+        assert_eq!(from.len(), to.len());
+        let meta = std::fs::metadata(self.path(rel)).unwrap();
+        self.edit(rel, from, to);
+        self.set_mtime(rel, meta.modified().unwrap());
+        let after = std::fs::metadata(self.path(rel)).unwrap();
+        assert_eq!(
+            (after.len(), after.modified().unwrap()),
+            (meta.len(), meta.modified().unwrap())
+        );
+    }
+
     /// Runs `wanx ARGS` in the project, pointed at this project's emulator with a fake key.
     pub fn wanx(&self, args: &[&str]) -> Run {
         self.command(args).output().unwrap().into()

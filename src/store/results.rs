@@ -257,18 +257,12 @@ impl Store {
                 .prepare_cached(&format!("SELECT count(*) FROM {STAT_CACHE}"))?
                 .query_row([], |row| row.get(0))?;
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT path, size, mtime_ns, inode, blake3 FROM {STAT_CACHE}"
+                "SELECT size, mtime_ns, inode, blake3, path FROM {STAT_CACHE}"
             ))?;
             let mut rows = stmt.query([])?;
             let mut cache = HashMap::with_capacity(count as usize);
             while let Some(row) = rows.next()? {
-                let entry = StatEntry {
-                    size: row.get::<_, i64>(1)? as u64,
-                    mtime_ns: row.get(2)?,
-                    inode: row.get::<_, i64>(3)? as u64,
-                    blake3: row.get(4)?,
-                };
-                cache.insert(row.get(0)?, entry);
+                cache.insert(row.get(4)?, stat_entry(row)?);
             }
             Ok(cache)
         })
@@ -288,13 +282,7 @@ impl Store {
             for path in paths {
                 let mut rows = stmt.query([path])?;
                 if let Some(row) = rows.next()? {
-                    let entry = StatEntry {
-                        size: row.get::<_, i64>(0)? as u64,
-                        mtime_ns: row.get(1)?,
-                        inode: row.get::<_, i64>(2)? as u64,
-                        blake3: row.get(3)?,
-                    };
-                    found.insert(path.to_owned(), entry);
+                    found.insert(path.to_owned(), stat_entry(row)?);
                 }
             }
             Ok(found)
@@ -351,5 +339,15 @@ fn result_from_row(row: &Row<'_>) -> rusqlite::Result<StoredResult> {
         cost: Money(row.get(6)?),
         generated_at: row.get(7)?,
         images: json_column(row, 8)?,
+    })
+}
+
+/// A stat cache row whose first columns are `size, mtime_ns, inode, blake3`.
+fn stat_entry(row: &Row<'_>) -> rusqlite::Result<StatEntry> {
+    Ok(StatEntry {
+        size: row.get::<_, i64>(0)? as u64,
+        mtime_ns: row.get(1)?,
+        inode: row.get::<_, i64>(2)? as u64,
+        blake3: row.get(3)?,
     })
 }
