@@ -111,8 +111,13 @@ pub async fn build_with(
     } else {
         Resumption::default()
     };
-    // Before planning hashes them: an input changed after this stat is a miss for the record.
-    let inputs = uptodate::local_inputs(project);
+    // Before planning hashes them: an input changed after this stat is a miss for the record
+    // (which a dry or forced build never writes).
+    let inputs = if args.dry_run || args.force {
+        None
+    } else {
+        uptodate::local_inputs(project)
+    };
     let forced = forced_tasks(project, args)?;
     let mut planned = plan_for_build(project, args, printer, &forced)?;
     let emulated = planned.provider.is_emulated();
@@ -155,11 +160,10 @@ pub async fn build_with(
         prune_stale_outputs(project, &before, printer)?;
     }
     let interrupted = cancel.load(Ordering::SeqCst);
-    let nothing_done = session.summary.fresh == selected
+    let nothing_done = session.summary.did_nothing()
+        && session.summary.fresh == selected
         && session.fatal.is_none()
         && !interrupted
-        && session.summary.spent == Money::ZERO
-        && session.summary.maybe_billed == Money::ZERO
         && session.failures.is_empty();
     let fatal = session.fatal.take().map(fatal_error);
     let summary = record_run(

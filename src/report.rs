@@ -144,6 +144,15 @@ fn yuan<S: serde::Serializer>(m: &Money, s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl Summary {
+    /// Whether the build did nothing: every task it looked at was fresh, and nothing was paid or
+    /// may have been. Such a build is not recorded among the runs (as with ninja or cargo).
+    pub fn did_nothing(&self) -> bool {
+        self.generated + self.restored + self.failed + self.skipped == 0
+            && self.images_generated == 0
+            && self.spent == Money::ZERO
+            && self.maybe_billed == Money::ZERO
+    }
+
     /// The closing lines for people: what happened, then the money (one or two lines, as cargo's).
     pub fn human(&self) -> Vec<String> {
         let label = if self.emulated {
@@ -194,10 +203,8 @@ impl Summary {
         let mut money = format!("spent {}, saved {}", self.spent, self.saved);
         // The totals, unless they are this build's own: a build that did something is among the
         // runs; one with nothing to do is not recorded.
-        let did_something = self.generated + self.restored + self.failed + self.skipped > 0
-            || self.spent != Money::ZERO;
         let runs = self.cumulative.runs;
-        if runs > 1 || runs == 1 && !did_something {
+        if runs > 1 || runs == 1 && self.did_nothing() {
             let builds = if runs == 1 { "build" } else { "builds" };
             let _ = write!(
                 money,

@@ -22,7 +22,7 @@ use crate::money::Money;
 use crate::plan::task::InputRef;
 use crate::planner::{Planned, Project, Stat};
 use crate::project::binary_file::{self, Reader, Writer};
-use crate::project::cache_digest::{field, this_binary};
+use crate::project::cache_digest::{field, project};
 use crate::project::manifest::Manifest;
 use crate::report::{Cumulative, Summary};
 use crate::store::{DB_FILE, stat_of};
@@ -201,9 +201,8 @@ fn outputs(root: &Path, r: &mut Reader<'_>) -> Option<usize> {
 /// where requests go (a different provider keys every task differently).
 fn context(manifest: &Manifest, args: &BuildArgs) -> Option<[u8; 32]> {
     let mut h = blake3::Hasher::new();
-    this_binary(&mut h)?;
-    field(&mut h, manifest.root.as_os_str().as_encoded_bytes());
-    h.update(&manifest.digest);
+    h.update(MAGIC);
+    project(&mut h, &manifest.root, &manifest.digest)?;
     h.update(&(args.selection.tasks.len() as u64).to_le_bytes());
     for task in &args.selection.tasks {
         field(&mut h, task.as_bytes());

@@ -32,7 +32,7 @@ use crate::plan::task::{
     PromptTemplate, QwenText, RefMode, Reference, Task,
 };
 use crate::project::binary_file::{self, Reader, Writer};
-use crate::project::cache_digest::{field, file_digest, this_binary};
+use crate::project::cache_digest::{file_digest, project};
 use crate::size::Size;
 use crate::term::diagnostic::{Diagnostic, Excerpt, Related, Severity};
 
@@ -250,9 +250,7 @@ pub fn alone(path: &Path, tasks: &[Task]) -> bool {
 fn context(root: &Path, manifest: &[u8; 32]) -> Option<[u8; 32]> {
     let mut h = blake3::Hasher::new();
     h.update(MAGIC);
-    this_binary(&mut h)?;
-    field(&mut h, root.as_os_str().as_encoded_bytes());
-    h.update(manifest);
+    project(&mut h, root, manifest)?;
     Some(*h.finalize().as_bytes())
 }
 

@@ -14,7 +14,7 @@ use crate::compile::cache_key::{CacheKey, KEY_VERSION, Provider};
 use crate::error::Result;
 use crate::plan::Loaded;
 use crate::plan::task::{InputRef, Task};
-use crate::project::cache_digest::{field, file_digest, this_binary};
+use crate::project::cache_digest::{field, file_digest, project};
 use crate::project::manifest::Manifest;
 use crate::store::{PlanKeys, Store};
 
@@ -134,10 +134,8 @@ fn context(manifest: &Manifest, provider: &Provider) -> Option<[u8; 32]> {
     let mut h = blake3::Hasher::new();
     h.update(&FORMAT.to_le_bytes());
     h.update(&KEY_VERSION.to_le_bytes());
-    this_binary(&mut h)?;
+    project(&mut h, &manifest.root, &manifest.digest)?;
     field(&mut h, provider.identity().as_bytes());
-    field(&mut h, manifest.root.as_os_str().as_encoded_bytes());
-    h.update(&manifest.digest);
     Some(*h.finalize().as_bytes())
 }
 

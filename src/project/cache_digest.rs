@@ -13,7 +13,7 @@ pub fn field(h: &mut blake3::Hasher, bytes: &[u8]) {
 
 /// Hashes the identity of the running binary: wanx's version, its path, size, mtime and inode.
 /// `None` when the binary cannot be found or stat-ed (the caller then keeps no cache).
-pub fn this_binary(h: &mut blake3::Hasher) -> Option<()> {
+fn this_binary(h: &mut blake3::Hasher) -> Option<()> {
     let exe = std::env::current_exe().ok()?;
     let meta = std::fs::metadata(&exe).ok()?;
     let mtime = meta
@@ -28,6 +28,16 @@ pub fn this_binary(h: &mut blake3::Hasher) -> Option<()> {
     h.update(&mtime.to_le_bytes());
     #[cfg(unix)]
     h.update(&std::os::unix::fs::MetadataExt::ino(&meta).to_le_bytes());
+    Some(())
+}
+
+/// Hashes what every cache of a project depends on: this very binary (see [`this_binary`]), the
+/// project root and the blake3 of `wanx.toml`'s bytes (the registry and the project's defaults
+/// follow from it). `None` when the binary cannot be identified.
+pub fn project(h: &mut blake3::Hasher, root: &Path, manifest: &[u8; 32]) -> Option<()> {
+    this_binary(h)?;
+    field(h, root.as_os_str().as_encoded_bytes());
+    h.update(manifest);
     Some(())
 }
 

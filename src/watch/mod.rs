@@ -157,38 +157,33 @@ struct Watch<'a> {
 /// the whole selection, as `wanx build` does.
 struct Settled {
     manifest: [u8; 32],
-    tasks: std::collections::HashMap<String, crate::plan::task::Task>,
+    /// The tasks as loaded, in plan order.
+    tasks: Vec<crate::plan::task::Task>,
 }
 
 impl Settled {
-    /// What `ended` left settled: `None` unless every task of the project is up to date. A build of
-    /// `only` reports the tasks it did not build as fresh (as the last build left them).
-    fn after(project: &Project, ended: &mut Ended, only: Option<&Vec<String>>) -> Option<Settled> {
+    /// Whether `ended` left every task of the project up to date. A build of `only` reports the
+    /// tasks it did not build as fresh, as the last build left them.
+    fn settles(project: &Project, ended: &mut Ended, only: Option<&Vec<String>>) -> bool {
         let total = project.loaded.tasks.len();
-        let built = ended.result.as_mut().ok()?;
+        let Ok(built) = ended.result.as_mut() else {
+            return false;
+        };
         let s = &mut built.summary;
-        let counted = s.generated + s.restored + s.fresh + s.failed + s.skipped;
         if only.is_some() {
+            let counted = s.generated + s.restored + s.fresh + s.failed + s.skipped;
             s.fresh += total.saturating_sub(counted);
         }
-        let settled = built.fatal.is_none()
+        built.fatal.is_none()
             && !built.interrupted
             && s.failed == 0
             && s.skipped == 0
-            && s.generated + s.restored + s.fresh == total;
-        settled.then(|| Settled {
-            manifest: project.manifest.digest,
-            tasks: project
-                .loaded
-                .tasks
-                .iter()
-                .map(|t| (t.id.clone(), t.clone()))
-                .collect(),
-        })
+            && s.generated + s.restored + s.fresh == total
     }
 
     /// The tasks `change` edited and every task that consumes their images, in plan order; `None`
-    /// when the whole project must be built (see [`Settled`]) or nothing changed.
+    /// when the whole project must be built (see [`Settled`]) or nothing changed. The tasks are
+    /// compared in plan order: a task added, removed or moved before another builds everything.
     fn changed(&self, project: &Project, change: &Change) -> Option<Vec<String>> {
         let loaded = &project.loaded;
         let plans_only = change
@@ -202,13 +197,12 @@ impl Settled {
             return None;
         }
         let mut changed: HashSet<&str> = HashSet::new();
-        for task in &loaded.tasks {
-            match self.tasks.get(&task.id) {
-                None => return None,
-                Some(before) if before != task => {
-                    changed.insert(&task.id);
-                }
-                Some(_) => {}
+        for (task, before) in loaded.tasks.iter().zip(&self.tasks) {
+            if task.id != before.id {
+                return None;
+            }
+            if task != before {
+                changed.insert(&task.id);
             }
         }
         loop {
@@ -283,7 +277,7 @@ impl Watch<'_> {
                 .filter(|_| self.args.selection.tasks.is_empty())
                 .and_then(|s| s.changed(&project, &change));
             let mut ended = self.build(seq, &project, &change, only.as_ref()).await;
-            self.settled = Settled::after(&project, &mut ended, only.as_ref());
+            let settles = Settled::settles(&project, &mut ended, only.as_ref());
             match &ended.result {
                 Ok(built) => {
                     self.session.builds += 1;
@@ -319,6 +313,11 @@ impl Watch<'_> {
                 Err(_) => WatchSet::new(&project.manifest, Some(&project.loaded)),
             };
             self.rewatch(set);
+            // The tasks as this build left them, for the next save (the project is done with).
+            self.settled = settles.then_some(Settled {
+                manifest: project.manifest.digest,
+                tasks: project.loaded.tasks,
+            });
             if let Some(cut_short) = ended.stop {
                 self.reporter.stopped(cut_short, &self.session);
                 return if cut_short {
