@@ -143,7 +143,7 @@ pub async fn build_with(
     let before = crate::planner::writes::before(&planned);
     let selected = planned.units.len() + planned.waiting.len();
     let seen = uptodate::Seen::of(&mut planned, inputs);
-    let emulator = execute(
+    let (emulator, lock) = execute(
         project,
         args,
         printer,
@@ -157,8 +157,10 @@ pub async fn build_with(
         emu.shutdown().await;
     }
     if let Some(before) = before {
-        prune_stale_outputs(project, &before, printer)?;
+        prune_stale_outputs(project, &before, &lock, printer)?;
     }
+    // The next build of this process (under `wanx watch`) starts from it.
+    lock.keep(&project.manifest.lock_path());
     let interrupted = cancel.load(Ordering::SeqCst);
     let nothing_done = session.summary.did_nothing()
         && session.summary.fresh == selected
@@ -276,15 +278,16 @@ fn announce_generations(project: &Project, printer: &Printer, planned: &Planned<
     printer.status("Planning", &totals.describe(planned.provider.is_emulated()));
 }
 
-/// Removes the outputs this build's lock no longer claims (see `tree::stale_outputs`).
+/// Removes the outputs the lock as this build `left` it no longer claims (see
+/// `tree::stale_outputs`).
 fn prune_stale_outputs(
     project: &Project,
     before: &crate::tree::stale_outputs::Before,
+    left: &LockFile,
     printer: &Printer,
 ) -> Result<()> {
-    let after = LockFile::read(&project.manifest.lock_path())?;
     let blobs = BlobStore::new(project.manifest.state_dir().join("blobs"));
-    crate::tree::stale_outputs::prune(&project.manifest.root, &blobs, before, &after, printer)
+    crate::tree::stale_outputs::prune(&project.manifest.root, &blobs, before, left, printer)
 }
 
 /// Records the finished build in the store (the run, what restores saved, the failures), unless
@@ -473,7 +476,7 @@ fn check_locked(planned: &Planned<'_>, printer: &Printer, json: bool) -> Result<
         .iter()
         .zip(&planned.decisions)
         .filter(|(u, d)| {
-            let lock_key = planned.lock.tasks.get(&u.task.id).map(|e| e.key.as_str());
+            let lock_key = planned.lock.get(&u.task.id).map(|e| e.key.as_str());
             d.action == Action::Generate || lock_key != Some(u.key.hex().as_str())
         })
         .count()

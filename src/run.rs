@@ -374,7 +374,7 @@ fn print_pool(
         .map(|r| r.generated_at);
     let outputs: Vec<(&str, &str)> = planned
         .lock
-        .tasks
+        .tasks()
         .get(&unit.task.id)
         .filter(|e| *e.key == *unit.key.to_hex())
         .map(|e| {

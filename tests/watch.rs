@@ -283,6 +283,45 @@ fn watch_rebuilds_exactly_what_each_save_changed_and_never_its_own_writes() {
 }
 
 #[test]
+fn a_lock_changed_on_disk_between_builds_is_read_again_not_taken_from_memory() {
+    let p = Project::new();
+    p.file("plans/a.toml", TWO_TASKS);
+    let mut w = Watcher::start(&p, &[]);
+    assert_eq!(count(&w.built(0), "generated"), 2);
+    // The lock as an older checkout had it: without `harbor`, and the same in every other byte.
+    // The watch ignores `wanx.lock` (it is wanx's own), so no build follows.
+    let lock = p.read("wanx.lock");
+    let start = lock.find("\n[task.\"harbor\"]").unwrap();
+    let end = lock.find("\n[task.\"lighthouse\"]").unwrap();
+    p.file("wanx.lock", &format!("{}{}", &lock[..start], &lock[end..]));
+
+    // A save rebuilds `lighthouse` alone: the lock it writes is the one on disk with that entry
+    // changed, not the watch's memory of the lock it wrote last.
+    p.edit(
+        "plans/a.toml",
+        "a lighthouse at dusk",
+        "a lighthouse at dawn",
+    );
+    let built = w.built(1);
+    assert_eq!(count(&built, "generated"), 1, "{built}");
+    let written = p.read("wanx.lock");
+    assert!(!written.contains("harbor"), "{written}");
+    assert!(written.contains("[task.\"lighthouse\"]"), "{written}");
+    assert_ne!(written, format!("{}{}", &lock[..start], &lock[end..]));
+
+    // The next full build records `harbor` again, restored from the cache: nothing is paid twice.
+    p.file("wanx.toml", "# touched\n");
+    let built = w.built(2);
+    assert_eq!(
+        (count(&built, "restored"), count(&built, "generated")),
+        (1, 0),
+        "{built}"
+    );
+    assert!(p.read("wanx.lock").contains("[task.\"harbor\"]"));
+    assert_eq!(p.ledger().submissions, 3);
+}
+
+#[test]
 fn a_save_during_a_build_drops_only_the_unsubmitted_tasks_it_made_obsolete() {
     // One task at a time, each taking 1.5 s: `b` and `c` wait while `a` runs.
     let p = Project::with_latency(Duration::from_millis(1500));

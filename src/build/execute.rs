@@ -33,7 +33,8 @@ use super::{Hooks, Next, OnEvent, Session, blocking};
 
 /// Executes the plan and records every outcome in `session`. Tasks decided at planning start at
 /// once; each waiting task is decided the moment the last image it consumes exists, and started if
-/// it must be generated or restored. Returns the in-process emulator, if one was started.
+/// it must be generated or restored. Returns the in-process emulator, if one was started, and the
+/// lock as the build left it.
 pub(super) async fn execute(
     project: &Project,
     args: &BuildArgs,
@@ -42,7 +43,7 @@ pub(super) async fn execute(
     hooks: &Hooks,
     planned: Planned<'_>,
     session: &mut Session,
-) -> Result<Option<Emulator>> {
+) -> Result<(Option<Emulator>, LockFile)> {
     let Planned {
         units,
         decisions,
@@ -130,6 +131,7 @@ pub(super) async fn execute(
     if prune {
         run.write_lock()?;
     }
+    let lock = std::mem::take(&mut *run.lock.lock().expect("never poisoned"));
     if session.fatal.is_none() {
         session.fatal = fatal;
     }
@@ -137,7 +139,7 @@ pub(super) async fn execute(
     let brief = !args.json && hooks.on_plan.is_none() && hooks.on_event.is_none();
     record_outcomes(session, &decided, &outcomes, brief, order);
     remember_requests(&run.store, &provider, &requests, &decided, &outcomes)?;
-    Ok(emulator)
+    Ok((emulator, lock))
 }
 
 /// Adds every decided task's outcome to the session (see [`record_outcome`]), then puts the
@@ -344,7 +346,7 @@ fn report_order(units: &[Unit<'_>], waiting: &[Waiting<'_>]) -> Option<HashMap<S
 /// The lock without the entries of tasks the plan no longer has.
 fn pruned_lock(mut lock: LockFile, stale: &[String]) -> LockFile {
     for id in stale {
-        lock.tasks.remove(id);
+        lock.remove(id);
     }
     lock
 }

@@ -62,7 +62,7 @@ pub fn choose(blobs: &[BlobUse], protected: &HashSet<String>, max: u64) -> Evict
 fn protected(manifest: &Manifest, store: &Store) -> Result<HashSet<String>> {
     let lock = LockFile::read(&manifest.lock_path())?;
     let mut keep: HashSet<String> = lock
-        .tasks
+        .tasks()
         .values()
         .flat_map(|e| e.outputs.iter().map(|o| o.blake3.clone()))
         .collect();

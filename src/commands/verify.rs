@@ -126,7 +126,7 @@ pub fn verify_with(
 
     let mut blobs = scan_blobs(&store)?;
     let outputs: Vec<Output<'_>> = lock
-        .tasks
+        .tasks()
         .iter()
         .flat_map(|(id, entry)| entry.outputs.iter().map(move |o| (id, o)))
         .map(|(id, output)| Output {

@@ -53,7 +53,7 @@ pub(super) fn recorded_cost(shared: &Shared, job: &Job) -> Money {
         .lock
         .lock()
         .expect("never poisoned")
-        .tasks
+        .tasks()
         .get(&job.id)
         .and_then(|e| (e.key == key.as_str()).then_some(e.cost));
     locked

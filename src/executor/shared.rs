@@ -158,9 +158,9 @@ pub(super) const LOCK_WRITE_INTERVAL: Duration = Duration::from_millis(500);
 
 pub(super) fn record_in_lock(shared: &Shared, id: &str, entry: LockEntry) -> Result<(), String> {
     let mut lock = shared.exec.lock.lock().expect("never poisoned");
-    lock.tasks.insert(id.to_owned(), entry);
+    lock.insert(id.to_owned(), entry);
     let mut last = shared.lock_written.lock().expect("never poisoned");
-    let due = lock.tasks.len() < LOCK_BATCH_FROM
+    let due = lock.tasks().len() < LOCK_BATCH_FROM
         || last.is_none_or(|at| at.elapsed() >= LOCK_WRITE_INTERVAL);
     if !due {
         shared.lock_dirty.store(true, Ordering::SeqCst);
@@ -175,7 +175,7 @@ pub(super) fn record_in_lock(shared: &Shared, id: &str, entry: LockEntry) -> Res
 /// Writes entries [`record_in_lock`] held back, at the end of a run.
 pub(super) fn flush_lock(shared: &Shared) {
     if shared.lock_dirty.swap(false, Ordering::SeqCst) {
-        let lock = shared.exec.lock.lock().expect("never poisoned");
+        let mut lock = shared.exec.lock.lock().expect("never poisoned");
         if let Err(e) = lock.write_atomic(&shared.exec.lock_path) {
             (shared.exec.on_event)(Event::Retrying {
                 id: "wanx.lock".to_owned(),

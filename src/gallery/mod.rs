@@ -256,7 +256,7 @@ pub fn collect(
     let mut cards = Vec::new();
     let mut plans: Vec<String> = Vec::new();
     for task in graph_order(&project.select(selection)?) {
-        let locked = planned.lock.tasks.get(&task.id);
+        let locked = planned.lock.get(&task.id);
         let Some(Decided {
             compiled,
             key,

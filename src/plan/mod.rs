@@ -75,19 +75,59 @@ pub struct Loaded {
 /// Finds plan files by the manifest's globs, parses and validates them all, and returns every task in
 /// file order, or [`Error::Invalid`] with every error found in every file.
 pub fn load(manifest: &Manifest, registry: &Registry) -> Result<Loaded, Error> {
-    let mut early = Vec::new();
-    let paths = discover(manifest, &mut early);
-    let mut files = Vec::with_capacity(paths.len());
-    for rel in paths {
-        match std::fs::read_to_string(manifest.root.join(&rel)) {
-            Ok(source) => files.push(SourceFile { path: rel, source }),
-            Err(e) => early.push(Diagnostic::error(
-                &rel,
-                format!("could not read the plan: {e}"),
-            )),
+    Sources::read(manifest).load(manifest, registry)
+}
+
+/// The plan files as they are now, found and read but not parsed: enough to tell whether a project
+/// loaded before is still the one on disk ([`Sources::loaded_as`]).
+pub struct Sources {
+    files: Vec<SourceFile>,
+    /// Files that could not be read.
+    early: Vec<Diagnostic>,
+    digests: HashMap<PathBuf, [u8; 32]>,
+}
+
+impl Sources {
+    pub fn read(manifest: &Manifest) -> Sources {
+        let mut early = Vec::new();
+        let paths = discover(manifest, &mut early);
+        let mut files = Vec::with_capacity(paths.len());
+        for rel in paths {
+            match std::fs::read_to_string(manifest.root.join(&rel)) {
+                Ok(source) => files.push(SourceFile { path: rel, source }),
+                Err(e) => early.push(Diagnostic::error(
+                    &rel,
+                    format!("could not read the plan: {e}"),
+                )),
+            }
+        }
+        let digests = text_digests(&files);
+        Sources {
+            files,
+            early,
+            digests,
         }
     }
-    load_files(&files, early, manifest, registry)
+
+    /// Whether loading these files would give `loaded` again: it was loaded from files with the
+    /// same texts (under the same manifest, which the caller checks), and none of its tasks reads
+    /// a local file, whose existence the loader checks.
+    pub fn loaded_as(&self, loaded: &Loaded) -> bool {
+        self.early.is_empty() && self.digests == loaded.digests && !reads_files(loaded)
+    }
+
+    /// Parses and validates the files, through the plan cache (see [`load`]).
+    pub fn load(self, manifest: &Manifest, registry: &Registry) -> Result<Loaded, Error> {
+        load_files(&self.files, self.early, self.digests, manifest, registry)
+    }
+}
+
+/// Whether a task of `loaded` reads a local file.
+fn reads_files(loaded: &Loaded) -> bool {
+    loaded
+        .tasks
+        .iter()
+        .any(|t| t.inputs().any(|i| matches!(i, InputRef::File(_))))
 }
 
 /// [`load`] for one in-memory plan file at `path` (relative to the project root).
@@ -112,10 +152,10 @@ pub fn load_source(
 fn load_files(
     files: &[SourceFile],
     early: Vec<Diagnostic>,
+    digests: HashMap<PathBuf, [u8; 32]>,
     manifest: &Manifest,
     registry: &Registry,
 ) -> Result<Loaded, Error> {
-    let digests = text_digests(files);
     let sources: Vec<cache::Source> = files
         .iter()
         .map(|f| (f.path.as_path(), &digests[&f.path]))
@@ -157,11 +197,7 @@ fn load_files(
         })
         .collect();
     // A local input is checked on disk by the loader: a project with one is not kept whole.
-    let on_disk = loaded
-        .tasks
-        .iter()
-        .any(|t| t.inputs().any(|i| matches!(i, InputRef::File(_))));
-    let whole = !seeded && !on_disk;
+    let whole = !seeded && !reads_files(&loaded);
     lookup.save(&per_file, whole.then_some(parts.across.as_slice()));
     Ok(loaded)
 }

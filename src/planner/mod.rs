@@ -331,7 +331,7 @@ fn decide_chained_tasks<'a>(
 fn stale_lock_entries(project: &Project, selection: &Selection, lock: &LockFile) -> Vec<String> {
     if selection.tasks.is_empty() {
         let ids: HashSet<&str> = project.loaded.tasks.iter().map(|t| t.id.as_str()).collect();
-        lock.tasks
+        lock.tasks()
             .keys()
             .filter(|id| !ids.contains(id.as_str()))
             .cloned()
@@ -352,15 +352,13 @@ fn later(
         Later::default()
     } else {
         Later {
-            lock: LockFile {
-                tasks: waiting
-                    .iter()
-                    .filter_map(|w| {
-                        let entry = cx.lock.tasks.get(&w.task.id)?;
-                        Some((w.task.id.clone(), entry.clone()))
-                    })
-                    .collect(),
-            },
+            lock: waiting
+                .iter()
+                .filter_map(|w| {
+                    let entry = cx.lock.get(&w.task.id)?;
+                    Some((w.task.id.clone(), entry.clone()))
+                })
+                .collect(),
             forced: waiting
                 .iter()
                 .filter(|w| forced.contains(&w.task.id))

@@ -27,18 +27,38 @@ impl Project {
     /// seed's vocabulary was lowered) are kept for [`Project::print_notes`]: `wanx plan`, `explain` and a
     /// build that generates print them, a no-op does not.
     pub fn load(dir: Option<&Path>, _printer: &Printer) -> Result<Project> {
+        Project::load_reusing(dir, &mut Vec::new()).map(|(project, _)| project)
+    }
+
+    /// [`Project::load`], taking the project out of `earlier` (projects this process loaded
+    /// before) when its manifest and plan files are exactly those on disk now: `wanx watch` keeps
+    /// the last few, so that undoing an edit loads nothing. Returns the project and, when it was
+    /// taken from `earlier`, the index it had there.
+    pub fn load_reusing(
+        dir: Option<&Path>,
+        earlier: &mut Vec<Project>,
+    ) -> Result<(Project, Option<usize>)> {
         let cwd = match dir {
             Some(d) => d.to_path_buf(),
             None => std::env::current_dir().map_err(|e| Error::io("could not read", ".", e))?,
         };
         let path = Manifest::find(&cwd)?;
         let (manifest, registry) = Manifest::load(&path)?;
-        let loaded = plan::load(&manifest, &registry)?;
-        Ok(Project {
+        let sources = plan::Sources::read(&manifest);
+        if let Some(i) = earlier.iter().position(|p| {
+            p.manifest.digest == manifest.digest
+                && p.manifest.root == manifest.root
+                && sources.loaded_as(&p.loaded)
+        }) {
+            return Ok((earlier.remove(i), Some(i)));
+        }
+        let loaded = sources.load(&manifest, &registry)?;
+        let project = Project {
             manifest,
             registry,
             loaded,
-        })
+        };
+        Ok((project, None))
     }
 
     /// Prints the notes about the plan files `files` (all of them when `None`).

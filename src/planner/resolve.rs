@@ -86,7 +86,7 @@ pub(super) fn resolve_media(
 pub(super) fn known_images(lock: &LockFile, unit: &Unit<'_>, d: &Decision) -> Option<Vec<String>> {
     match &d.action {
         Action::Fresh => lock
-            .tasks
+            .tasks()
             .get(&unit.task.id)
             .map(|e| e.outputs.iter().map(|o| o.blake3.clone()).collect()),
         Action::Restore { images, .. } => Some(images.clone()),

@@ -199,7 +199,7 @@ fn locked_outputs<'l>(
     units
         .iter()
         .filter_map(|u| {
-            lock.tasks
+            lock.tasks()
                 .get(&u.task.id)
                 .filter(|e| *u.key.to_hex() == *e.key || migrated.contains_key(u.task.id.as_str()))
         })
@@ -257,7 +257,7 @@ fn record_lock<'s>(
     migrated: &'s HashMap<&str, String>,
 ) {
     for unit in units {
-        let Some(entry) = lock.tasks.get(&unit.task.id) else {
+        let Some(entry) = lock.get(&unit.task.id) else {
             continue;
         };
         snapshot.lock.insert(
@@ -403,7 +403,7 @@ pub(super) fn migrate<'u>(
 ) -> Result<HashMap<&'u str, String>> {
     let mut migrated = HashMap::new();
     for unit in units {
-        let (Some(entry), Some(legacy)) = (lock.tasks.get(&unit.task.id), unit.legacy) else {
+        let (Some(entry), Some(legacy)) = (lock.get(&unit.task.id), unit.legacy) else {
             continue;
         };
         if *legacy.to_hex() != *entry.key || legacy == unit.key {

@@ -43,11 +43,18 @@ pub fn before(planned: &Planned<'_>) -> Option<Before> {
     if !changes {
         return None;
     }
+    // The entries the build may change: those of the tasks it builds, and those it removes.
+    let changing = planned
+        .units
+        .iter()
+        .zip(&planned.decisions)
+        .filter(|(_, d)| d.action != Action::Fresh)
+        .map(|(u, _)| u.task.id.as_str())
+        .chain(planned.waiting.iter().map(|w| w.task.id.as_str()))
+        .chain(planned.stale_lock_entries.iter().map(String::as_str));
     Some(Before::new(
-        planned
-            .lock
-            .tasks
-            .values()
+        changing
+            .filter_map(|id| planned.lock.get(id))
             .flat_map(|e| &e.outputs)
             .map(|o| (o.path.clone(), o.blake3.clone()))
             .collect(),

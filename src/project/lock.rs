@@ -30,16 +30,21 @@
 //! Anything else (a hand edit, a merge, CRLF line ends) goes through the `toml` crate, which also
 //! reports errors with their line and column.
 
+mod fast;
+mod mirror;
+mod text;
+
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use crate::error::Error;
 use crate::money::Money;
 use crate::term::diagnostic::Diagnostic;
+use text::Text;
 
 /// The format version this wanx reads and writes.
 pub const LOCK_VERSION: u32 = 1;
@@ -49,10 +54,29 @@ pub const FILE_NAME: &str = "wanx.lock";
 
 const HEADER: &str = "# This file is written by wanx. It records, per task, the request key and the images it produced.\n";
 
-/// The contents of `wanx.lock`: one entry per task id.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+/// The contents of `wanx.lock`: one entry per task id. Equal locks are those with equal entries.
+#[derive(Clone, Debug, Default)]
 pub struct LockFile {
-    pub tasks: BTreeMap<String, LockEntry>,
+    tasks: BTreeMap<String, LockEntry>,
+    /// The text of `wanx.lock` this value was read from or last written as, when it is in
+    /// canonical form: the next write copies the unchanged entries' sections from it.
+    text: Option<Arc<Text>>,
+    /// The ids inserted or removed since `text`, each with whether `text` has an entry for it.
+    changed: BTreeMap<String, bool>,
+}
+
+impl PartialEq for LockFile {
+    fn eq(&self, other: &LockFile) -> bool {
+        self.tasks == other.tasks
+    }
+}
+
+impl Eq for LockFile {}
+
+impl FromIterator<(String, LockEntry)> for LockFile {
+    fn from_iter<I: IntoIterator<Item = (String, LockEntry)>>(entries: I) -> LockFile {
+        LockFile::new(entries.into_iter().collect(), None)
+    }
 }
 
 /// What one task last produced.
@@ -81,11 +105,67 @@ pub struct LockOutput {
 }
 
 impl LockFile {
+    fn new(tasks: BTreeMap<String, LockEntry>, text: Option<Text>) -> LockFile {
+        LockFile {
+            tasks,
+            text: text.map(Arc::new),
+            changed: BTreeMap::new(),
+        }
+    }
+
+    /// Every entry, by task id.
+    pub fn tasks(&self) -> &BTreeMap<String, LockEntry> {
+        &self.tasks
+    }
+
+    /// The entry of task `id`.
+    pub fn get(&self, id: &str) -> Option<&LockEntry> {
+        self.tasks.get(id)
+    }
+
+    /// Records what task `id` produced.
+    pub fn insert(&mut self, id: String, entry: LockEntry) {
+        if self.tasks.get(&id) == Some(&entry) {
+            return;
+        }
+        self.note_change(&id);
+        self.tasks.insert(id, entry);
+    }
+
+    /// Forgets task `id`.
+    pub fn remove(&mut self, id: &str) -> Option<LockEntry> {
+        if self.tasks.contains_key(id) {
+            self.note_change(id);
+        }
+        self.tasks.remove(id)
+    }
+
+    /// Remembers, the first time `id` changes, whether the text has an entry for it.
+    fn note_change(&mut self, id: &str) {
+        if self.text.is_some() && !self.changed.contains_key(id) {
+            let had = self.tasks.contains_key(id);
+            self.changed.insert(id.to_owned(), had);
+        }
+    }
+
+    /// Hands this lock, as it was last read from or written to `path`, to the next read of `path`
+    /// in this process (the next build under `wanx watch`), which then decodes nothing. A lock
+    /// changed since, or read from a text not in canonical form, is dropped.
+    pub fn keep(self, path: &Path) {
+        if self.changed.is_empty()
+            && let Some(text) = &self.text
+        {
+            let digest = text.digest;
+            memo::keep(path, digest, self);
+        }
+    }
+
     /// Reads the lock at `path`. A missing file is an empty lock; a file that does not parse, or was
     /// written by a newer wanx, is an [`Error::Invalid`] located at the problem.
     ///
-    /// A lock whose bytes hash as its mirror in `.wanx/` records is decoded from the mirror (see
-    /// [`mirror`]); any other is parsed, then mirrored.
+    /// The lock this process last wrote or read, when the file still hashes the same, is taken as
+    /// it is (see [`LockFile::keep`]); else a lock whose bytes hash as its mirror in `.wanx/` records
+    /// is decoded from the mirror (see [`mirror`]); any other is parsed, then mirrored.
     pub fn read(path: &Path) -> Result<LockFile, Error> {
         LockFile::read_with_digest(path).map(|(lock, _)| lock)
     }
@@ -99,9 +179,8 @@ impl LockFile {
             }
             Err(e) => return Err(Error::io("could not read", path, e)),
         };
-        let mirror = mirror::beside(path);
         let digest = *blake3::hash(&bytes).as_bytes();
-        if let Some(lock) = mirror.as_deref().and_then(|m| mirror::read(m, &digest)) {
+        if let Some(lock) = memo::take(path, &digest) {
             return Ok((lock, Some(digest)));
         }
         let source = String::from_utf8(bytes).map_err(|_| {
@@ -111,201 +190,110 @@ impl LockFile {
             );
             Error::io("could not read", path, e)
         })?;
+        let mirror = mirror::beside(path);
+        if let Some((tasks, starts)) = mirror.as_deref().and_then(|m| mirror::read(m, &digest)) {
+            let text = starts.map(|starts| Text::new(source, starts));
+            return Ok((LockFile::new(tasks, text), Some(digest)));
+        }
         let shown = path.file_name().map_or(path, Path::new);
-        let lock = LockFile::parse(&source, shown)?;
+        let lock = LockFile::parse(source, shown)?;
         if let Some(m) = mirror {
-            mirror::write(&m, &digest, &lock);
+            let starts = lock.text.as_deref().map(Text::starts);
+            mirror::write(&m, &digest, &lock.tasks, starts);
         }
         Ok((lock, Some(digest)))
     }
 
-    /// Parses the text of a lock file; `shown` names it in diagnostics.
-    pub fn parse(source: &str, shown: &Path) -> Result<LockFile, Error> {
-        if let Some(lock) = fast::parse(source) {
-            return Ok(lock);
+    /// Parses the text of a lock file, keeping it when it is in canonical form (for the next
+    /// write); `shown` names the file in diagnostics.
+    fn parse(source: String, shown: &Path) -> Result<LockFile, Error> {
+        if let Some((tasks, starts)) = fast::parse(&source) {
+            return Ok(LockFile::new(tasks, Some(Text::new(source, starts))));
         }
-        parse_toml(source).map_err(|d| {
-            let d = match d {
-                Problem::At(message, span) => Diagnostic::error(shown, message).at(source, span),
-                Problem::Whole(message) => Diagnostic::error(shown, message),
-            };
-            Error::Invalid {
-                count: 1,
-                diagnostics: vec![d.hint(
-                    "`wanx.lock` is written by wanx: after a merge conflict, keep either side and run `wanx build` to rewrite it",
-                )],
+        match parse_toml(&source) {
+            Ok(tasks) => Ok(LockFile::new(tasks, None)),
+            Err(d) => {
+                let d = match d {
+                    Problem::At(message, span) => {
+                        Diagnostic::error(shown, message).at(&source, span)
+                    }
+                    Problem::Whole(message) => Diagnostic::error(shown, message),
+                };
+                Err(Error::Invalid {
+                    count: 1,
+                    diagnostics: vec![d.hint(
+                        "`wanx.lock` is written by wanx: after a merge conflict, keep either side and run `wanx build` to rewrite it",
+                    )],
+                })
             }
-        })
+        }
     }
 
     /// The canonical TOML text; equal locks give identical bytes.
-    pub fn to_toml(&self) -> String {
-        let mut out = String::with_capacity(128 + self.tasks.len() * 640);
-        out.push_str(HEADER);
-        let _ = writeln!(out, "version = {LOCK_VERSION}");
-        for (id, entry) in &self.tasks {
-            out.push_str("\n[task.");
-            push_string(&mut out, id);
-            out.push_str("]\nkey = ");
-            push_string(&mut out, &entry.key);
-            out.push_str("\nmodel = ");
-            push_string(&mut out, &entry.model);
-            let _ = write!(out, "\nimages = {}\ncost = \"", entry.images);
-            push_money(&mut out, entry.cost);
-            let _ = write!(
-                out,
-                "\"\ngenerated_at = {}\noutputs = [",
-                entry.generated_at
-            );
-            if entry.outputs.is_empty() {
-                out.push_str("]\n");
-                continue;
-            }
-            out.push('\n');
-            for output in &entry.outputs {
-                out.push_str("  { path = ");
-                push_string(&mut out, &output.path);
-                out.push_str(", blake3 = ");
-                push_string(&mut out, &output.blake3);
-                let _ = writeln!(out, ", size = {} }},", output.size);
-            }
-            out.push_str("]\n");
-        }
-        out
+    #[cfg(test)]
+    fn to_toml(&self) -> String {
+        text::render(&self.tasks, None).source
     }
 
     /// Writes the lock to `path` atomically (temp file in the same directory, then rename). When the
-    /// file already holds exactly these bytes nothing is written, so its mtime stays put.
-    pub fn write_atomic(&self, path: &Path) -> io::Result<()> {
-        let text = self.to_toml();
-        match std::fs::read(path) {
-            Ok(existing) if existing == text.as_bytes() => return Ok(()),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+    /// file already holds exactly these bytes nothing is written, so its mtime stays put. The text
+    /// is made by copying from the one last read or written what did not change (see [`text`]).
+    pub fn write_atomic(&mut self, path: &Path) -> io::Result<()> {
+        let old = self.text.as_deref().map(|t| (t, &self.changed));
+        let text = text::render(&self.tasks, old);
+        // A text other than the one the file was read with or written as: no need to compare.
+        let differs = old.is_some_and(|(old, _)| old.digest != text.digest);
+        let existing = if differs {
+            Ok(Vec::new())
+        } else {
+            std::fs::read(path)
+        };
+        match existing {
+            Ok(existing) if existing == text.source.as_bytes() => {}
+            Ok(_) => crate::store::blob_store::write_atomic(path, text.source.as_bytes())?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                crate::store::blob_store::write_atomic(path, text.source.as_bytes())?;
+            }
             Err(e) => return Err(e),
         }
-        crate::store::blob_store::write_atomic(path, text.as_bytes())?;
-        if let Some(m) = mirror::beside(path) {
-            mirror::write(&m, blake3::hash(text.as_bytes()).as_bytes(), self);
-        }
+        self.text = Some(Arc::new(text));
+        self.changed.clear();
         Ok(())
     }
 }
 
-/// The lock's mirror, `.wanx/lock.cache`: the lock as last read or written, in the binary form of
-/// [`crate::project::binary_file`], valid for the one text of `wanx.lock` whose blake3 it records. A lock read now
-/// that hashes the same is decoded from it instead of being parsed as text (a large lock is mostly
-/// parsing); a same-second, same-size edit of the lock hashes differently and is parsed. A mirror
-/// that is missing, corrupted or for another text costs the parse, nothing more.
-mod mirror {
-    use std::collections::BTreeMap;
+/// The lock this process last read or wrote, for the one text of `wanx.lock` whose blake3 it
+/// records: under `wanx watch` each build hands its lock to the next (see [`LockFile::keep`]), which
+/// takes it when the file still hashes the same. Anything else (another process wrote the lock, a
+/// same-size edit within the second) hashes differently and decodes the file.
+mod memo {
     use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
 
-    use super::{LockEntry, LockFile, LockOutput};
-    use crate::money::Money;
-    use crate::project::binary_file::{self, Reader, Writer};
+    use super::LockFile;
 
-    const MAGIC: &[u8; 8] = b"WANXLK01";
+    static LAST: Mutex<Option<(PathBuf, [u8; 32], LockFile)>> = Mutex::new(None);
 
-    /// Where the mirror of the lock at `lock` lives, when its project has a state directory.
-    pub(super) fn beside(lock: &Path) -> Option<PathBuf> {
-        let state = lock.parent()?.join(".wanx");
-        state.is_dir().then(|| state.join("lock.cache"))
-    }
-
-    /// The lock the mirror at `path` holds for a lock text whose blake3 is `text`.
-    pub(super) fn read(path: &Path, text: &[u8; 32]) -> Option<LockFile> {
-        let payload = binary_file::read(path, MAGIC, text)?;
-        let mut r = Reader::new(&payload);
-        let entries = r.list(|r| {
-            let id = r.str()?;
-            let entry = LockEntry {
-                key: r.str()?,
-                model: r.str()?,
-                images: r.u32()?,
-                cost: Money(r.i64()?),
-                generated_at: r.i64()?,
-                outputs: r.list(|r| {
-                    Some(LockOutput {
-                        path: r.str()?,
-                        blake3: r.str()?,
-                        size: r.u64()?,
-                    })
-                })?,
-            };
-            Some((id, entry))
-        })?;
-        // Written in id order: the map is built in one pass.
-        r.done().then(|| LockFile {
-            tasks: BTreeMap::from_iter(entries),
-        })
-    }
-
-    /// Mirrors `lock`, whose text hashes to `text`, at `path` (best effort).
-    pub(super) fn write(path: &Path, text: &[u8; 32], lock: &LockFile) {
-        let mut w = Writer(Vec::with_capacity(16 + lock.tasks.len() * 320));
-        w.count(lock.tasks.len());
-        for (id, e) in &lock.tasks {
-            w.str(id);
-            w.str(&e.key);
-            w.str(&e.model);
-            w.u32(e.images);
-            w.i64(e.cost.0);
-            w.i64(e.generated_at);
-            w.count(e.outputs.len());
-            for o in &e.outputs {
-                w.str(&o.path);
-                w.str(&o.blake3);
-                w.u64(o.size);
+    /// The lock kept for `path` when its text hashes to `text`; taken, so it is never shared.
+    pub(super) fn take(path: &Path, text: &[u8; 32]) -> Option<LockFile> {
+        let mut last = LAST
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match last.take() {
+            Some((p, t, lock)) if p == path && t == *text => Some(lock),
+            other => {
+                *last = other;
+                None
             }
         }
-        binary_file::write(path, MAGIC, text, &w.0);
     }
-}
 
-/// Appends `s` as a TOML basic string, escaping what TOML requires (quote, backslash, control
-/// characters) and nothing else, so ids in any script stay readable.
-fn push_string(out: &mut String, s: &str) {
-    out.push('"');
-    if !s
-        .bytes()
-        .any(|b| b < b' ' || matches!(b, b'"' | b'\\' | 0x7f))
-    {
-        // The common case (hex digests, ordinary ids and paths): nothing to escape.
-        out.push_str(s);
-        out.push('"');
-        return;
+    pub(super) fn keep(path: &Path, text: [u8; 32], lock: LockFile) {
+        let mut last = LAST
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *last = Some((path.to_path_buf(), text, lock));
     }
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if c < ' ' || c == '\u{7f}' => {
-                let _ = write!(out, "\\u{:04X}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-/// Appends `0.56`, `2.00`, `0.183481`: the digits of `Money`'s display, without the currency sign.
-fn push_money(out: &mut String, m: Money) {
-    if m.0 < 0 {
-        out.push('-');
-    }
-    let abs = m.0.unsigned_abs();
-    let (whole, mut frac, mut places) = (abs / 1_000_000, abs % 1_000_000, 6);
-    while places > 2 && frac % 10 == 0 {
-        frac /= 10;
-        places -= 1;
-    }
-    let _ = write!(out, "{whole}.{frac:0places$}");
 }
 
 /// Parses a decimal yuan amount with at most six decimals into exact `Money`.
@@ -421,7 +409,7 @@ fn version_problem(version: &toml::Spanned<toml::Value>) -> Option<Problem> {
     ))
 }
 
-fn parse_toml(source: &str) -> Result<LockFile, Problem> {
+fn parse_toml(source: &str) -> Result<BTreeMap<String, LockEntry>, Problem> {
     let wire: Wire = match toml::from_str(source) {
         Ok(wire) => wire,
         Err(e) => {
@@ -469,149 +457,7 @@ fn parse_toml(source: &str) -> Result<LockFile, Problem> {
             (id, entry)
         })
         .collect();
-    Ok(LockFile { tasks })
-}
-
-/// The fast path: a strict line parser for exactly the text [`LockFile::to_toml`] writes. It returns
-/// `None` at the first surprise; in particular it accepts only what `to_toml` would have written
-/// itself (ids in strictly ascending order, strings without escapes or control characters, numbers
-/// in canonical decimal), so its result serializes back to the same bytes. Debug builds check that.
-mod fast {
-    use super::{
-        HEADER, LOCK_VERSION, LockEntry, LockFile, LockOutput, is_project_relative, parse_money,
-        push_money,
-    };
-
-    pub(super) fn parse(source: &str) -> Option<LockFile> {
-        let body = source.strip_prefix(HEADER)?;
-        let mut lines = body.split('\n');
-        if lines.next()? != format!("version = {LOCK_VERSION}") {
-            return None;
-        }
-        let mut lock = LockFile::default();
-        let mut scratch = String::new();
-        let mut previous: Option<&str> = None;
-        loop {
-            // A blank line before each task; the file's last newline leaves one more blank piece.
-            if !lines.next()?.is_empty() {
-                return None;
-            }
-            let Some(header) = lines.next() else {
-                break;
-            };
-            let id = string(header.strip_prefix("[task.")?.strip_suffix(']')?)?;
-            if previous.is_some_and(|p| p >= id) {
-                return None;
-            }
-            previous = Some(id);
-            let entry = entry(&mut lines, &mut scratch)?;
-            lock.tasks.insert(id.to_owned(), entry);
-        }
-        debug_assert_eq!(
-            lock.to_toml(),
-            source,
-            "the fast path accepted a non-canonical lock"
-        );
-        Some(lock)
-    }
-
-    fn entry<'a>(
-        lines: &mut impl Iterator<Item = &'a str>,
-        scratch: &mut String,
-    ) -> Option<LockEntry> {
-        let key = string(lines.next()?.strip_prefix("key = ")?)?.to_owned();
-        let model = string(lines.next()?.strip_prefix("model = ")?)?.to_owned();
-        let images = u32::try_from(unsigned(lines.next()?.strip_prefix("images = ")?)?).ok()?;
-        let cost_text = string(lines.next()?.strip_prefix("cost = ")?)?;
-        let cost = parse_money(cost_text)?;
-        scratch.clear();
-        push_money(scratch, cost);
-        if scratch != cost_text {
-            return None;
-        }
-        let generated_at = signed(lines.next()?.strip_prefix("generated_at = ")?)?;
-        let mut outputs = Vec::new();
-        match lines.next()? {
-            "outputs = []" => {}
-            "outputs = [" => {
-                loop {
-                    let line = lines.next()?;
-                    if line == "]" {
-                        break;
-                    }
-                    outputs.push(output(line)?);
-                }
-                // `to_toml` writes no outputs as `[]`.
-                if outputs.is_empty() {
-                    return None;
-                }
-            }
-            _ => return None,
-        }
-        Some(LockEntry {
-            key,
-            model,
-            images,
-            cost,
-            generated_at,
-            outputs,
-        })
-    }
-
-    fn output(line: &str) -> Option<LockOutput> {
-        let rest = line.strip_prefix("  { path = ")?;
-        let (path, rest) = string_prefix(rest)?;
-        let rest = rest.strip_prefix(", blake3 = ")?;
-        let (blake3, rest) = string_prefix(rest)?;
-        let size = unsigned(rest.strip_prefix(", size = ")?.strip_suffix(" },")?)?;
-        if !is_project_relative(path) {
-            return None;
-        }
-        Some(LockOutput {
-            path: path.to_owned(),
-            blake3: blake3.to_owned(),
-            size,
-        })
-    }
-
-    /// The contents of a quoted string that is all of `s`.
-    fn string(s: &str) -> Option<&str> {
-        match string_prefix(s)? {
-            (inner, "") => Some(inner),
-            _ => None,
-        }
-    }
-
-    /// A quoted string at the start of `s`, and what follows it. Strings `to_toml` would escape
-    /// (a backslash or a control character inside) are left to the slow path.
-    fn string_prefix(s: &str) -> Option<(&str, &str)> {
-        let rest = s.strip_prefix('"')?;
-        let end = rest.find('"')?;
-        let inner = &rest[..end];
-        if inner.bytes().any(|b| b < b' ' || b == b'\\' || b == 0x7f) {
-            return None;
-        }
-        Some((inner, &rest[end + 1..]))
-    }
-
-    /// A decimal as `to_toml` writes it: digits only, no leading zero.
-    fn unsigned(s: &str) -> Option<u64> {
-        let canonical = !s.is_empty()
-            && s.bytes().all(|b| b.is_ascii_digit())
-            && (s == "0" || !s.starts_with('0'));
-        if canonical { s.parse().ok() } else { None }
-    }
-
-    fn signed(s: &str) -> Option<i64> {
-        match s.strip_prefix('-') {
-            Some(digits) if digits != "0" => {
-                unsigned(digits)?;
-                s.parse().ok()
-            }
-            Some(_) => None,
-            None => i64::try_from(unsigned(s)?).ok(),
-        }
-    }
+    Ok(tasks)
 }
 
 #[cfg(test)]
@@ -641,14 +487,14 @@ mod tests {
 
     fn sample() -> LockFile {
         let mut lock = LockFile::default();
-        lock.tasks.insert("scene-002".to_owned(), entry(1));
-        lock.tasks.insert("scene-001-base".to_owned(), entry(4));
-        lock.tasks.insert("empty".to_owned(), entry(0));
+        lock.insert("scene-002".to_owned(), entry(1));
+        lock.insert("scene-001-base".to_owned(), entry(4));
+        lock.insert("empty".to_owned(), entry(0));
         lock
     }
 
     fn parse(text: &str) -> Result<LockFile, Error> {
-        LockFile::parse(text, Path::new("wanx.lock"))
+        LockFile::parse(text.to_owned(), Path::new("wanx.lock"))
     }
 
     fn diagnostic(err: Error) -> Diagnostic {
@@ -676,8 +522,11 @@ mod tests {
     fn round_trips_through_both_parsers() {
         let lock = sample();
         let text = lock.to_toml();
-        assert_eq!(fast::parse(&text).as_ref(), Some(&lock));
-        assert_eq!(parse_toml(&text).ok().as_ref(), Some(&lock));
+        assert_eq!(
+            fast::parse(&text).map(|(t, _)| t).as_ref(),
+            Some(&lock.tasks)
+        );
+        assert_eq!(parse_toml(&text).ok().as_ref(), Some(&lock.tasks));
         assert_eq!(parse(&text).unwrap(), lock);
         assert_eq!(
             parse(&LockFile::default().to_toml()).unwrap(),
@@ -687,11 +536,11 @@ mod tests {
 
     #[test]
     fn equal_locks_write_identical_bytes() {
-        let a = sample();
+        let mut a = sample();
         let mut b = LockFile::default();
         // Inserted in another order.
         for (id, e) in sample().tasks.into_iter().rev() {
-            b.tasks.insert(id, e);
+            b.insert(id, e);
         }
         assert_eq!(a.to_toml(), b.to_toml());
 
@@ -709,6 +558,79 @@ mod tests {
             "a no-op write leaves the file alone"
         );
         assert_eq!(LockFile::read(&path).unwrap(), a);
+    }
+
+    /// Writes `lock` at `path` and checks the file is its full canonical rendering.
+    fn write_and_check(lock: &mut LockFile, path: &Path) {
+        lock.write_atomic(path).unwrap();
+        assert_eq!(std::fs::read_to_string(path).unwrap(), lock.to_toml());
+    }
+
+    #[test]
+    fn a_changed_lock_is_written_as_its_full_rendering() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(".wanx")).unwrap();
+        let path = dir.path().join("wanx.lock");
+        let mut lock = sample();
+        for id in ["]", "a.b", "场景", "zz"] {
+            lock.insert(id.to_owned(), entry(2));
+        }
+        write_and_check(&mut lock, &path);
+        // Read back through each path: parsed (which mirrors it), then from the mirror.
+        for _ in 0..2 {
+            let mut read = LockFile::read(&path).unwrap();
+            assert_eq!(read, lock);
+            assert!(
+                read.text.is_some(),
+                "a canonical text is kept for the next write"
+            );
+            // Changed, added before, between and after the others, removed at both ends.
+            read.insert("scene-002".to_owned(), entry(3));
+            read.insert("0-first".to_owned(), entry(1));
+            read.insert("m".to_owned(), entry(0));
+            read.insert("zzz".to_owned(), entry(1));
+            read.remove("]");
+            read.remove("场景");
+            read.remove("m");
+            read.insert("empty".to_owned(), entry(0));
+            write_and_check(&mut read, &path);
+            // And again from the text it just wrote.
+            read.remove("0-first");
+            read.insert("a.b".to_owned(), entry(5));
+            write_and_check(&mut read, &path);
+            write_and_check(&mut lock, &path);
+        }
+        // A hand-edited (non-canonical) lock is written whole.
+        let edited = lock.to_toml().replace("images = 4", "images =   4");
+        std::fs::write(&path, &edited).unwrap();
+        let mut read = LockFile::read(&path).unwrap();
+        assert!(read.text.is_none());
+        read.insert("new".to_owned(), entry(1));
+        write_and_check(&mut read, &path);
+    }
+
+    #[test]
+    fn a_kept_lock_is_never_taken_for_a_changed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wanx.lock");
+        let mut lock = sample();
+        lock.write_atomic(&path).unwrap();
+        let written = std::fs::read_to_string(&path).unwrap();
+        lock.clone().keep(&path);
+        assert_eq!(LockFile::read(&path).unwrap(), lock, "taken as kept");
+        assert_eq!(LockFile::read(&path).unwrap(), lock, "decoded again");
+        // Kept, then the file is edited to the same size: the edit is what is read.
+        lock.clone().keep(&path);
+        let edited = written.replacen("images = 4", "images = 5", 1);
+        assert_eq!(edited.len(), written.len());
+        std::fs::write(&path, &edited).unwrap();
+        let read = LockFile::read(&path).unwrap();
+        assert_eq!(read.get("scene-001-base").unwrap().images, 5);
+        // A lock changed after its write is not kept.
+        let mut changed = read;
+        changed.insert("other".to_owned(), entry(1));
+        changed.keep(&path);
+        assert!(LockFile::read(&path).unwrap().get("other").is_none());
     }
 
     #[test]
@@ -834,7 +756,7 @@ mod tests {
     fn money_strings_are_exact() {
         let format_money = |m| {
             let mut out = String::new();
-            push_money(&mut out, m);
+            text::push_money(&mut out, m);
             out
         };
         for (text, micros) in [

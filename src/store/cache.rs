@@ -72,12 +72,11 @@ impl Store {
     /// The blobs' total size and count, from the index (one query: cheap enough for every build).
     pub fn blob_totals(&self) -> Result<(u64, u64)> {
         self.read(|conn| {
-            conn.prepare_cached(&format!(
-                "SELECT coalesce(sum(size), 0), count(*) FROM {BLOBS}"
-            ))?
-            .query_row([], |row| {
-                Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64))
-            })
+            // Kept by triggers on the blobs (migration 10): one row, not a sum over all.
+            conn.prepare_cached("SELECT size, count FROM blob_totals")?
+                .query_row([], |row| {
+                    Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64))
+                })
         })
     }
 

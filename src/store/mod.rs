@@ -151,6 +151,43 @@ mod tests {
     }
 
     #[test]
+    fn blob_totals_start_from_the_blobs_and_follow_every_change() {
+        // A database of the schema before the totals (version 9) holding two blobs.
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        let tx = conn.transaction().unwrap();
+        for migration in &MIGRATIONS[..9] {
+            tx.execute_batch(migration).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 9).unwrap();
+        tx.commit().unwrap();
+        let add = "INSERT INTO blobs (blake3, size, added_at) VALUES (?1, ?2, 1) ON CONFLICT (blake3) DO NOTHING";
+        for (hash, size) in [("a", 100), ("b", 250)] {
+            conn.execute(add, rusqlite::params![hash, size]).unwrap();
+        }
+        drop(conn);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.blob_totals().unwrap(), (350, 2));
+        // Added (once, however often it is indexed), resized, removed: the totals follow.
+        for (hash, size) in [("c", 1000), ("c", 1000), ("a", 100)] {
+            store
+                .conn
+                .execute(add, rusqlite::params![hash, size])
+                .unwrap();
+        }
+        assert_eq!(store.blob_totals().unwrap(), (1350, 3));
+        store
+            .conn
+            .execute("UPDATE blobs SET size = 300 WHERE blake3 = 'b'", [])
+            .unwrap();
+        store
+            .conn
+            .execute("DELETE FROM blobs WHERE blake3 = 'a'", [])
+            .unwrap();
+        assert_eq!(store.blob_totals().unwrap(), (1300, 2));
+    }
+
+    #[test]
     fn table_constants_name_real_tables() {
         let store = Store::open_in_memory().unwrap();
         for table in [

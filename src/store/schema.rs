@@ -184,6 +184,25 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         ON CONFLICT (emulated) DO UPDATE SET images = images + NEW.images, cost = cost + NEW.cost;
     END;
     ",
+    // 10: the blob store's total size and count, kept by triggers: every build compares the size
+    // with `[cache] max_size`, and summing 10,000 rows cost each build under `wanx watch` a millisecond.
+    "
+    CREATE TABLE blob_totals (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        size INTEGER NOT NULL,
+        count INTEGER NOT NULL
+    );
+    INSERT INTO blob_totals (id, size, count) SELECT 0, coalesce(sum(size), 0), count(*) FROM blobs;
+    CREATE TRIGGER blob_totals_insert AFTER INSERT ON blobs BEGIN
+        UPDATE blob_totals SET size = size + NEW.size, count = count + 1;
+    END;
+    CREATE TRIGGER blob_totals_delete AFTER DELETE ON blobs BEGIN
+        UPDATE blob_totals SET size = size - OLD.size, count = count - 1;
+    END;
+    CREATE TRIGGER blob_totals_update AFTER UPDATE OF size ON blobs BEGIN
+        UPDATE blob_totals SET size = size - OLD.size + NEW.size;
+    END;
+    ",
 ];
 
 pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {

@@ -5,7 +5,7 @@
 //! *foreign*: the build refuses before sending anything, naming it, unless `--force` covers its
 //! task; then the file is first moved to `.wanx/replaced/` and named, as DVC keeps modified outputs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::project::lock::LockFile;
@@ -53,11 +53,12 @@ pub fn is_ours(full: &Path, locked: Option<&str>, blobs: &BlobStore) -> bool {
     }
 }
 
-/// The hash `lock` records at each output path.
-pub fn locked_hashes(lock: &LockFile) -> HashMap<&str, &str> {
-    lock.tasks
+/// The hash `lock` records at each of the output paths `at`.
+fn locked_hashes<'l>(lock: &'l LockFile, at: &HashSet<&str>) -> HashMap<&'l str, &'l str> {
+    lock.tasks()
         .values()
         .flat_map(|e| &e.outputs)
+        .filter(|o| at.contains(o.path.as_str()))
         .map(|o| (o.path.as_str(), o.blake3.as_str()))
         .collect()
 }
@@ -70,7 +71,11 @@ pub fn find(
     lock: &LockFile,
     blobs: &BlobStore,
 ) -> Vec<Foreign> {
-    let locked = locked_hashes(lock);
+    if targets.is_empty() {
+        return Vec::new();
+    }
+    let at: HashSet<&str> = targets.iter().map(|(_, path)| path.as_str()).collect();
+    let locked = locked_hashes(lock, &at);
     targets
         .into_iter()
         .filter(|(_, path)| !is_ours(&root.join(path), locked.get(path.as_str()).copied(), blobs))

@@ -16,15 +16,17 @@ use crate::term::printer::Printer;
 
 /// What the lock recorded before a build, and what the build intends to write.
 pub struct Before {
-    /// Every output path the old lock records, with its blake3.
+    /// The output paths the old lock records for the tasks whose entries the build may change or
+    /// remove, with their blake3 (an entry the build leaves alone keeps its outputs).
     recorded: Vec<(String, String)>,
     /// Every path the build's restores and generations will write.
     claimed: HashSet<String>,
 }
 
 impl Before {
-    /// `recorded`: every output path the old lock records, with its blake3; `claimed`: every path
-    /// the build's restores and generations will write.
+    /// `recorded`: the output paths the old lock records for the entries the build may change or
+    /// remove, with their blake3; `claimed`: every path the build's restores and generations will
+    /// write.
     pub fn new(recorded: Vec<(String, String)>, claimed: HashSet<String>) -> Before {
         Before { recorded, claimed }
     }
@@ -40,11 +42,27 @@ pub fn prune(
     after: &LockFile,
     printer: &Printer,
 ) -> Result<()> {
-    let kept = output_paths(after);
+    let unclaimed: HashSet<&str> = before
+        .recorded
+        .iter()
+        .map(|(path, _)| path.as_str())
+        .filter(|path| !before.claimed.contains(*path))
+        .collect();
+    if unclaimed.is_empty() {
+        return Ok(());
+    }
+    // Those the new lock still records (under any task) are kept.
+    let kept: HashSet<&str> = after
+        .tasks()
+        .values()
+        .flat_map(|e| &e.outputs)
+        .map(|o| o.path.as_str())
+        .filter(|path| unclaimed.contains(path))
+        .collect();
     let mut stale: Vec<&(String, String)> = before
         .recorded
         .iter()
-        .filter(|(path, _)| !kept.contains(path.as_str()) && !before.claimed.contains(path))
+        .filter(|(path, _)| unclaimed.contains(path.as_str()) && !kept.contains(path.as_str()))
         .collect();
     stale.sort();
     stale.dedup();
@@ -171,7 +189,7 @@ pub fn clean(dir: Option<&Path>, dry_run: bool, wait: bool, printer: &Printer) -
 
 /// Every output path `lock` records.
 fn output_paths(lock: &LockFile) -> HashSet<&str> {
-    lock.tasks
+    lock.tasks()
         .values()
         .flat_map(|e| &e.outputs)
         .map(|o| o.path.as_str())

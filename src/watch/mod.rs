@@ -7,8 +7,11 @@
 //! Each rebuild is an ordinary [`build::build_with`]: reconcile makes it regenerate exactly what
 //! changed, restore what the cache has, and leave the rest. After a build that left every task up to
 //! date, a save that only edits plan files builds just the tasks it changed and their consumers
-//! ([`Settled`]): at 10,000 tasks, deciding every task again is most of a rebuild's time. A save that
-//! breaks the project prints its diagnostics and the watch goes on with the last good plan.
+//! ([`Settled`]): at 10,000 tasks, deciding every task again is most of a rebuild's time. The last
+//! few projects stay loaded ([`KEEP_PROJECTS`]): a save that brings the files back to one of them (an
+//! undo) loads nothing, and each build hands the lock it wrote to the next
+//! ([`LockFile::keep`](crate::project::lock::LockFile::keep)). A save that breaks the project prints
+//! its diagnostics and the watch goes on with the last good plan.
 //!
 //! A change that arrives while a build runs: the new state is loaded and keyed at once, and the running
 //! build's [`before_submit`](crate::executor::Executor::before_submit) gate drops every task not yet
@@ -59,6 +62,9 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Debounced batches in flight between notify's thread and the watch loop; the notify side waits
 /// (its own queue keeps merging events) when the loop is busy.
 const CHANNEL_CAPACITY: usize = 16;
+/// Projects kept loaded after their build: a save that brings the files back to one of them (an
+/// undo, a branch switched back) loads nothing.
+const KEEP_PROJECTS: usize = 3;
 
 /// `wanx watch`.
 pub async fn watch(dir: Option<&Path>, args: &WatchArgs, printer: &Printer) -> Result<()> {
@@ -100,7 +106,8 @@ pub async fn watch(dir: Option<&Path>, args: &WatchArgs, printer: &Printer) -> R
         session: Session::default(),
         stop: Stop::new()?,
         seq: 0,
-        settled: None,
+        earlier: Vec::new(),
+        settled: false,
     };
     watch.fs.update(watch.set.dirs())?;
     let dirs: Vec<String> = watch
@@ -146,20 +153,18 @@ struct Watch<'a> {
     session: Session,
     stop: Stop,
     seq: u64,
-    /// The project as the last build left it, when that build left every task up to date.
-    settled: Option<Settled>,
+    /// The projects of the last builds, most recent first (at most [`KEEP_PROJECTS`]).
+    earlier: Vec<Project>,
+    /// Whether the last build (of `earlier[0]`) left every task up to date (see [`Settled`]).
+    settled: bool,
 }
 
-/// The tasks as loaded for a build under watch that left every one of them up to date (fresh,
-/// generated or restored). The next save that edits only plan files then builds only the tasks it
-/// changed and those that consume their images: the others are as that build left them. Anything
-/// else (`wanx.toml`, a local input, a task added or removed, a failure or an interruption) builds
-/// the whole selection, as `wanx build` does.
-struct Settled {
-    manifest: [u8; 32],
-    /// The tasks as loaded, in plan order.
-    tasks: Vec<crate::plan::task::Task>,
-}
+/// A build under watch that left every task up to date (fresh, generated or restored). The next
+/// save that edits only plan files then builds only the tasks it changed and those that consume
+/// their images: the others are as that build left them. Anything else (`wanx.toml`, a local
+/// input, a task added or removed, a failure or an interruption) builds the whole selection, as
+/// `wanx build` does.
+struct Settled;
 
 impl Settled {
     /// Whether `ended` left every task of the project up to date. A build of `only` reports the
@@ -181,27 +186,39 @@ impl Settled {
             && s.generated + s.restored + s.fresh == total
     }
 
-    /// The tasks `change` edited and every task that consumes their images, in plan order; `None`
-    /// when the whole project must be built (see [`Settled`]) or nothing changed. The tasks are
-    /// compared in plan order: a task added, removed or moved before another builds everything.
-    fn changed(&self, project: &Project, change: &Change) -> Option<Vec<String>> {
+    /// The tasks `change` edited since the `settled` project and every task that consumes their
+    /// images, in plan order; `None` when the whole project must be built (see [`Settled`]) or
+    /// nothing changed. The tasks are compared in plan order: a task added, removed or moved
+    /// before another builds everything.
+    fn changed(settled: &Project, project: &Project, change: &Change) -> Option<Vec<String>> {
         let loaded = &project.loaded;
         let plans_only = change
             .paths
             .iter()
             .all(|p| loaded.digests.contains_key(Path::new(p)));
-        if self.manifest != project.manifest.digest
+        if settled.manifest.digest != project.manifest.digest
             || !plans_only
-            || loaded.tasks.len() != self.tasks.len()
+            || loaded.tasks.len() != settled.loaded.tasks.len()
         {
             return None;
         }
+        // Only a file whose text changed can hold a changed task (tasks come file by file).
+        let edited = |file: &Path| loaded.digests.get(file) != settled.loaded.digests.get(file);
+        let mut file: Option<(&Path, bool)> = None;
         let mut changed: HashSet<&str> = HashSet::new();
-        for (task, before) in loaded.tasks.iter().zip(&self.tasks) {
+        for (task, before) in loaded.tasks.iter().zip(&settled.loaded.tasks) {
             if task.id != before.id {
                 return None;
             }
-            if task != before {
+            let in_edited = match file {
+                Some((f, e)) if f == task.origin.file => e,
+                _ => {
+                    let e = edited(&task.origin.file);
+                    file = Some((&task.origin.file, e));
+                    e
+                }
+            };
+            if in_edited && task != before {
                 changed.insert(&task.id);
             }
         }
@@ -261,8 +278,9 @@ impl Watch<'_> {
                 let paths: Vec<String> = change.paths.iter().cloned().collect();
                 self.reporter.change(seq, &paths, false, change.first);
             }
-            let project = match Project::load(self.dir.as_deref(), &self.printer) {
-                Ok(project) => project,
+            let (project, was) = match Project::load_reusing(self.dir.as_deref(), &mut self.earlier)
+            {
+                Ok(loaded) => loaded,
                 Err(e) => {
                     self.reporter.invalid(seq, &e);
                     self.reporter.idle(self.set.counts(), self.args.poll);
@@ -270,12 +288,13 @@ impl Watch<'_> {
                 }
             };
             self.rewatch(self.set.renew(&project.manifest, &project.loaded));
-            // A selection on the command line is built whole each time.
+            // A selection on the command line is built whole each time. The project the last
+            // build settled is `earlier[0]`, unless this is that very project again.
             let only = self
-                .settled
-                .as_ref()
-                .filter(|_| self.args.selection.tasks.is_empty())
-                .and_then(|s| s.changed(&project, &change));
+                .earlier
+                .first()
+                .filter(|_| self.settled && was != Some(0) && self.args.selection.tasks.is_empty())
+                .and_then(|settled| Settled::changed(settled, &project, &change));
             let mut ended = self.build(seq, &project, &change, only.as_ref()).await;
             let settles = Settled::settles(&project, &mut ended, only.as_ref());
             match &ended.result {
@@ -313,11 +332,10 @@ impl Watch<'_> {
                 Err(_) => WatchSet::new(&project.manifest, Some(&project.loaded)),
             };
             self.rewatch(set);
-            // The tasks as this build left them, for the next save (the project is done with).
-            self.settled = settles.then_some(Settled {
-                manifest: project.manifest.digest,
-                tasks: project.loaded.tasks,
-            });
+            // The project as this build left it, for the next save.
+            self.settled = settles;
+            self.earlier.insert(0, project);
+            self.earlier.truncate(KEEP_PROJECTS);
             if let Some(cut_short) = ended.stop {
                 self.reporter.stopped(cut_short, &self.session);
                 return if cut_short {

@@ -11,6 +11,7 @@
 
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
@@ -38,6 +39,8 @@ pub enum Relevance {
 #[derive(Clone, Debug)]
 pub struct WatchSet {
     root: PathBuf,
+    /// The manifest's plan globs, and the set compiled from them.
+    patterns: Vec<String>,
     plans: GlobSet,
     /// The plan globs' fixed leading directories (`plans` for `plans/**/*.toml`; empty for `**/*`).
     bases: Vec<PathBuf>,
@@ -47,8 +50,9 @@ pub struct WatchSet {
     plan_files: Vec<PathBuf>,
     /// Project-relative directories wanx writes into.
     ignored_dirs: Vec<PathBuf>,
-    /// Project-relative files wanx writes (`wanx.lock`, the outputs recorded in it).
-    ignored_files: HashSet<PathBuf>,
+    /// Project-relative files wanx writes (`wanx.lock`, the outputs recorded in it); shared by
+    /// the sets of successive builds, which rarely add to it.
+    ignored_files: Arc<HashSet<PathBuf>>,
 }
 
 impl WatchSet {
@@ -57,13 +61,13 @@ impl WatchSet {
         let mut ignored_files: HashSet<PathBuf> = HashSet::from([PathBuf::from("wanx.lock")]);
         if let Ok(lock) = LockFile::read(&manifest.lock_path()) {
             ignored_files.extend(
-                lock.tasks
+                lock.tasks()
                     .values()
                     .flat_map(|e| &e.outputs)
                     .map(|o| normalize(&o.path)),
             );
         }
-        WatchSet::with_ignored_files(manifest, loaded, ignored_files)
+        WatchSet::with_ignored_files(manifest, loaded, Arc::new(ignored_files), None)
     }
 
     /// [`WatchSet::new`] for a newly loaded project, keeping this set's outputs from `wanx.lock`
@@ -71,7 +75,8 @@ impl WatchSet {
     /// milliseconds to read), and the set is made anew from the lock once the build is done.
     #[must_use]
     pub fn renew(&self, manifest: &Manifest, loaded: &Loaded) -> WatchSet {
-        WatchSet::with_ignored_files(manifest, Some(loaded), self.ignored_files.clone())
+        let ignored = Arc::clone(&self.ignored_files);
+        WatchSet::with_ignored_files(manifest, Some(loaded), ignored, Some(self))
     }
 
     /// This set, also ignoring `outputs` (project-relative files a build just wrote): after a
@@ -79,45 +84,53 @@ impl WatchSet {
     /// be read again.
     #[must_use]
     pub fn with_outputs<'o>(mut self, outputs: impl IntoIterator<Item = &'o str>) -> WatchSet {
-        self.ignored_files
-            .extend(outputs.into_iter().map(normalize));
+        let new: Vec<PathBuf> = outputs
+            .into_iter()
+            .map(normalize)
+            .filter(|o| !self.ignored_files.contains(o))
+            .collect();
+        if !new.is_empty() {
+            Arc::make_mut(&mut self.ignored_files).extend(new);
+        }
         self
     }
 
+    /// The set for `manifest` and `loaded`, ignoring `ignored_files`; the plan globs are compiled
+    /// again only when they differ from those of the `earlier` set.
     fn with_ignored_files(
         manifest: &Manifest,
         loaded: Option<&Loaded>,
-        ignored_files: HashSet<PathBuf>,
+        ignored_files: Arc<HashSet<PathBuf>>,
+        earlier: Option<&WatchSet>,
     ) -> WatchSet {
-        let mut set = GlobSetBuilder::new();
-        let mut bases = Vec::new();
-        for pattern in &manifest.project.plans {
-            // An invalid glob is reported by the plan loader; it matches nothing here.
-            if let Ok(glob) = GlobBuilder::new(pattern).literal_separator(true).build() {
-                set.add(glob);
-                bases.push(glob_base(pattern));
-            }
-        }
-        bases.sort();
-        bases.dedup();
-        let plans = set.build().unwrap_or_else(|_| GlobSet::empty());
+        let (plans, bases) = match earlier {
+            Some(e) if e.patterns == manifest.project.plans => (e.plans.clone(), e.bases.clone()),
+            _ => plan_globs(&manifest.project.plans),
+        };
         let tasks: &[Task] = loaded.map_or(&[], |l| &l.tasks);
+        // Many tasks share a folder and a plan file, mostly in a row: each is made a path once.
+        let mut dirs: HashSet<&str> = HashSet::from([manifest.project.out_dir.as_str()]);
+        let mut files: Vec<&Path> = Vec::new();
+        for t in tasks {
+            if files.last() != Some(&t.origin.file.as_path()) {
+                files.push(&t.origin.file);
+            }
+            dirs.insert(&t.output.dir);
+        }
         let mut ignored_dirs: Vec<PathBuf> = [".wanx", ".git"].iter().map(PathBuf::from).collect();
         ignored_dirs.extend(
-            tasks
-                .iter()
-                .map(|t| t.output.dir.as_str())
-                .chain([manifest.project.out_dir.as_str()])
+            dirs.into_iter()
                 .map(normalize)
                 .filter(|d| !d.as_os_str().is_empty()),
         );
         ignored_dirs.sort();
         ignored_dirs.dedup();
-        let mut plan_files: Vec<PathBuf> = tasks.iter().map(|t| t.origin.file.clone()).collect();
-        plan_files.sort();
-        plan_files.dedup();
+        files.sort();
+        files.dedup();
+        let plan_files: Vec<PathBuf> = files.into_iter().map(Path::to_path_buf).collect();
         WatchSet {
             root: manifest.root.clone(),
+            patterns: manifest.project.plans.clone(),
             plans,
             bases,
             inputs: tasks.iter().flat_map(local_inputs).collect(),
@@ -266,6 +279,22 @@ impl WatchSet {
     }
 }
 
+/// The plan globs compiled, and their fixed leading directories.
+fn plan_globs(patterns: &[String]) -> (GlobSet, Vec<PathBuf>) {
+    let mut set = GlobSetBuilder::new();
+    let mut bases = Vec::new();
+    for pattern in patterns {
+        // An invalid glob is reported by the plan loader; it matches nothing here.
+        if let Ok(glob) = GlobBuilder::new(pattern).literal_separator(true).build() {
+            set.add(glob);
+            bases.push(glob_base(pattern));
+        }
+    }
+    bases.sort();
+    bases.dedup();
+    (set.build().unwrap_or_else(|_| GlobSet::empty()), bases)
+}
+
 /// A `/`-separated project-relative path as components (`./a//b/` → `a/b`).
 fn normalize(path: &str) -> PathBuf {
     Path::new(path)
@@ -370,7 +399,7 @@ mod tests {
         ]);
         let root = dir.path();
         // As if the lock had recorded an output there (no lock is read again).
-        set.ignored_files.insert(PathBuf::from("refs/r.png"));
+        Arc::make_mut(&mut set.ignored_files).insert(PathBuf::from("refs/r.png"));
         std::fs::write(
             root.join("plans/b.toml"),
             PLAN.replace("\"a\"", "\"b\"").replace("r.png", "s.png"),
