@@ -149,18 +149,18 @@ fn the_gallery_of_the_examples_loads_every_card_and_image_in_a_browser() {
     let index = run.stdout.trim().to_owned();
     browser.open(&format!("file://{index}"));
     let deadline = Instant::now() + DEADLINE;
-    let cards = browser
-        .eval(
-            "return document.querySelectorAll('.card').length",
-            &json!([]),
-        )
-        .as_u64()
-        .unwrap();
     let expected = p
         .read(&format!("{EXAMPLES}/wanx.lock"))
         .matches("\nkey = ")
         .count() as u64;
-    assert_eq!(cards, expected, "one card per task");
+    // One card per task, once the page has them all (waited for, not assumed).
+    browser.wait_until(
+        &format!("{expected} cards"),
+        deadline,
+        "return document.querySelectorAll('.card').length === arguments[0];",
+        &json!([expected]),
+    );
+    let cards = expected;
     for i in 0..cards {
         // Thumbnails are lazy: bring each card into view, then wait for its images.
         let loaded = browser.wait_until(

@@ -30,6 +30,7 @@
 //! Anything else (a hand edit, a merge, CRLF line ends) goes through the `toml` crate, which also
 //! reports errors with their line and column.
 
+mod entry;
 mod fast;
 mod mirror;
 mod text;
@@ -44,15 +45,12 @@ use serde::Deserialize;
 use crate::error::Error;
 use crate::money::Money;
 use crate::term::diagnostic::Diagnostic;
+pub use entry::{LOCK_VERSION, LockEntry, LockOutput};
+use entry::{is_project_relative, parse_money};
 use text::Text;
-
-/// The format version this wanx reads and writes.
-pub const LOCK_VERSION: u32 = 1;
 
 /// The lock's file name, at the project root.
 pub const FILE_NAME: &str = "wanx.lock";
-
-const HEADER: &str = "# This file is written by wanx. It records, per task, the request key and the images it produced.\n";
 
 /// The contents of `wanx.lock`: one entry per task id. Equal locks are those with equal entries.
 #[derive(Clone, Debug, Default)]
@@ -77,31 +75,6 @@ impl FromIterator<(String, LockEntry)> for LockFile {
     fn from_iter<I: IntoIterator<Item = (String, LockEntry)>>(entries: I) -> LockFile {
         LockFile::new(entries.into_iter().collect(), None)
     }
-}
-
-/// What one task last produced.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LockEntry {
-    /// The blake3 request key (hex).
-    pub key: String,
-    /// The real model id the request was sent to.
-    pub model: String,
-    /// How many images were requested and billed.
-    pub images: u32,
-    pub cost: Money,
-    /// Unix seconds when the images were generated.
-    pub generated_at: i64,
-    pub outputs: Vec<LockOutput>,
-}
-
-/// One output file of a task.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LockOutput {
-    /// Project-relative, `/`-separated.
-    pub path: String,
-    /// The blake3 of the file's bytes (hex).
-    pub blake3: String,
-    pub size: u64,
 }
 
 impl LockFile {
@@ -192,7 +165,7 @@ impl LockFile {
         })?;
         let mirror = mirror::beside(path);
         if let Some((tasks, starts)) = mirror.as_deref().and_then(|m| mirror::read(m, &digest)) {
-            let text = starts.map(|starts| Text::new(source, starts));
+            let text = starts.and_then(|starts| Text::at(source, starts, tasks.len()));
             return Ok((LockFile::new(tasks, text), Some(digest)));
         }
         let shown = path.file_name().map_or(path, Path::new);
@@ -294,44 +267,6 @@ mod memo {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *last = Some((path.to_path_buf(), text, lock));
     }
-}
-
-/// Parses a decimal yuan amount with at most six decimals into exact `Money`.
-fn parse_money(s: &str) -> Option<Money> {
-    let (negative, digits) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s),
-    };
-    let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    let all_digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() || !all_digits(whole) || !all_digits(frac) || frac.len() > 6 {
-        return None;
-    }
-    if digits.contains('.') && frac.is_empty() {
-        return None;
-    }
-    let whole: i64 = whole.parse().ok()?;
-    let mut micros: i64 = if frac.is_empty() {
-        0
-    } else {
-        frac.parse().ok()?
-    };
-    for _ in frac.len()..6 {
-        micros *= 10;
-    }
-    let abs = whole.checked_mul(1_000_000)?.checked_add(micros)?;
-    Some(Money(if negative { -abs } else { abs }))
-}
-
-/// Whether `path` is project-relative and stays inside the project.
-fn is_project_relative(path: &str) -> bool {
-    !path.is_empty()
-        && !path.starts_with('/')
-        && !path.contains('\\')
-        && !path.contains(':')
-        && path
-            .split('/')
-            .all(|part| !part.is_empty() && part != ".." && part != ".")
 }
 
 enum Problem {
@@ -462,6 +397,7 @@ fn parse_toml(source: &str) -> Result<BTreeMap<String, LockEntry>, Problem> {
 
 #[cfg(test)]
 mod tests {
+    use super::entry::HEADER;
     use super::*;
 
     fn hex(c: char) -> String {
@@ -607,6 +543,26 @@ mod tests {
         assert!(read.text.is_none());
         read.insert("new".to_owned(), entry(1));
         write_and_check(&mut read, &path);
+    }
+
+    #[test]
+    fn a_mirror_with_unsound_offsets_costs_the_copying_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(".wanx")).unwrap();
+        let path = dir.path().join("wanx.lock");
+        let mut lock = sample();
+        write_and_check(&mut lock, &path);
+        let digest = *blake3::hash(&std::fs::read(&path).unwrap()).as_bytes();
+        let m = mirror::beside(&path).unwrap();
+        for starts in [vec![0, 1, 2], vec![5], vec![]] {
+            mirror::write(&m, &digest, &lock.tasks, Some(&starts));
+            let mut read = LockFile::read(&path).unwrap();
+            assert_eq!(read, lock);
+            assert!(read.text.is_none(), "{starts:?}");
+            read.insert("new".to_owned(), entry(1));
+            write_and_check(&mut read, &path);
+            write_and_check(&mut lock, &path);
+        }
     }
 
     #[test]
@@ -756,7 +712,7 @@ mod tests {
     fn money_strings_are_exact() {
         let format_money = |m| {
             let mut out = String::new();
-            text::push_money(&mut out, m);
+            entry::push_money(&mut out, m);
             out
         };
         for (text, micros) in [

@@ -8,8 +8,9 @@
 
 use std::collections::BTreeMap;
 
-use super::text::push_money;
-use super::{HEADER, LOCK_VERSION, LockEntry, LockOutput, is_project_relative, parse_money};
+use super::entry::{
+    HEADER, LOCK_VERSION, LockEntry, LockOutput, is_project_relative, parse_money, push_money,
+};
 
 /// The entries of the canonical text `source`, and where their sections start.
 pub(super) fn parse(source: &str) -> Option<(BTreeMap<String, LockEntry>, Vec<usize>)> {

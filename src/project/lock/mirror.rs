@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{LockEntry, LockOutput};
+use super::entry::{LockEntry, LockOutput};
 use crate::money::Money;
 use crate::project::binary_file::{self, Reader, Writer};
 

@@ -8,8 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::{HEADER, LOCK_VERSION, LockEntry};
-use crate::money::Money;
+use super::entry::{HEADER, LOCK_VERSION, LockEntry, push_money};
 
 /// A lock's text in canonical form.
 #[derive(Debug)]
@@ -30,6 +29,18 @@ impl Text {
             starts,
             digest,
         }
+    }
+
+    /// [`Text::new`] for sections said to start at `starts` (a mirror's word): `None` unless there
+    /// are `entries` of them, in order, each at the blank line before a `[task.` header.
+    pub(super) fn at(text: String, starts: Vec<usize>, entries: usize) -> Option<Text> {
+        let bytes = text.as_bytes();
+        let sound = starts.len() == entries
+            && starts.windows(2).all(|w| w[0] < w[1])
+            && starts
+                .iter()
+                .all(|s| bytes.get(*s..).is_some_and(|b| b.starts_with(b"\n[task.")));
+        sound.then(|| Text::new(text, starts))
     }
 
     /// The section of the `k`-th entry.
@@ -158,18 +169,4 @@ pub(super) fn push_string(out: &mut String, s: &str) {
         }
     }
     out.push('"');
-}
-
-/// Appends `0.56`, `2.00`, `0.183481`: the digits of `Money`'s display, without the currency sign.
-pub(super) fn push_money(out: &mut String, m: Money) {
-    if m.0 < 0 {
-        out.push('-');
-    }
-    let abs = m.0.unsigned_abs();
-    let (whole, mut frac, mut places) = (abs / 1_000_000, abs % 1_000_000, 6);
-    while places > 2 && frac % 10 == 0 {
-        frac /= 10;
-        places -= 1;
-    }
-    let _ = write!(out, "{whole}.{frac:0places$}");
 }
