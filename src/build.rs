@@ -72,7 +72,10 @@ pub async fn build(
     printer: &Printer,
     cancel: Arc<AtomicBool>,
 ) -> Result<Built> {
-    build_with(project, args, printer, cancel, &Hooks::default()).await
+    let built = build_with(project, args, printer, cancel, &Hooks::default()).await;
+    // The process ends next: the lock it kept goes to the next one as the lock's mirror.
+    crate::project::lock::LockFile::mirror_kept();
+    built
 }
 
 // --- hooks for `wanx watch` (src/watch/mod.rs); a plain build uses none ---------------------------------

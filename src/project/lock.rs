@@ -61,6 +61,8 @@ pub struct LockFile {
     text: Option<Arc<Text>>,
     /// The ids inserted or removed since `text`, each with whether `text` has an entry for it.
     changed: BTreeMap<String, bool>,
+    /// Whether the mirror beside the file holds this value (it was read from it, or wrote it).
+    mirrored: bool,
 }
 
 impl PartialEq for LockFile {
@@ -83,6 +85,7 @@ impl LockFile {
             tasks,
             text: text.map(Arc::new),
             changed: BTreeMap::new(),
+            mirrored: false,
         }
     }
 
@@ -133,6 +136,20 @@ impl LockFile {
         }
     }
 
+    /// Writes the mirror of the lock this process kept (see [`LockFile::keep`]) for the next
+    /// process, unless it is there already: a command that may have written the lock calls this
+    /// when it is done (`wanx build` at its end, `wanx watch` when it stops), so the lock's writes
+    /// in between cost no mirror each. Best effort.
+    pub fn mirror_kept() {
+        memo::with(|path, digest, lock| {
+            if let Some(m) = mirror::beside(path).filter(|_| !lock.mirrored) {
+                let starts = lock.text.as_deref().map(Text::starts);
+                mirror::write(&m, digest, &lock.tasks, starts);
+                lock.mirrored = true;
+            }
+        });
+    }
+
     /// Reads the lock at `path`. A missing file is an empty lock; a file that does not parse, or was
     /// written by a newer wanx, is an [`Error::Invalid`] located at the problem.
     ///
@@ -166,13 +183,16 @@ impl LockFile {
         let mirror = mirror::beside(path);
         if let Some((tasks, starts)) = mirror.as_deref().and_then(|m| mirror::read(m, &digest)) {
             let text = starts.and_then(|starts| Text::at(source, starts, tasks.len()));
-            return Ok((LockFile::new(tasks, text), Some(digest)));
+            let mut lock = LockFile::new(tasks, text);
+            lock.mirrored = true;
+            return Ok((lock, Some(digest)));
         }
         let shown = path.file_name().map_or(path, Path::new);
-        let lock = LockFile::parse(source, shown)?;
+        let mut lock = LockFile::parse(source, shown)?;
         if let Some(m) = mirror {
             let starts = lock.text.as_deref().map(Text::starts);
             mirror::write(&m, &digest, &lock.tasks, starts);
+            lock.mirrored = true;
         }
         Ok((lock, Some(digest)))
     }
@@ -229,6 +249,11 @@ impl LockFile {
             }
             Err(e) => return Err(e),
         }
+        // The mirror holds what this value was read as: only the same text keeps it current.
+        self.mirrored &= self
+            .text
+            .as_ref()
+            .is_some_and(|old| old.digest == text.digest);
         self.text = Some(Arc::new(text));
         self.changed.clear();
         Ok(())
@@ -266,6 +291,16 @@ mod memo {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *last = Some((path.to_path_buf(), text, lock));
+    }
+
+    /// Calls `f` with the kept lock, if any (its path and the blake3 of its text).
+    pub(super) fn with(f: impl FnOnce(&Path, &[u8; 32], &mut LockFile)) {
+        let mut last = LAST
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((path, text, lock)) = last.as_mut() {
+            f(path, text, lock);
+        }
     }
 }
 

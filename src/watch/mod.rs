@@ -269,6 +269,7 @@ impl Watch<'_> {
             } else if let Some(change) = self.wait().await {
                 change
             } else {
+                crate::project::lock::LockFile::mirror_kept();
                 self.reporter.stopped(false, &self.session);
                 return Ok(());
             };
@@ -337,6 +338,7 @@ impl Watch<'_> {
             self.earlier.insert(0, project);
             self.earlier.truncate(KEEP_PROJECTS);
             if let Some(cut_short) = ended.stop {
+                crate::project::lock::LockFile::mirror_kept();
                 self.reporter.stopped(cut_short, &self.session);
                 return if cut_short {
                     Err(Error::Interrupted)

@@ -4,10 +4,12 @@
 //! same-second, same-size edit of the lock hashes differently and is parsed. A mirror that is
 //! missing, corrupted or for another text costs the parse, nothing more.
 //!
-//! It is written by the read that had to parse the text, not by each write of the lock: at 10,000
-//! entries decoding it saves about 2 ms over the text's fast path, and writing it cost 4 ms on every
-//! write (measured: BENCHMARKS.md, session 6). The entries' section offsets travel with it, so a lock
-//! read from it is written back by copying its unchanged sections (see [`super::text`]).
+//! It is written by the read that had to parse the text, and for the lock a `wanx build` or a
+//! `wanx watch` kept when it ends ([`super::LockFile::mirror_kept`]), not at every write of the
+//! lock: at 10,000 entries that write cost 4 ms, a large build writes the lock every half second,
+//! and under `wanx watch` the next build takes the lock from memory anyway (BENCHMARKS.md, session
+//! 6). The entries' section offsets travel with it, so a lock read from it is written back by
+//! copying its unchanged sections (see [`super::text`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
