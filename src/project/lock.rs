@@ -531,6 +531,14 @@ mod tests {
         assert_eq!(LockFile::read(&path).unwrap(), a);
     }
 
+    /// A project folder with a state directory (so the lock is mirrored), and its lock's path.
+    fn project() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(".wanx")).unwrap();
+        let path = dir.path().join("wanx.lock");
+        (dir, path)
+    }
+
     /// Writes `lock` at `path` and checks the file is its full canonical rendering.
     fn write_and_check(lock: &mut LockFile, path: &Path) {
         lock.write_atomic(path).unwrap();
@@ -539,9 +547,7 @@ mod tests {
 
     #[test]
     fn a_changed_lock_is_written_as_its_full_rendering() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join(".wanx")).unwrap();
-        let path = dir.path().join("wanx.lock");
+        let (_dir, path) = project();
         let mut lock = sample();
         for id in ["]", "a.b", "场景", "zz"] {
             lock.insert(id.to_owned(), entry(2));
@@ -582,9 +588,7 @@ mod tests {
 
     #[test]
     fn a_mirror_with_unsound_offsets_costs_the_copying_only() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join(".wanx")).unwrap();
-        let path = dir.path().join("wanx.lock");
+        let (_dir, path) = project();
         let mut lock = sample();
         write_and_check(&mut lock, &path);
         let digest = *blake3::hash(&std::fs::read(&path).unwrap()).as_bytes();

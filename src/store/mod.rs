@@ -102,17 +102,24 @@ mod tests {
         assert_eq!(version, MIGRATIONS.len() as i64);
     }
 
+    /// A database in `dir` with the schema of `version` (its first migrations only).
+    fn database_at_version(dir: &std::path::Path, version: usize) -> Connection {
+        let mut conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        let tx = conn.transaction().unwrap();
+        for migration in &MIGRATIONS[..version] {
+            tx.execute_batch(migration).unwrap();
+        }
+        tx.pragma_update(None, "user_version", version as i64)
+            .unwrap();
+        tx.commit().unwrap();
+        conn
+    }
+
     #[test]
     fn charge_totals_start_from_the_charges_and_follow_every_booking() {
         // A database of the schema before the totals (version 8) holding charges of both kinds.
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
-        let tx = conn.transaction().unwrap();
-        for migration in &MIGRATIONS[..8] {
-            tx.execute_batch(migration).unwrap();
-        }
-        tx.pragma_update(None, "user_version", 8).unwrap();
-        tx.commit().unwrap();
+        let conn = database_at_version(dir.path(), 8);
         for (emulated, images, cost) in [(0, 2, 280_000), (1, 1, 140_000), (0, 4, 560_000)] {
             conn.execute(
                 "INSERT INTO charges (at, emulated, task_id, model, images, cost) VALUES (1, ?1, 't', 'm', ?2, ?3)",
@@ -154,13 +161,7 @@ mod tests {
     fn blob_totals_start_from_the_blobs_and_follow_every_change() {
         // A database of the schema before the totals (version 9) holding two blobs.
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
-        let tx = conn.transaction().unwrap();
-        for migration in &MIGRATIONS[..9] {
-            tx.execute_batch(migration).unwrap();
-        }
-        tx.pragma_update(None, "user_version", 9).unwrap();
-        tx.commit().unwrap();
+        let conn = database_at_version(dir.path(), 9);
         let add = "INSERT INTO blobs (blake3, size, added_at) VALUES (?1, ?2, 1) ON CONFLICT (blake3) DO NOTHING";
         for (hash, size) in [("a", 100), ("b", 250)] {
             conn.execute(add, rusqlite::params![hash, size]).unwrap();
