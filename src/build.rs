@@ -1,58 +1,49 @@
 //! `build`: the pipeline's effects, after `planner` has decided. Resume journaled work, check
 //! `--locked` and the budget, execute (a task that consumes images this build generates is decided,
-//! and started, the moment the last of them exists), and report. The order guarantees the invariants: nothing is sent or
-//! written before the whole project validated, and nothing is paid for under `--locked` or over
-//! budget.
+//! and started, the moment the last of them exists), and report. The order guarantees the
+//! invariants: nothing is sent or written before the whole project validated, and nothing is paid
+//! for under `--locked` or over budget.
 //!
-//! Beside it: `build/execute.rs` (running the plan and recording each outcome), `build/journal.rs`
-//! (resuming what earlier builds journaled), `build/connect.rs` (the provider client and the
-//! executor's settings from the project), `build/events.rs` (executor events as status lines) and
-//! `build/uptodate.rs` (the record that lets a build with nothing to do stop early). Planning runs
-//! through [`blocking`]: it reads SQLite and hashes files.
+//! Beside it, each used by this file and none using it: `build/execute.rs` (running the plan and
+//! recording each outcome), `build/session.rs` (what the build has done so far, and the job each
+//! decision needs), `build/hooks.rs` (what `wanx watch` attaches), `build/journal.rs` (resuming what
+//! earlier builds journaled), `build/connect.rs` (the provider client and the executor's settings
+//! from the project), `build/events.rs` (executor events as status lines) and `build/uptodate.rs`
+//! (the record that lets a build with nothing to do stop early). Planning runs through
+//! [`blocking`]: it reads SQLite and hashes files.
 
 mod connect;
 mod events;
 mod execute;
+mod hooks;
 mod journal;
+mod session;
 pub mod uptodate;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cli::BuildArgs;
 use crate::error::{Error, Result};
 use crate::executor::dashscope::ProviderError;
-use crate::executor::{Event, Failure, FailureKind, Job, Outcome};
 use crate::money::Money;
-use crate::planner::reconcile::{Action, Decision};
+use crate::planner::reconcile::Action;
 pub use crate::planner::{Planned, Project, plan, waiting_reason};
-use crate::planner::{Settled, Unit, Waiting};
 use crate::project::lock::LockFile;
 use crate::remote::RemoteUse;
 pub use crate::report::print_plan;
-use crate::report::waiting_report;
-use crate::report::{Cumulative, Summary, TaskReport};
+use crate::report::{Cumulative, Summary};
 use crate::store::blob_store::BlobStore;
 use crate::store::{RunRecord, Store};
 use crate::term::printer::Printer;
 use crate::tree::output_name::now_unix;
 
-use execute::{execute, job};
+use crate::par::blocking;
+use execute::execute;
+pub use hooks::Hooks;
 use journal::{Resumption, resume_journal};
-
-/// Runs blocking work (planning: SQLite reads, hashing files) without holding an async worker: on
-/// the multi-threaded runtime the worker hands its other tasks to the rest of the pool while `f`
-/// runs (`block_in_place`). Planning borrows the project and returns what borrows it, so it cannot
-/// move to a `spawn_blocking` thread, which needs `'static`. Outside such a runtime `f` just runs.
-pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
-    }
-}
+use session::Session;
 
 /// [`plan`] on a blocking thread (see [`blocking`]): for callers on the async runtime.
 pub fn plan_blocking<'a>(
@@ -76,22 +67,6 @@ pub async fn build(
     // The process ends next: the lock it kept goes to the next one as the lock's mirror.
     crate::project::lock::LockFile::mirror_kept();
     built
-}
-
-// --- hooks for `wanx watch` (src/watch/mod.rs); a plain build uses none ---------------------------------
-
-/// Called with the reconciled plan right before it is executed (after the budget checks).
-pub type OnPlan = Arc<dyn Fn(&Planned<'_>) + Send + Sync>;
-/// Called with every executor event, before it is printed.
-pub type OnEvent = Arc<dyn Fn(&Event) + Send + Sync>;
-
-/// What `wanx watch` attaches to a build. `Default` attaches nothing.
-#[derive(Clone, Default)]
-pub struct Hooks {
-    pub on_plan: Option<OnPlan>,
-    pub on_event: Option<OnEvent>,
-    /// Passed to [`Executor::before_submit`].
-    pub before_submit: Option<crate::executor::SubmitGate>,
 }
 
 /// [`build`] with [`Hooks`].
@@ -350,118 +325,6 @@ fn fatal_error(fatal: ProviderError) -> Error {
             request_id: None,
         },
     }
-}
-
-/// What a build has done so far.
-#[derive(Default)]
-struct Session {
-    summary: Summary,
-    reports: Vec<TaskReport>,
-    reported: HashSet<String>,
-    /// Tasks that ended unsent (skipped, dropped): their dependants are skipped too, not failed.
-    unsent: HashSet<String>,
-    fatal: Option<ProviderError>,
-    /// Keys the resume of the journal cached, with what it booked (see [`Executor::resumed`]).
-    resumed: HashMap<String, (Money, u32)>,
-    /// Keys left journaled by the resume (see [`Executor::journaled`]).
-    journaled: HashSet<String>,
-    /// Why each task is not fresh (src/planner/why.rs).
-    why: HashMap<String, Vec<crate::planner::why::Change>>,
-    /// What restores saved, by model: images and their price (`wanx stats`).
-    saved_by_model: BTreeMap<String, (u32, Money)>,
-    /// Tasks that failed in this build (id, key hex, message) and tasks that were built: the
-    /// store keeps each task's last failure until it is built (`wanx gallery` shows it).
-    failures: Vec<(String, String, String)>,
-    built: Vec<String>,
-}
-
-impl Session {
-    /// A session that starts with what the resume of the journal booked: it is this build's spend,
-    /// whether or not a task still wants the key.
-    fn resumed(resumption: Resumption, emulated: bool) -> Session {
-        Session {
-            summary: Summary {
-                currency: "CNY",
-                emulated,
-                spent: resumption.spent,
-                images_generated: resumption.images_billed,
-                ..Summary::default()
-            },
-            resumed: resumption.keys,
-            journaled: resumption.journaled,
-            ..Session::default()
-        }
-    }
-
-    fn report(&mut self, report: TaskReport) {
-        if self.reported.insert(report.id.clone()) {
-            self.reports.push(report);
-        }
-    }
-
-    /// Reports a waiting task that ended unbuilt: skipped (never sent) or failed.
-    fn unbuilt(&mut self, w: &Waiting<'_>, failure: &Failure) {
-        let status = if failure.unsent() {
-            self.summary.skipped += 1;
-            self.unsent.insert(w.task.id.clone());
-            "skipped"
-        } else {
-            self.summary.failed += 1;
-            "failed"
-        };
-        self.report(waiting_report(w, status, Some(failure.message.clone())));
-    }
-
-    /// Acts on a waiting task that a finished task settled: a decided one joins `decided` (and
-    /// starts, if it needs work); one that can never be built is reported here and its outcome
-    /// returned for the event printer.
-    fn settle<'a>(
-        &mut self,
-        project: &Project,
-        settled: Settled<'a>,
-        halted: bool,
-        decided: &mut Vec<(Unit<'a>, Decision)>,
-    ) -> Next {
-        let (w, failure) = match settled {
-            Settled::Decided(unit, d) => {
-                let job = job(project, &unit, &d);
-                decided.push((unit, d));
-                return job.map_or(Next::Fresh, Next::Start);
-            }
-            Settled::Blocked(w, _) if halted => (
-                w,
-                Failure::skipped("not submitted: the build stopped before its inputs were ready"),
-            ),
-            // Dropped unsent (a newer save in `wanx watch`): nothing failed.
-            Settled::Blocked(w, upstream) if self.unsent.contains(&upstream) => (
-                w,
-                Failure::skipped(&format!("not submitted: input `{upstream}` was not built")),
-            ),
-            Settled::Blocked(w, upstream) => (
-                w,
-                Failure::new(
-                    FailureKind::Blocked,
-                    format!("input `{upstream}` was not built"),
-                ),
-            ),
-            Settled::Invalid(w, why) => (w, Failure::new(FailureKind::Blocked, why)),
-        };
-        self.unbuilt(&w, &failure);
-        Next::Ended(Outcome {
-            id: w.task.id.clone(),
-            result: Err(failure),
-        })
-    }
-}
-
-/// What a settled waiting task needs next.
-enum Next {
-    /// Its job: generate or restore.
-    Start(Job),
-    /// Nothing: it is fresh.
-    Fresh,
-    /// It ended unbuilt.
-    Ended(Outcome),
 }
 
 /// Remembers hashes computed while looking, so the next no-op hashes nothing.

@@ -1,6 +1,6 @@
 //! `par_map`: a map over a vector on up to one scoped thread per core, keeping the order. The plan
 //! loader parses files with it and the planner compiles, keys and stats tasks with it, so a large
-//! no-op build uses both cores.
+//! no-op build uses both cores. And [`blocking`]: blocking work run from the async runtime.
 
 /// Maps `f` over `items` on up to one thread per core, keeping the order.
 pub(crate) fn par_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
@@ -41,4 +41,17 @@ pub(crate) fn par_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync
     out.into_iter()
         .map(|r| r.expect("every item was given to a worker"))
         .collect()
+}
+
+/// Runs blocking work (planning: SQLite reads, hashing files) without holding an async worker: on
+/// the multi-threaded runtime the worker hands its other tasks to the rest of the pool while `f`
+/// runs (`block_in_place`). Planning borrows the project and returns what borrows it, so it cannot
+/// move to a `spawn_blocking` thread, which needs `'static`. Outside such a runtime `f` just runs.
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }

@@ -1,6 +1,7 @@
 //! The crate's module graph has no cycle (issue 13). Each file under `src/` is a module; an edge runs
-//! from a module to every module it names (`crate::a::b`, `super::`, or a child module's name in a
-//! `mod.rs`) outside its own `#[cfg(test)]` code. A cycle means two stages know each other, which is
+//! from a module to every module it names (`crate::a::b`, `super::`, either with brace groups
+//! expanded, or a child module's name in its parent, a `mod.rs` or an `x.rs` beside `x/`) outside
+//! its own `#[cfg(test)]` code. A cycle means two stages know each other, which is
 //! what the folders exist to prevent: the fix is to move the shared type down to the lower stage, or
 //! to pass a value instead of importing the module that makes it.
 //!
@@ -63,22 +64,74 @@ fn resolve(path: &str, known: &BTreeMap<String, PathBuf>) -> Option<String> {
         .find(|candidate| known.contains_key(candidate))
 }
 
-/// Identifier-like paths (`a::b::c`) that start right after `prefix` in `text`.
-fn paths_after<'t>(text: &'t str, prefix: &str) -> Vec<&'t str> {
+/// Identifier-like paths (`a::b::c`) that start right after `prefix` in `text`, with a brace group
+/// after one expanded (`a::{b, c::d}` gives `a`, `a::b` and `a::c::d`).
+fn paths_after(text: &str, prefix: &str) -> Vec<String> {
     let mut found = Vec::new();
     let mut rest = text;
     while let Some(at) = rest.find(prefix) {
         let before = rest[..at].chars().next_back();
         let after = &rest[at + prefix.len()..];
-        let end = after
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
-            .unwrap_or(after.len());
+        let end = path_end(after);
         if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
-            found.push(after[..end].trim_end_matches(':'));
+            let path = after[..end].trim_end_matches(':');
+            found.push(path.to_string());
+            if let Some(group) = after[end..].strip_prefix('{') {
+                found.extend(group_items(group).into_iter().map(|item| join(path, &item)));
+            }
         }
         rest = &after[end..];
     }
     found
+}
+
+fn path_end(text: &str) -> usize {
+    text.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .unwrap_or(text.len())
+}
+
+fn join(path: &str, item: &str) -> String {
+    if path.is_empty() {
+        item.to_string()
+    } else {
+        format!("{path}::{item}")
+    }
+}
+
+/// The paths a brace group names, up to its closing brace (nested groups expanded).
+fn group_items(group: &str) -> Vec<String> {
+    let mut items = Vec::new();
+    let mut rest = group;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ',');
+        if rest.is_empty() || rest.starts_with('}') {
+            return items;
+        }
+        let end = path_end(rest);
+        let path = rest[..end].trim_end_matches(':');
+        rest = &rest[end..];
+        if let Some(inner) = rest.strip_prefix('{') {
+            items.extend(group_items(inner).into_iter().map(|i| join(path, &i)));
+            // Past the nested group's closing brace.
+            let mut depth = 1;
+            let close = inner
+                .char_indices()
+                .find(|(_, c)| {
+                    match c {
+                        '{' => depth += 1,
+                        '}' => depth -= 1,
+                        _ => {}
+                    }
+                    depth == 0
+                })
+                .map_or(inner.len(), |(i, _)| i + 1);
+            rest = &inner[close..];
+        } else if !path.is_empty() && path != "self" {
+            items.push(path.to_string());
+        }
+        // Past ` as name` and anything else up to the next item.
+        rest = rest.trim_start_matches(|c: char| c != ',' && c != '}');
+    }
 }
 
 fn graph(src: &Path) -> Graph {
@@ -88,7 +141,7 @@ fn graph(src: &Path) -> Graph {
         let text = code(&std::fs::read_to_string(file).unwrap());
         let mut edges = BTreeSet::new();
         for path in paths_after(&text, "crate::") {
-            edges.extend(resolve(path, &known));
+            edges.extend(resolve(&path, &known));
         }
         let parent = module.rsplit_once("::").map(|(p, _)| p.to_string());
         if let Some(parent) = &parent {
@@ -97,8 +150,8 @@ fn graph(src: &Path) -> Graph {
                     .extend(resolve(&format!("{parent}::{path}"), &known).or(Some(parent.clone())));
             }
         }
-        // A `mod.rs` naming its own children without `crate::`.
-        if file.ends_with("mod.rs") {
+        // A module (`mod.rs`, or `x.rs` beside `x/`) naming its own children without `crate::`.
+        {
             for child in known
                 .keys()
                 .filter_map(|k| k.strip_prefix(&format!("{module}::")))
@@ -215,9 +268,22 @@ fn the_checker_sees_a_cycle() {
     );
     assert_eq!(
         paths_after("use crate::plan::raw::{Sink};\n x::crate::no", "crate::"),
-        vec!["plan::raw::"]
-            .into_iter()
-            .map(|p| p.trim_end_matches(':'))
-            .collect::<Vec<_>>()
+        ["plan::raw", "plan::raw::Sink"]
+    );
+    assert_eq!(
+        paths_after(
+            "use crate::project::{self, lock::{LockFile, text as t}, manifest};",
+            "crate::"
+        ),
+        [
+            "project",
+            "project::lock::LockFile",
+            "project::lock::text",
+            "project::manifest"
+        ]
+    );
+    assert_eq!(
+        paths_after("use super::{a, b::C};", "super::"),
+        ["", "a", "b::C"]
     );
 }

@@ -29,7 +29,9 @@ use crate::tree::output_name::now_unix;
 
 use super::connect::{connect, latency_history, poll_policy, task_timeout};
 use super::events::{progress_printer, restore_reasons};
-use super::{Hooks, Next, OnEvent, Session, blocking};
+use super::hooks::{Hooks, OnEvent};
+use super::session::{Next, Session, job};
+use crate::par::blocking;
 
 /// Executes the plan and records every outcome in `session`. Tasks decided at planning start at
 /// once; each waiting task is decided the moment the last image it consumes exists, and started if
@@ -425,37 +427,6 @@ fn remember_requests(
         .lock()
         .expect("never poisoned")
         .put_built_requests(&rows)
-}
-
-/// The executor's job for a decision: `None` for a fresh task, which needs nothing done.
-pub(super) fn job(project: &Project, u: &Unit<'_>, d: &Decision) -> Option<Job> {
-    let kind = match &d.action {
-        Action::Fresh => return None,
-        Action::Restore {
-            images,
-            generated_at,
-        } => JobKind::Restore {
-            images: images.clone(),
-            generated_at: *generated_at,
-        },
-        Action::Generate => JobKind::Generate,
-    };
-    Some(Job {
-        id: u.task.id.clone(),
-        key: u.key,
-        compiled: u.compiled.clone(),
-        output: u.task.output.clone(),
-        pick: u.task.pick.clone().map(Arc::new),
-        kind,
-        media: u
-            .compiled
-            .media
-            .iter()
-            .map(|slot| slot.pointer.clone())
-            .zip(u.media.iter().cloned())
-            .collect(),
-        inline_media: project.registry.takes_inline_media(&u.task.model),
-    })
 }
 
 /// Adds a decided task's report and figures to the session: fresh when it had no job (counted only,
