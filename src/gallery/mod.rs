@@ -228,7 +228,7 @@ pub fn collect(
     selection: &Selection,
     failed: &HashMap<String, String>,
 ) -> Result<Gallery> {
-    let planned = build::plan(project, selection, &HashSet::new())?;
+    let mut planned = build::plan(project, selection, &HashSet::new())?;
     let root = &project.manifest.root;
     let mut history: HashMap<String, Vec<StoredResult>> = HashMap::new();
     for result in planned.store.all_results()? {
@@ -312,6 +312,8 @@ pub fn collect(
         let mut seen = HashSet::new();
         card.inputs.retain(|i| seen.insert(i.clone()));
     }
+    // Read, not changed: back to the next reader (the next build of `wanx watch --serve`).
+    std::mem::take(&mut planned.lock).keep(&project.manifest.lock_path());
     Ok(Gallery {
         title: root
             .file_name()
