@@ -142,7 +142,8 @@ pub fn load_source(
         path: path.to_path_buf(),
         source: source.to_owned(),
     }];
-    validate_files(&files, Vec::new(), manifest, registry, None).map(|(loaded, _)| loaded)
+    let digests = text_digests(&files);
+    validate_files(&files, Vec::new(), digests, manifest, registry, None).map(|(loaded, _)| loaded)
 }
 
 /// [`validate_files`] through the plan cache (src/plan/cache.rs): the whole project as last loaded
@@ -168,7 +169,8 @@ fn load_files(
         })
         .flatten()
     else {
-        return validate_files(files, early, manifest, registry, None).map(|(loaded, _)| loaded);
+        return validate_files(files, early, digests, manifest, registry, None)
+            .map(|(loaded, _)| loaded);
     };
     // Seed settings come from JSON plans, which the cache does not keep.
     let seeded = files
@@ -182,9 +184,15 @@ fn load_files(
             digests,
         });
     }
-    let (loaded, parts) = match validate_files(files, Vec::new(), manifest, registry, Some(&lookup))
-    {
-        Err(_) => validate_files(files, Vec::new(), manifest, registry, None)?,
+    let (loaded, parts) = match validate_files(
+        files,
+        Vec::new(),
+        digests.clone(),
+        manifest,
+        registry,
+        Some(&lookup),
+    ) {
+        Err(_) => validate_files(files, Vec::new(), digests.clone(), manifest, registry, None)?,
         Ok(done) => done,
     };
     let per_file: Vec<cache::FilePart> = parts
@@ -225,6 +233,7 @@ struct Parts {
 fn validate_files(
     files: &[SourceFile],
     early: Vec<Diagnostic>,
+    digests: HashMap<PathBuf, [u8; 32]>,
     manifest: &Manifest,
     registry: &Registry,
     cached: Option<&cache::Lookup>,
@@ -296,7 +305,7 @@ fn validate_files(
         tasks,
         notes,
         seed,
-        digests: text_digests(files),
+        digests,
     };
     let parts = Parts {
         files: per_file,

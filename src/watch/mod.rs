@@ -317,19 +317,17 @@ impl Watch<'_> {
                 Err(Error::Interrupted) => {}
                 Err(e) => self.reporter.error(seq, e),
             }
-            // This build's outputs are wanx's own writes: ignore them too.
+            // This build's outputs are wanx's own writes: ignore them too (the set is this
+            // project's already: renewed before the build).
             let set = match &ended.result {
-                Ok(built) => self
-                    .set
-                    .renew(&project.manifest, &project.loaded)
-                    .with_outputs(
-                        built
-                            .summary
-                            .tasks
-                            .iter()
-                            .flat_map(|t| &t.outputs)
-                            .map(String::as_str),
-                    ),
+                Ok(built) => self.set.clone().with_outputs(
+                    built
+                        .summary
+                        .tasks
+                        .iter()
+                        .flat_map(|t| &t.outputs)
+                        .map(String::as_str),
+                ),
                 Err(_) => WatchSet::new(&project.manifest, Some(&project.loaded)),
             };
             self.rewatch(set);

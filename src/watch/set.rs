@@ -71,8 +71,8 @@ impl WatchSet {
     }
 
     /// [`WatchSet::new`] for a newly loaded project, keeping this set's outputs from `wanx.lock`
-    /// instead of reading it again: a rebuild starts sooner (a large lock takes tens of
-    /// milliseconds to read), and the set is made anew from the lock once the build is done.
+    /// instead of reading it again: a rebuild starts sooner (a large lock takes milliseconds to
+    /// read), and the build's own outputs are added once it is done ([`WatchSet::with_outputs`]).
     #[must_use]
     pub fn renew(&self, manifest: &Manifest, loaded: &Loaded) -> WatchSet {
         let ignored = Arc::clone(&self.ignored_files);
